@@ -1,0 +1,134 @@
+"""Options and helpers shared by the verbs, defined once."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..io import DEFAULT_MAX_PIXELS, READ_SUFFIXES, WRITE_FORMATS
+
+OUTPUT_SUFFIX = "_lily"
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--weights", metavar="NAME|FILE", default=None,
+                   help="a shipped model name (default: nanolily-v1) or a .safetensors file")
+    g.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    g.add_argument("--allow-pickle", action="store_true",
+                   help="allow a .ckpt/.pt pickle checkpoint as --weights (only for files you trust)")
+
+
+def add_engine_options(p: argparse.ArgumentParser, with_mode: bool = True) -> None:
+    from ..enhance import DEFAULT_BATCH_SIZE, DEFAULT_STRIDE, MODES
+
+    g = p.add_argument_group("engine")
+    if with_mode:
+        g.add_argument("--mode", choices=MODES, default="bloom",
+                       help="bloom: full resolution in blended 224x224 tiles; core: the original single "
+                            "224x224 pass, resized back (default: %(default)s)")
+    g.add_argument("--stride", type=positive_int, default=DEFAULT_STRIDE,
+                   help="bloom tile step in pixels, 1..224; 112 = 50%% overlap (default: %(default)s)")
+    g.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                   help="tiles per network call (default: %(default)s)")
+    g.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse larger images, a guard against decompression bombs (default: %(default)s)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def load_model_or_none(args):
+    """The model the options ask for, or None after printing why it cannot be loaded."""
+    from ..weights import WeightsError, load_model
+
+    try:
+        return load_model(args.weights, device=args.device, allow_pickle=args.allow_pickle)
+    except (WeightsError, ValueError) as e:
+        error(str(e))
+        return None
+
+
+def error(message: str) -> None:
+    """One line on stderr, written so it does not break a progress bar."""
+    try:
+        from tqdm import tqdm
+
+        tqdm.write(f"error: {message}", file=sys.stderr)
+    except ImportError:  # pragma: no cover
+        print(f"error: {message}", file=sys.stderr)
+
+
+@dataclass
+class Job:
+    source: Path
+    target: Path
+
+
+def has_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path, Path | None]], list[str]]:
+    """Files named by INPUT arguments: (file, the folder it was found under or None), and error lines.
+
+    Folders and globs yield image files (by extension), skipping our own ``*_lily.*`` outputs; a file
+    named explicitly is always taken, so a bad one is reported rather than silently skipped.
+    """
+    found: list[tuple[Path, Path | None]] = []
+    errors: list[str] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            files = sorted(f for f in path.glob(pattern) if f.is_file() and _wanted(f))
+            if not files:
+                errors.append(f"{path}: no images in this folder" + ("" if recursive else " (use -r for subfolders)"))
+            found += [(f, path) for f in files]
+        elif path.is_file():
+            found.append((path, None))
+        elif has_glob(item):
+            files = sorted(Path(f) for f in glob.glob(os.path.expanduser(item), recursive=True))
+            files = [f for f in files if f.is_file() and _wanted(f)]
+            if not files:
+                errors.append(f"{item}: no images match this pattern")
+            found += [(f, None) for f in files]
+        else:
+            errors.append(f"{path}: no such file or folder")
+    unique = list(dict.fromkeys(found))
+    return unique, errors
+
+
+def _wanted(path: Path) -> bool:
+    return path.suffix.lower() in READ_SUFFIXES and not path.stem.endswith(OUTPUT_SUFFIX)
+
+
+def plan_jobs(files: list[tuple[Path, Path | None]], output: str | None, fmt: str | None) -> list[Job]:
+    """Where each input goes. ``output`` with an image extension and one input: that file; otherwise a
+    folder (made if needed), mirroring subfolders of a folder input; no ``output``: ``<stem>_lily.<ext>``
+    beside each input. ``fmt`` (an extension) replaces the input's extension."""
+    suffix = (lambda src: "." + fmt) if fmt else (lambda src: src.suffix)
+    if output is not None and Path(output).suffix.lower() in WRITE_FORMATS and not Path(output).is_dir():
+        if len(files) != 1:
+            raise ValueError(f"-o {output} names one file, but there are {len(files)} inputs; give a folder")
+        return [Job(files[0][0], Path(output))]
+    jobs = []
+    for source, base in files:
+        if output is None:
+            target = source.with_name(source.stem + OUTPUT_SUFFIX + suffix(source))
+        else:
+            relative = source.relative_to(base) if base is not None else Path(source.name)
+            target = Path(output) / relative.with_suffix(suffix(source))
+        jobs.append(Job(source, target))
+    return jobs

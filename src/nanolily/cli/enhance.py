@@ -1,0 +1,96 @@
+"""``nanolily enhance``: brighten files, folders and globs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .common import (Job, add_engine_options, add_model_options, error, expand_inputs, load_model_or_none,
+                     plan_jobs)
+
+TILE_BAR_MIN_TILES = 64  # show a tile bar only for images big enough to take a while
+
+EXAMPLES = """examples:
+  nanolily enhance night.jpg                    writes night_lily.jpg beside it
+  nanolily enhance night.jpg -o bright.png      one file, format from the extension
+  nanolily enhance shots/ -r -o bright/         a folder tree, mirrored into bright/
+  nanolily enhance 'trip/*.jpg' --mode core     a glob (quote it), the original 224x224 pass
+
+exit status: 0 all done, 1 some inputs failed, 2 usage error"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("enhance", help="brighten photos (files, folders, globs)", description=__doc__,
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="output file (one input) or folder; default: <stem>_lily.<ext> beside each input")
+    p.add_argument("-r", "--recursive", action="store_true", help="include subfolders of folder inputs")
+    p.add_argument("--format", choices=["png", "jpg", "webp", "tif", "bmp"],
+                   help="output format for folder/beside outputs (default: the input's)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files, inputs included")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary; errors still print")
+    add_engine_options(p)
+    add_model_options(p)
+    p.set_defaults(run=run, parser=p)
+
+
+def run(args) -> int:
+    if not 1 <= args.quality <= 100:
+        args.parser.error(f"--quality must be in 1..100, got {args.quality}")
+    if args.stride > 224:
+        args.parser.error(f"--stride must be at most the tile size 224, got {args.stride}")
+    files, failures = expand_inputs(args.inputs, args.recursive)
+    for line in failures:
+        error(line)
+    try:
+        jobs = plan_jobs(files, args.output, args.format)
+    except ValueError as e:
+        args.parser.error(str(e))
+    if not jobs:
+        return 1
+    model = load_model_or_none(args)
+    if model is None:
+        return 1
+    start = time.perf_counter()
+    done, failed = process(jobs, model, args)
+    failed += len(failures)
+    if not args.quiet:
+        where = f" -> {args.output}" if args.output else ""
+        extra = f", {failed} failed" if failed else ""
+        print(f"enhanced {done} of {done + failed} images in {time.perf_counter() - start:.1f} s"
+              f"{extra}{where}", file=sys.stderr)
+    return 0 if failed == 0 else 1
+
+
+def process(jobs: list[Job], model, args) -> tuple[int, int]:
+    """Enhance each job; a failure is reported and the batch goes on. Returns (done, failed)."""
+    from tqdm.auto import tqdm
+
+    from ..bloom import plan_tiles
+    from ..enhance import enhance_photo
+    from ..io import ImageError, read_image, write_image
+
+    done = failed = 0
+    bar = tqdm(jobs, unit="img", disable=args.quiet or len(jobs) < 2, desc="images")
+    for job in bar:
+        try:
+            if job.target.exists() and not args.overwrite:
+                raise ImageError(job.target, "already exists (use --overwrite to replace it)")
+            photo = read_image(job.source, max_pixels=args.max_pixels)
+            width, height = photo.size
+            tiles = len(plan_tiles(max(height, 224), max(width, 224), 224, args.stride))
+            out = enhance_photo(photo, model, mode=args.mode, stride=args.stride, batch_size=args.batch_size,
+                                progress=not args.quiet and args.mode == "bloom" and tiles >= TILE_BAR_MIN_TILES)
+            job.target.parent.mkdir(parents=True, exist_ok=True)
+            write_image(job.target, out, quality=args.quality, overwrite=args.overwrite)
+            done += 1
+        except ImageError as e:
+            error(str(e))
+            failed += 1
+        except OSError as e:  # e.g. the output folder cannot be made
+            error(f"{job.target}: {e.strerror or e}")
+            failed += 1
+    return done, failed

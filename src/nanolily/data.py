@@ -1,0 +1,241 @@
+"""Paired low-light datasets: finding pairs in the published layouts, RAM caching, augmentation, and the
+leakage guard that compares training and test images by content.
+
+Layouts (``root`` is the folder named in the first column):
+
+=========  ==========================================================================
+lol-v1     ``root/{our485|eval15}/{low,high}/<id>.*``          (subset: our485, eval15)
+lol-v2     ``root/{Train,Test}/{Low,Normal}/{low,normal}<id>.*`` (subset: Train, Test)
+pair       ``root/low/<id>.*`` + ``root/high/<id>.*``
+=========  ==========================================================================
+
+Pairs are matched by id with any image extension; a split file lists one id per line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .io import READ_SUFFIXES, read_image, to_uint
+
+LAYOUTS = ("lol-v1", "lol-v2", "pair")
+DATA_ENV = "NANOLILY_DATA"
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as asked; the message names the folder and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: str
+    low: Path
+    high: Path
+
+
+@dataclass
+class DatasetSpec:
+    """Where a paired set lives: ``path`` is relative to the data root unless absolute."""
+
+    layout: str
+    path: str
+    subset: str | None = None
+    split: str | None = None
+
+
+def data_root(option: str | os.PathLike | None) -> Path:
+    """The data root from a CLI option, else ``$NANOLILY_DATA``; an error if neither is set."""
+    value = option or os.environ.get(DATA_ENV)
+    if not value:
+        raise DatasetError(f"no data folder: pass --data DIR or set {DATA_ENV} "
+                           "(e.g. ../shared/datasets, holding lol-v1/ and lol-v2-real/)")
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data folder does not exist")
+    return root
+
+
+def _folders(root: Path, layout: str, subset: str | None) -> tuple[Path, Path, str, str]:
+    """(low folder, high folder, low name prefix, high name prefix)."""
+    if layout == "lol-v1":
+        sub = root / (subset or "our485")
+        return sub / "low", sub / "high", "", ""
+    elif layout == "lol-v2":
+        sub = root / (subset or "Train")
+        return sub / "Low", sub / "Normal", "low", "normal"
+    elif layout == "pair":
+        return root / "low", root / "high", "", ""
+    else:
+        raise DatasetError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+def _index(folder: Path, prefix: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: folder does not exist")
+    found = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in READ_SUFFIXES and f.stem.startswith(prefix):
+            key = f.stem[len(prefix):]
+            if key in found:
+                raise DatasetError(f"{folder}: id {key!r} appears twice ({found[key].name}, {f.name})")
+            found[key] = f
+    return found
+
+
+def read_split(path: str | os.PathLike) -> list[str]:
+    """Ids in a split file: one per line; blank lines and ``#`` comments ignored."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read split file ({e.strerror or e})") from None
+    return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
+
+
+def find_pairs(root: str | os.PathLike, layout: str, subset: str | None = None,
+               split: str | os.PathLike | None = None) -> list[Pair]:
+    """All (low, high) pairs of a dataset folder, sorted by id, optionally restricted to a split.
+
+    Raises :class:`DatasetError` listing ids whose partner is missing, or split ids that are absent.
+    """
+    low_dir, high_dir, low_prefix, high_prefix = _folders(Path(root), layout, subset)
+    lows, highs = _index(low_dir, low_prefix), _index(high_dir, high_prefix)
+    if set(lows) ^ set(highs):
+        raise DatasetError(
+            f"{root}: unpaired images: low without high {_ids(set(lows) - set(highs))}, "
+            f"high without low {_ids(set(highs) - set(lows))}")
+    ids = sorted(lows, key=_id_key)
+    if split is not None:
+        wanted = read_split(split)
+        absent = [i for i in wanted if i not in lows]
+        if absent:
+            raise DatasetError(f"{split}: {len(absent)} ids not found in {low_dir}: {_ids(absent)}")
+        ids = wanted
+    if not ids:
+        raise DatasetError(f"{low_dir}: no images")
+    return [Pair(i, lows[i], highs[i]) for i in ids]
+
+
+def pairs_from_spec(root: Path, spec: DatasetSpec) -> list[Pair]:
+    path = Path(spec.path) if Path(spec.path).is_absolute() else root / spec.path
+    split = None if spec.split is None else (Path(spec.split) if Path(spec.split).is_absolute() else root / spec.split)
+    return find_pairs(path, spec.layout, spec.subset, split)
+
+
+def _id_key(i: str):
+    return (0, int(i), i) if i.isdigit() else (1, 0, i)
+
+
+def _ids(ids) -> str:
+    ids = sorted(ids, key=_id_key)
+    return "[" + ", ".join(ids[:20]) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "") + "]"
+
+
+def load_rgb_uint8(path: Path) -> torch.Tensor:
+    """(3, H, W) uint8 tensor of an image (grayscale replicated)."""
+    photo = read_image(path)
+    pixels = np.repeat(photo.pixels, 3, axis=2) if photo.is_grayscale else photo.pixels
+    return torch.from_numpy(to_uint(pixels, 8)).permute(2, 0, 1).contiguous()
+
+
+class PairedImages:
+    """Decoded pairs cached in RAM as uint8, with the augmentations used in training.
+
+    ``crop``: ``"random"`` (a ``size x size`` crop at full resolution, the view Bloom gives the model),
+    ``"resize"`` (the whole image resized to ``size x size``, the original's training view) or
+    ``"mixed"`` (resize with probability ``resize_prob``, else random crop).
+    """
+
+    def __init__(self, pairs: list[Pair], progress: bool = False):
+        from tqdm.auto import tqdm
+
+        self.pairs = pairs
+        self.low, self.high = [], []
+        for p in tqdm(pairs, desc="loading images", unit="pair", disable=not progress, leave=False):
+            low, high = load_rgb_uint8(p.low), load_rgb_uint8(p.high)
+            if low.shape != high.shape:
+                raise DatasetError(f"{p.low}: size {tuple(low.shape[1:])} differs from its reference "
+                                   f"{p.high} {tuple(high.shape[1:])}")
+            self.low.append(low)
+            self.high.append(high)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def full(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high) as (3, H, W) float tensors in [0, 1]."""
+        return self.low[index].float() / 255, self.high[index].float() / 255
+
+    def sample(self, index: int, generator: torch.Generator, size: int = 224, crop: str = "random",
+               resize_prob: float = 0.5, flips: bool = True, rot90: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """One augmented training view of pair ``index``: (low, high), each (3, size, size) in [0, 1]."""
+        low, high = self.low[index], self.high[index]
+        if crop == "mixed":
+            crop = "resize" if torch.rand((), generator=generator).item() < resize_prob else "random"
+        pair = torch.stack([low, high]).float() / 255  # (2, 3, H, W)
+        if crop == "resize":
+            pair = F.interpolate(pair, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        elif crop == "random":
+            h, w = pair.shape[-2:]
+            if h < size or w < size:
+                scale = size / min(h, w)
+                pair = F.interpolate(pair, size=(math.ceil(h * scale), math.ceil(w * scale)), mode="bilinear",
+                                     align_corners=False, antialias=True)
+                h, w = pair.shape[-2:]
+            y = int(torch.randint(0, h - size + 1, (), generator=generator))
+            x = int(torch.randint(0, w - size + 1, (), generator=generator))
+            pair = pair[..., y:y + size, x:x + size]
+        else:
+            raise ValueError(f"crop must be 'random', 'resize' or 'mixed', got {crop!r}")
+        if flips and torch.rand((), generator=generator).item() < 0.5:
+            pair = pair.flip(-1)
+        if flips and torch.rand((), generator=generator).item() < 0.5:
+            pair = pair.flip(-2)
+        if rot90:
+            k = int(torch.randint(0, 4, (), generator=generator))
+            pair = torch.rot90(pair, k, dims=(-2, -1))
+        return pair[0].contiguous(), pair[1].contiguous()
+
+
+# --- leakage guard ------------------------------------------------------------------------------------
+
+THUMB = 16
+
+
+def fingerprint(path: Path) -> tuple[tuple[int, int], np.ndarray]:
+    """(height, width) and a 16x16 area-averaged luminance thumbnail in [0, 1]: equal for the same photo
+    re-encoded (PNG, WebP, high-quality JPEG), different for different photos."""
+    img = load_rgb_uint8(path).float() / 255
+    luma = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])[None, None]
+    thumb = F.adaptive_avg_pool2d(luma, THUMB)[0, 0].numpy()
+    return tuple(img.shape[1:]), thumb
+
+
+def find_overlaps(train: list[Pair], test: list[Pair], tolerance: float = 1.5 / 255,
+                  progress: bool = False) -> list[tuple[str, str, str]]:
+    """Pairs of (train id, test id, "low" or "high") whose images have the same content.
+
+    Two images match when they have the same size and their thumbnails differ by less than
+    ``tolerance`` everywhere. Low images are compared with low images and references with references.
+    """
+    from tqdm.auto import tqdm
+
+    overlaps = []
+    for kind in ("low", "high"):
+        def prints(pairs):
+            return [fingerprint(getattr(p, kind)) for p in tqdm(pairs, desc=f"fingerprints ({kind})",
+                                                                 disable=not progress, leave=False)]
+        a, b = prints(train), prints(test)
+        thumbs_a = np.stack([t for _, t in a])  # (A, 16, 16)
+        for j, (size_b, thumb_b) in enumerate(b):
+            diff = np.abs(thumbs_a - thumb_b).reshape(len(a), -1).max(axis=1)
+            for i in np.nonzero(diff < tolerance)[0]:
+                if a[i][0] == size_b:
+                    overlaps.append((train[i].id, test[j].id, kind))
+    return overlaps

@@ -1,0 +1,125 @@
+"""One call to brighten a photo: :func:`enhance` takes a PIL image, numpy array or torch tensor and
+returns the same type, dtype and shape.
+
+Modes:
+    bloom  (default) overlapping 224x224 tiles blended with a Hann window: full resolution, any size.
+    core   the original "Core" output: the whole image resized to 224x224, enhanced, resized back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .bloom import bloom, core
+from .io import Photo, photo_to_pil, pil_to_photo, to_float, with_pixels
+from .model import NanoLILY
+from .weights import load_model, resolve_device
+
+MODES = ("bloom", "core")
+DEFAULT_STRIDE = 112
+DEFAULT_BATCH_SIZE = 4
+_default_models: dict[str, NanoLILY] = {}
+
+
+def default_model(device: str | torch.device | None = "auto") -> NanoLILY:
+    """The shipped default model, loaded once per device."""
+    key = str(resolve_device(device))
+    if key not in _default_models:
+        _default_models[key] = load_model(None, device=key)
+    return _default_models[key]
+
+
+def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = "bloom", stride: int = DEFAULT_STRIDE,
+                   batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> torch.Tensor:
+    """Enhance ``(N, 3, H, W)`` float images in [0, 1] with ``model``; returns ``(N, 3, H, W)`` in [0, 1].
+
+    The canvas stays on ``images.device``; tiles run on the model's device.
+    """
+    device = next(model.parameters()).device
+    patch = model.patch_size
+    with torch.inference_mode():
+        if mode == "bloom":
+            out = bloom(model, images, patch=patch, stride=stride, batch_size=batch_size, device=device,
+                        progress=progress)
+        elif mode == "core":
+            out = core(model, images, patch=patch, device=device)
+        else:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        return out.clamp_(0.0, 1.0)
+
+
+def enhance_photo(photo: Photo, model: NanoLILY, **kwargs) -> Photo:
+    """Enhance a decoded :class:`Photo`; alpha, bit depth and metadata are kept, grayscale stays gray."""
+    x = torch.from_numpy(np.ascontiguousarray(photo.pixels)).permute(2, 0, 1)[None]  # (1, C, H, W)
+    if photo.is_grayscale:
+        x = x.expand(-1, 3, -1, -1)
+    y = enhance_tensor(x.contiguous(), model, **kwargs)[0]  # (3, H, W)
+    if photo.is_grayscale:
+        y = y.mean(dim=0, keepdim=True)
+    return with_pixels(photo, y.permute(1, 2, 0).numpy())
+
+
+def enhance(image, mode: str = "bloom", model: NanoLILY | None = None, stride: int = DEFAULT_STRIDE,
+            batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = "auto",
+            progress: bool = False):
+    """Brighten a dark photo.
+
+    Args:
+        image: a PIL image; a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16 or
+            float in [0, 1]; or a torch float tensor (3, H, W) or (N, 3, H, W) in [0, 1].
+        mode: ``"bloom"`` (full resolution, tiled) or ``"core"`` (the original 224x224 pass).
+        model: what :func:`nanolily.load_model` returns; default: the shipped weights.
+        stride: bloom tile step in pixels (224 = no overlap, 112 = 50 % overlap).
+        batch_size: tiles per network call.
+        device: where the default model runs (ignored when ``model`` is given).
+        progress: show a bar over tiles.
+
+    Returns:
+        The enhanced image, of the type, dtype and shape of ``image`` (alpha passed through untouched).
+
+    Example:
+        >>> from PIL import Image
+        >>> out = enhance(Image.open("night.jpg"))  # doctest: +SKIP
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    model = model if model is not None else default_model(device)
+    options = dict(mode=mode, stride=stride, batch_size=batch_size, progress=progress)
+    if isinstance(image, Image.Image):
+        return photo_to_pil(enhance_photo(pil_to_photo(image), model, **options))
+    if isinstance(image, np.ndarray):
+        return _enhance_array(image, model, options)
+    if isinstance(image, torch.Tensor):
+        return _enhance_tensor_input(image, model, options)
+    raise TypeError(f"image must be a PIL image, numpy array or torch tensor, got {type(image).__name__}")
+
+
+def _enhance_array(a: np.ndarray, model: NanoLILY, options: dict) -> np.ndarray:
+    if a.ndim == 2:
+        return _enhance_array(a[..., None], model, options)[..., 0]
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"numpy image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {a.shape}")
+    if not (a.dtype in (np.uint8, np.uint16) or np.issubdtype(a.dtype, np.floating)):
+        raise ValueError(f"numpy image must be uint8, uint16 or float, got {a.dtype}")
+    has_alpha = a.shape[-1] == 4
+    photo = Photo(to_float(a[..., :3] if has_alpha else a))
+    out = enhance_photo(photo, model, **options).pixels  # (H, W, C) float32
+    if a.dtype == np.uint8 or a.dtype == np.uint16:
+        top = np.iinfo(a.dtype).max
+        out = np.round(out * top).astype(a.dtype)
+    else:
+        out = out.astype(a.dtype)
+    return np.concatenate([out, a[..., 3:]], axis=-1) if has_alpha else out
+
+
+def _enhance_tensor_input(t: torch.Tensor, model: NanoLILY, options: dict) -> torch.Tensor:
+    if t.ndim == 3:
+        return _enhance_tensor_input(t[None], model, options)[0]
+    if t.ndim != 4 or t.shape[1] != 3:
+        raise ValueError(f"tensor image must be (3, H, W) or (N, 3, H, W), got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise ValueError(f"tensor image must be floating point in [0, 1], got {t.dtype}")
+    out = enhance_tensor(t.detach().float(), model, **options)
+    return out.to(t.dtype)

@@ -1,0 +1,347 @@
+"""Reading and writing photos the way photographers expect.
+
+- PNG, JPEG, WebP, TIFF and BMP in; the output format follows the output file's extension.
+- EXIF orientation is applied on read (and the tag reset on write), ICC profile and EXIF are copied.
+- Alpha is carried through untouched; grayscale stays grayscale.
+- 16-bit PNG and TIFF are read at 16 bits (Pillow alone would reduce 16-bit RGB to 8 bits, so those go
+  through pypng and tifffile) and written back at 16 bits.
+- Files are written to a temporary name and renamed into place, so a failure never leaves half a file,
+  and an existing file is only replaced when asked.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
+                 ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
+DEFAULT_MAX_PIXELS = 200_000_000  # 200 MP: above any camera photo (an 8K frame is 33 MP), below a bomb
+ORIENTATION_TAG = 0x0112
+_pillow_limit_lock = threading.Lock()
+
+
+class ImageError(Exception):
+    """A file that cannot be read or written; ``str()`` is one line naming the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass
+class Photo:
+    """A decoded photo.
+
+    Attributes:
+        pixels: (H, W, C) float32 in [0, 1]; C = 3 (colour) or 1 (grayscale).
+        alpha: (H, W) alpha channel in its original dtype (uint8 or uint16), or None.
+        bit_depth: 8 or 16, bits per channel of the source.
+        icc_profile / exif: raw bytes to copy to the output, or None.
+    """
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None
+    bit_depth: int = 8
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+    @property
+    def is_grayscale(self) -> bool:
+        return self.pixels.shape[2] == 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as PIL reports it."""
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in READ_SUFFIXES
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
+    """Decode an image file into a :class:`Photo`; any failure is an :class:`ImageError`.
+
+    CMYK, palette, 1-bit and other modes are converted (palette transparency becomes alpha).
+    ``max_pixels`` guards against decompression bombs: larger images are refused before decoding.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(path, "no such file")
+    if path.is_dir():
+        raise ImageError(path, "is a folder, not an image")
+    if path.stat().st_size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    try:
+        with _open_limited(path, max_pixels) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageError(path, f"{width}x{height} = {width * height / 1e6:.1f} MP is over the "
+                                       f"{max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
+            exif = img.getexif()
+            orientation = exif.get(ORIENTATION_TAG, 1)
+            icc = img.info.get("icc_profile")
+            if _is_16bit_rgb(img):
+                pixels, alpha = _read_16bit_rgb(path, img.format)
+                bit_depth = 16
+            else:
+                img.load()
+                pixels, alpha, bit_depth, icc = _from_pil(img, icc)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(path, f"image is over the {max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
+    except Image.UnidentifiedImageError:
+        raise ImageError(path, "not an image file, or a format nanolily cannot read")
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(path, f"damaged image ({_first_line(e)})")
+    pixels = _orient(pixels, orientation)
+    alpha = None if alpha is None else _orient(alpha, orientation)
+    if ORIENTATION_TAG in exif:
+        del exif[ORIENTATION_TAG]
+    return Photo(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
+                 bit_depth, icc, exif.tobytes() if len(exif) else None)
+
+
+def write_image(path: str | os.PathLike, photo: Photo, quality: int = 95, overwrite: bool = False) -> Path:
+    """Encode ``photo`` to ``path`` (format from the extension), atomically.
+
+    16-bit photos stay 16-bit in PNG and TIFF and are rounded to 8 bits elsewhere; alpha is dropped
+    only where the format cannot hold it (JPEG, BMP).
+    """
+    path = Path(path)
+    fmt = WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(path, f"unknown output format {path.suffix!r}; use one of {sorted(WRITE_FORMATS)}")
+    if path.exists() and not overwrite:
+        raise ImageError(path, "already exists (use --overwrite to replace it)")
+    if not path.parent.is_dir():
+        raise ImageError(path, f"output folder {path.parent} does not exist")
+    sixteen = photo.bit_depth == 16 and fmt in SIXTEEN_BIT_FORMATS
+    alpha = photo.alpha if fmt in ALPHA_FORMATS else None
+    data = _encode(photo, fmt, sixteen, alpha, quality)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+    except OSError as e:
+        raise ImageError(path, f"cannot write to {path.parent} ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise ImageError(path, f"cannot write ({e.strerror or e})") from None
+    return path
+
+
+def to_uint(pixels: np.ndarray, bits: int) -> np.ndarray:
+    """[0, 1] floats to uint8 / uint16 with rounding."""
+    top = (1 << bits) - 1
+    return np.round(np.clip(pixels, 0.0, 1.0) * top).astype(np.uint16 if bits == 16 else np.uint8)
+
+
+def to_float(values: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 / float arrays to float32 in [0, 1]."""
+    if values.dtype == np.uint8:
+        return values.astype(np.float32) / 255.0
+    if values.dtype == np.uint16:
+        return values.astype(np.float32) / 65535.0
+    return values.astype(np.float32)
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+def _open_limited(path: Path, max_pixels: int) -> Image.Image:
+    """Open (header only) with Pillow's bomb guard set to our limit instead of its fixed ~179 MP."""
+    with _pillow_limit_lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _is_16bit_rgb(img: Image.Image) -> bool:
+    if img.mode not in ("RGB", "RGBA") or not img.tile:
+        return False
+    if img.format == "PNG":
+        return ";16" in str(img.tile[0].args if hasattr(img.tile[0], "args") else img.tile[0][3])
+    if img.format == "TIFF":
+        bits = img.tag_v2.get(258, (8,))
+        return max(bits if isinstance(bits, tuple) else (bits,)) == 16
+    return False
+
+
+def _read_16bit_rgb(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
+    if fmt == "PNG":
+        import png
+
+        width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+        planes = info["planes"]
+        data = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
+    else:
+        import tifffile
+
+        data = tifffile.imread(str(path))
+        if data.ndim == 3 and data.shape[0] in (3, 4) and data.shape[-1] not in (3, 4):
+            data = np.moveaxis(data, 0, -1)  # planar (C, H, W) storage
+    data = data.astype(np.uint16)
+    alpha = data[..., 3] if data.shape[-1] == 4 else None
+    return to_float(data[..., :3]), alpha
+
+
+def _from_pil(img: Image.Image, icc: bytes | None):
+    """(pixels (H,W,C) float32, alpha or None, bit depth, icc profile to keep) from a loaded image."""
+    mode = img.mode
+    if mode == "P" or mode == "PA":
+        img = img.convert("RGBA" if "transparency" in img.info or mode == "PA" else "RGB")
+        mode = img.mode
+    if mode == "CMYK":
+        img, mode, icc = img.convert("RGB"), "RGB", None  # a CMYK profile does not describe RGB pixels
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return to_float(np.array(img).astype(np.uint16))[..., None], None, 16, icc
+    if mode == "I":  # 16-bit grayscale PNG/TIFF in some Pillow versions
+        a = np.array(img)
+        if a.min() >= 0 and a.max() <= 65535:
+            return to_float(a.astype(np.uint16))[..., None], None, 16, icc
+        return np.clip(a.astype(np.float32) / max(float(a.max()), 1.0), 0, 1)[..., None], None, 16, icc
+    if mode == "F":
+        return np.clip(np.array(img, dtype=np.float32), 0, 1)[..., None], None, 16, icc
+    if mode == "1":
+        img, mode = img.convert("L"), "L"
+    if mode in ("L", "LA"):
+        a = np.array(img)
+        if mode == "LA":
+            return to_float(a[..., :1]), a[..., 1].copy(), 8, icc
+        return to_float(a)[..., None], None, 8, icc
+    if mode not in ("RGB", "RGBA"):
+        img = img.convert("RGBA" if "A" in mode else "RGB")
+    a = np.array(img)
+    return to_float(a[..., :3]), (a[..., 3].copy() if a.shape[-1] == 4 else None), 8, icc
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an (H, W, ...) array, as `PIL.ImageOps.exif_transpose` does."""
+    if orientation == 2:
+        return a[:, ::-1]
+    if orientation == 3:
+        return a[::-1, ::-1]
+    if orientation == 4:
+        return a[::-1]
+    if orientation == 5:
+        return np.swapaxes(a, 0, 1)
+    if orientation == 6:
+        return np.rot90(a, -1)
+    if orientation == 7:
+        return np.swapaxes(a[::-1, ::-1], 0, 1)
+    if orientation == 8:
+        return np.rot90(a, 1)
+    return a
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+# --- writing ------------------------------------------------------------------------------------------
+
+def _encode(photo: Photo, fmt: str, sixteen: bool, alpha: np.ndarray | None, quality: int) -> bytes:
+    bits = 16 if sixteen else 8
+    values = to_uint(photo.pixels, bits)  # (H, W, C)
+    if alpha is not None:
+        alpha_bits = 16 if alpha.dtype == np.uint16 else 8
+        alpha = alpha if alpha_bits == bits else to_uint(to_float(alpha), bits)
+        values = np.concatenate([values, alpha[..., None]], axis=-1)
+    channels = values.shape[-1]
+    if sixteen and fmt == "TIFF":
+        import tifffile
+
+        buf = _io.BytesIO()
+        tifffile.imwrite(buf, values if channels > 1 else values[..., 0],
+                         photometric="minisblack" if photo.is_grayscale else "rgb",
+                         extrasamples=("unassalpha",) if alpha is not None else None,
+                         iccprofile=photo.icc_profile, compression="zlib")
+        return buf.getvalue()
+    if sixteen and fmt == "PNG" and channels >= 2 and not (photo.is_grayscale and alpha is None):
+        return _encode_png16(values, photo)
+    if sixteen:  # 16-bit grayscale PNG without alpha: Pillow handles it
+        img = Image.fromarray(values[..., 0].astype(np.uint16), mode="I;16")
+    else:
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+        img = Image.fromarray(values if channels > 1 else values[..., 0], mode=mode)
+    kwargs = {}
+    if photo.icc_profile and fmt != "BMP":
+        kwargs["icc_profile"] = photo.icc_profile
+    if photo.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        kwargs["exif"] = photo.exif
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if fmt == "TIFF":
+        kwargs["compression"] = "tiff_deflate"
+    buf = _io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _encode_png16(values: np.ndarray, photo: Photo) -> bytes:
+    import zlib
+
+    import png
+
+    height, width, channels = values.shape
+    buf = _io.BytesIO()
+    png.Writer(width, height, greyscale=channels <= 2, alpha=channels in (2, 4), bitdepth=16).write(
+        buf, values.reshape(height, width * channels))
+    chunks = list(png.Reader(bytes=buf.getvalue()).chunks())
+    extra = []
+    if photo.icc_profile:
+        extra.append((b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(photo.icc_profile)))
+    if photo.exif:
+        exif = photo.exif[6:] if photo.exif.startswith(b"Exif\x00\x00") else photo.exif
+        extra.append((b"eXIf", exif))
+    chunks = chunks[:1] + extra + chunks[1:]  # after IHDR, before IDAT
+    out = _io.BytesIO()
+    png.write_chunks(out, chunks)
+    return out.getvalue()
+
+
+def with_pixels(photo: Photo, pixels: np.ndarray) -> Photo:
+    """A copy of ``photo`` with new pixels (same metadata, alpha and bit depth)."""
+    return replace(photo, pixels=pixels.astype(np.float32))
+
+
+def pil_to_photo(img: Image.Image) -> Photo:
+    """A :class:`Photo` from an in-memory PIL image (no EXIF rotation: the pixels are taken as given)."""
+    img.load()
+    pixels, alpha, bit_depth, icc = _from_pil(img, img.info.get("icc_profile"))
+    return Photo(pixels, alpha, bit_depth, icc, None)
+
+
+def photo_to_pil(photo: Photo) -> Image.Image:
+    """The PIL image for a photo: L, LA, RGB, RGBA, or I;16 for 16-bit grayscale."""
+    if photo.bit_depth == 16 and photo.is_grayscale and photo.alpha is None:
+        return Image.fromarray(to_uint(photo.pixels[..., 0], 16), mode="I;16")
+    values = to_uint(photo.pixels, 8)
+    if photo.alpha is not None:
+        alpha = photo.alpha if photo.alpha.dtype == np.uint8 else to_uint(to_float(photo.alpha), 8)
+        values = np.concatenate([values, alpha[..., None]], axis=-1)
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[values.shape[-1]]
+    img = Image.fromarray(values if values.shape[-1] > 1 else values[..., 0], mode=mode)
+    if photo.icc_profile:
+        img.info["icc_profile"] = photo.icc_profile
+    return img
