@@ -5,29 +5,18 @@
 
 Public API: :class:`NanoLILY` (the network), :func:`bloom` (tiled inference over any predictor),
 :func:`enhance` (one call on PIL / numpy / torch images), :func:`load_model`, :func:`available_models`.
-Imports are lazy so that ``nanolily --version`` does not load torch.
 """
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "NanoLILY": "model", "NanoLILYConfig": "model",
-    "bloom": "bloom", "core": "bloom", "plan_tiles": "bloom", "blend_window": "bloom",
-    "enhance": "enhance",
-    "load_model": "weights", "available_models": "weights", "save_weights": "weights",
-    "WeightsError": "weights",
-    "read_image": "io", "write_image": "io", "ImageError": "io",
-}
-__all__ = list(_EXPORTS)
+# The functions `bloom` and `enhance` share their names with their modules, so they are imported
+# eagerly: a lazy attribute would be shadowed by the submodule as soon as it is imported.
+from .bloom import bloom, core, plan_tiles, blend_window  # noqa: E402
+from .enhance import enhance  # noqa: E402
+from .io import ImageError, read_image, write_image  # noqa: E402
+from .model import NanoLILY, NanoLILYConfig  # noqa: E402
+from .weights import WeightsError, available_models, load_model, save_weights  # noqa: E402
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        from importlib import import_module
-
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'nanolily' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__all__ = ["NanoLILY", "NanoLILYConfig", "bloom", "core", "plan_tiles", "blend_window", "enhance",
+           "load_model", "available_models", "save_weights", "WeightsError", "read_image", "write_image",
+           "ImageError", "__version__"]

@@ -64,7 +64,8 @@ def blend_window(patch: int, kind: str = "hann", floor: float = 1e-3) -> torch.T
     """1-D blending weights of length ``patch``; the 2-D window is their outer product.
 
     ``hann`` is the symmetric Hann window sampled at pixel centres, ``sin^2(pi (i + 0.5) / patch)``,
-    clamped below at ``floor``: at stride ``patch / 2`` two neighbouring windows sum to exactly 1.
+    clamped below at ``floor``: at stride ``patch / 2`` two neighbouring windows sum to 1 (to within
+    the floor), so the blend is a plain cross-fade.
     ``constant`` is all ones (plain tiling when ``stride == patch``).
 
     Example:

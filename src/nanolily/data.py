@@ -122,6 +122,35 @@ def find_pairs(root: str | os.PathLike, layout: str, subset: str | None = None,
     return [Pair(i, lows[i], highs[i]) for i in ids]
 
 
+SUBSETS = {"lol-v1": ("our485", "eval15"), "lol-v2": ("Train", "Test"), "pair": (None,)}
+
+
+def detect_layout(root: str | os.PathLike) -> str:
+    """The layout of a dataset folder, from the names of its subfolders."""
+    root = Path(root)
+    names = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    if names & {"our485", "eval15"}:
+        return "lol-v1"
+    if names & {"Train", "Test"}:
+        return "lol-v2"
+    if {"low", "high"} <= names:
+        return "pair"
+    raise DatasetError(f"{root}: not a known dataset layout (expected our485/ or eval15/, Train/ or Test/, "
+                       "or low/ + high/)")
+
+
+def all_pairs(root: str | os.PathLike, layout: str | None = None, split: str | os.PathLike | None = None) -> list[Pair]:
+    """Pairs of every subset present (e.g. our485 and eval15), for checks over a whole dataset copy."""
+    root = Path(root)
+    layout = layout or detect_layout(root)
+    present = [s for s in SUBSETS[layout] if s is None or (root / s).is_dir()]
+    pairs = [p for s in present for p in find_pairs(root, layout, s)]
+    if split is not None:
+        wanted = set(read_split(split))
+        pairs = [p for p in pairs if p.id in wanted]
+    return pairs
+
+
 def pairs_from_spec(root: Path, spec: DatasetSpec) -> list[Pair]:
     path = Path(spec.path) if Path(spec.path).is_absolute() else root / spec.path
     split = None if spec.split is None else (Path(spec.split) if Path(spec.split).is_absolute() else root / spec.split)
@@ -206,36 +235,43 @@ class PairedImages:
 # --- leakage guard ------------------------------------------------------------------------------------
 
 THUMB = 16
+SAME_IMAGE_PSNR = 40.0  # dB; a JPEG q90 re-encode of a LoL image is ~43 dB from the original
 
 
-def fingerprint(path: Path) -> tuple[tuple[int, int], np.ndarray]:
-    """(height, width) and a 16x16 area-averaged luminance thumbnail in [0, 1]: equal for the same photo
-    re-encoded (PNG, WebP, high-quality JPEG), different for different photos."""
-    img = load_rgb_uint8(path).float() / 255
+def thumbnail(image: torch.Tensor) -> np.ndarray:
+    """16x16 area-averaged luminance of a (3, H, W) uint8 image, in [0, 1]."""
+    img = image.float() / 255
     luma = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])[None, None]
-    thumb = F.adaptive_avg_pool2d(luma, THUMB)[0, 0].numpy()
-    return tuple(img.shape[1:]), thumb
+    return F.adaptive_avg_pool2d(luma, THUMB)[0, 0].numpy()
 
 
-def find_overlaps(train: list[Pair], test: list[Pair], tolerance: float = 1.5 / 255,
+def find_overlaps(train: list[Pair], test: list[Pair], min_psnr: float = SAME_IMAGE_PSNR,
                   progress: bool = False) -> list[tuple[str, str, str]]:
-    """Pairs of (train id, test id, "low" or "high") whose images have the same content.
+    """(train id, test id, "low" or "high") for every training image with the same content as a test image.
 
-    Two images match when they have the same size and their thumbnails differ by less than
-    ``tolerance`` everywhere. Low images are compared with low images and references with references.
+    Content, not names: two images match when they have the same size and a PSNR of at least
+    ``min_psnr`` between them, so re-encoded copies (PNG, lossless WebP, high-quality JPEG) match.
+    Thumbnails pick the candidates first. Low images are compared with low images and references with
+    references; a shared reference means the same scene (another exposure of a test scene), which is
+    leakage too.
     """
+    from functools import lru_cache
+
     from tqdm.auto import tqdm
+
+    from .metrics import psnr
 
     overlaps = []
     for kind in ("low", "high"):
-        def prints(pairs):
-            return [fingerprint(getattr(p, kind)) for p in tqdm(pairs, desc=f"fingerprints ({kind})",
-                                                                 disable=not progress, leave=False)]
-        a, b = prints(train), prints(test)
-        thumbs_a = np.stack([t for _, t in a])  # (A, 16, 16)
-        for j, (size_b, thumb_b) in enumerate(b):
-            diff = np.abs(thumbs_a - thumb_b).reshape(len(a), -1).max(axis=1)
-            for i in np.nonzero(diff < tolerance)[0]:
-                if a[i][0] == size_b:
-                    overlaps.append((train[i].id, test[j].id, kind))
+        load = lru_cache(maxsize=None)(load_rgb_uint8)
+        thumbs_a = np.stack([thumbnail(load(getattr(p, kind))) for p in
+                             tqdm(train, desc=f"leakage guard ({kind})", disable=not progress, leave=False)])
+        for b in test:
+            image_b = load(getattr(b, kind))
+            diff = np.abs(thumbs_a - thumbnail(image_b)).reshape(len(train), -1).max(axis=1)
+            for i in np.nonzero(diff < 2 / 255)[0]:
+                image_a = load(getattr(train[i], kind))
+                if image_a.shape == image_b.shape and float(psnr(image_a[None] / 255.0, image_b[None] / 255.0)) >= min_psnr:
+                    overlaps.append((train[i].id, b.id, kind))
+        load.cache_clear()
     return overlaps

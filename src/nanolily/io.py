@@ -90,10 +90,11 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             if width * height > max_pixels:
                 raise ImageError(path, f"{width}x{height} = {width * height / 1e6:.1f} MP is over the "
                                        f"{max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
+            sixteen_bit_rgb = _is_16bit_rgb(img)  # before getexif(), which may decode a PNG and drop its tile
             exif = img.getexif()
             orientation = exif.get(ORIENTATION_TAG, 1)
             icc = img.info.get("icc_profile")
-            if _is_16bit_rgb(img):
+            if sixteen_bit_rgb:
                 pixels, alpha = _read_16bit_rgb(path, img.format)
                 bit_depth = 16
             else:
@@ -179,7 +180,7 @@ def _is_16bit_rgb(img: Image.Image) -> bool:
     if img.mode not in ("RGB", "RGBA") or not img.tile:
         return False
     if img.format == "PNG":
-        return ";16" in str(img.tile[0].args if hasattr(img.tile[0], "args") else img.tile[0][3])
+        return ";16" in str(img.tile[0][3])  # raw mode, e.g. "RGB;16B"
     if img.format == "TIFF":
         bits = img.tag_v2.get(258, (8,))
         return max(bits if isinstance(bits, tuple) else (bits,)) == 16
@@ -280,10 +281,9 @@ def _encode(photo: Photo, fmt: str, sixteen: bool, alpha: np.ndarray | None, qua
     if sixteen and fmt == "PNG" and channels >= 2 and not (photo.is_grayscale and alpha is None):
         return _encode_png16(values, photo)
     if sixteen:  # 16-bit grayscale PNG without alpha: Pillow handles it
-        img = Image.fromarray(values[..., 0].astype(np.uint16), mode="I;16")
+        img = Image.fromarray(values[..., 0].astype(np.uint16))  # mode I;16
     else:
-        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
-        img = Image.fromarray(values if channels > 1 else values[..., 0], mode=mode)
+        img = Image.fromarray(values if channels > 1 else values[..., 0])  # L, LA, RGB or RGBA from the shape
     kwargs = {}
     if photo.icc_profile and fmt != "BMP":
         kwargs["icc_profile"] = photo.icc_profile
@@ -335,13 +335,12 @@ def pil_to_photo(img: Image.Image) -> Photo:
 def photo_to_pil(photo: Photo) -> Image.Image:
     """The PIL image for a photo: L, LA, RGB, RGBA, or I;16 for 16-bit grayscale."""
     if photo.bit_depth == 16 and photo.is_grayscale and photo.alpha is None:
-        return Image.fromarray(to_uint(photo.pixels[..., 0], 16), mode="I;16")
+        return Image.fromarray(to_uint(photo.pixels[..., 0], 16))  # mode I;16
     values = to_uint(photo.pixels, 8)
     if photo.alpha is not None:
         alpha = photo.alpha if photo.alpha.dtype == np.uint8 else to_uint(to_float(photo.alpha), 8)
         values = np.concatenate([values, alpha[..., None]], axis=-1)
-    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[values.shape[-1]]
-    img = Image.fromarray(values if values.shape[-1] > 1 else values[..., 0], mode=mode)
+    img = Image.fromarray(values if values.shape[-1] > 1 else values[..., 0])  # L, LA, RGB or RGBA
     if photo.icc_profile:
         img.info["icc_profile"] = photo.icc_profile
     return img

@@ -106,8 +106,12 @@ class VGGPerceptual(nn.Module):
 
 
 def _convention_from_metadata(metadata: dict) -> str:
-    text = json.dumps(metadata).lower()
-    if "torchvision" in text and "caffe" not in text:
+    """``caffe`` when the file says its input is BGR / 0..255 (as ../shared/weights does), ``torchvision``
+    when it says ImageNet mean/std normalisation; caffe when it says neither."""
+    text = (metadata.get("input", "") + " " + metadata.get("convention", "")).lower()
+    if "bgr" in text or "caffe" in text:
+        return "caffe"
+    if "imagenet" in text or "torchvision" in text or "std" in text:
         return "torchvision"
     return "caffe"
 

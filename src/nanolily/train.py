@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -205,7 +206,7 @@ def check_leakage(config: TrainConfig, data: Path, train_pairs, force: bool, log
     overlaps = find_overlaps(train_pairs, tests)
     if overlaps:
         shown = ", ".join(f"train {a} = test {b} ({k})" for a, b, k in overlaps[:10])
-        message = f"training and test sets share {len(overlaps)} images by content: {shown}"
+        message = f"{len(overlaps)} training images have the content of test images: {shown}"
         if not force:
             raise SystemExit(f"error: {message}; remove them (see docs/training.md) or pass --force")
         log(f"warning: {message} (--force given)")
@@ -214,12 +215,17 @@ def check_leakage(config: TrainConfig, data: Path, train_pairs, force: bool, log
 
 
 def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, resume: bool = False,
-          force: bool = False, weights_dir: str | None = None, progress: bool = True) -> dict:
-    """Run a training config; returns a summary (best validation metrics, steps, wall time)."""
+          force: bool = False, weights_dir: str | None = None, progress: bool = True,
+          until: int | None = None) -> dict:
+    """Run a training config; returns a summary (best validation metrics, steps, wall time).
+
+    ``until`` stops after that step with a checkpoint, to split a long run across sessions (resume
+    continues exactly where it stopped).
+    """
     from tqdm.auto import tqdm
 
     dist = Distributed()
-    log = (lambda msg: tqdm.write(msg)) if dist.main else (lambda msg: None)
+    log = (lambda msg: tqdm.write(msg, file=sys.stderr)) if dist.main else (lambda msg: None)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -246,7 +252,7 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
     val_every = config.val_every or steps_per_epoch
 
     # lr_scale / plateau_*: our own ReduceLROnPlateau, so it composes with warm-up and is saved with the run
-    state = {"step": 0, "best": -math.inf, "best_metrics": {}, "stale": 0, "elapsed": 0.0,
+    state = {"step": 0, "best": -math.inf, "best_metrics": {}, "stale": 0, "elapsed": 0.0, "cpu": 0.0,
              "lr_scale": 1.0, "plateau_best": -math.inf, "plateau_bad": 0}
     last = out / "last.ckpt"
     if resume:
@@ -272,6 +278,7 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
     val_log = _CsvLog(out / "val_log.csv", resume)
     bar = tqdm(total=total, initial=state["step"], unit="step", disable=not (progress and dist.main), desc=config.name)
     start = time.perf_counter() - state["elapsed"]
+    cpu_start = time.process_time() - state["cpu"]  # CPU seconds of all threads: honest under contention
     stop_reason = "finished"
     while state["step"] < total:
         step = state["step"]
@@ -289,12 +296,19 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         optimizer.step()
         state["step"] = step = step + 1
         state["elapsed"] = time.perf_counter() - start
+        state["cpu"] = time.process_time() - cpu_start
         bar.update(1)
         if dist.main and (step % config.log_every == 0 or step == 1):
             train_log.write({"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                             "loss": float(loss.detach()), **parts, "elapsed_s": round(state["elapsed"], 1)})
+                             "loss": float(loss.detach()), **parts, "elapsed_s": round(state["elapsed"], 1),
+                             "cpu_s": round(state["cpu"], 1)})
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         timed_out = config.max_minutes is not None and state["elapsed"] > 60 * config.max_minutes
+        paused = until is not None and step >= until
+        if paused:
+            save_checkpoint(last)
+            stop_reason = f"paused at step {step} (--until); continue with --resume"
+            break
         if step % val_every == 0 or step == total or timed_out:
             if dist.main:
                 metrics = validate(model, val_set, config.val_mode, config.val_stride)
@@ -323,7 +337,8 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
                 break
     bar.close()
     summary = {"name": config.name, "steps": state["step"], "total_steps": total, "stop": stop_reason,
-               "wall_time_s": round(state["elapsed"], 1), "best": state["best_metrics"],
+               "wall_time_s": round(state["elapsed"], 1), "cpu_time_s": round(state["cpu"], 1),
+               "threads": torch.get_num_threads(), "best": state["best_metrics"],
                "best_weights": str(out / "best.safetensors")}
     if dist.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))

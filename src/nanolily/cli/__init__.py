@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 
-VERBS = ("enhance", "compare", "info", "demo", "train")
+VERBS = ("enhance", "compare", "info", "demo", "train", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["--version"], ["-V"]):  # answer without importing torch
+    if argv[:1] in (["--version"], ["-V"]):  # answer before building every verb's parser
         print(f"nanolily {__version__}")
         return 0
     args = build_parser().parse_args(argv)

@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
                    help="folder with the VGG19 weights for the perceptual loss "
                         "(default: $NANOLILY_WEIGHTS_DIR, then <data>/../weights)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.ckpt")
+    p.add_argument("--until", type=int, metavar="STEP", help="stop after STEP with a checkpoint (resume later)")
     p.add_argument("--force", action="store_true", help="train even if training and test sets overlap")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (YAML syntax), e.g. --set max_steps=100; repeatable")
@@ -50,7 +51,7 @@ def run(args) -> int:
         args.parser.error(str(e))
     try:
         summary = train(config, root, args.out or f"runs/{config.name}", resume=args.resume, force=args.force,
-                        weights_dir=args.weights_dir, progress=not args.quiet)
+                        weights_dir=args.weights_dir, progress=not args.quiet, until=args.until)
     except (DatasetError, FileNotFoundError) as e:
         args.parser.error(str(e))
     print(json.dumps(summary, indent=2))

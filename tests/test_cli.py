@@ -1,0 +1,147 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nanolily.cli import main
+
+from .conftest import dark_image
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "shots"
+    (folder / "sub").mkdir(parents=True)
+    for name, (h, w) in {"a.jpg": (120, 160), "b.png": (90, 100), "sub/c.png": (60, 80)}.items():
+        Image.fromarray(dark_image(h, w)).save(folder / name)
+    return folder
+
+
+def run(args, weights):
+    return main(list(args) + ["--weights", str(weights), "--device", "cpu"])
+
+
+def test_one_file_beside_the_input(photos, random_weights, capsys):
+    assert run(["enhance", str(photos / "a.jpg")], random_weights) == 0
+    out = Image.open(photos / "a_lily.jpg")
+    assert out.size == (160, 120)
+    assert "enhanced 1 of 1 images" in capsys.readouterr().err
+
+
+def test_one_file_to_a_named_output(photos, random_weights, tmp_path):
+    assert run(["enhance", str(photos / "a.jpg"), "-o", str(tmp_path / "bright.png"), "-q"], random_weights) == 0
+    assert Image.open(tmp_path / "bright.png").format == "PNG"
+
+
+def test_folder_recursive_into_an_output_folder(photos, random_weights, tmp_path):
+    out = tmp_path / "out"
+    assert run(["enhance", str(photos), "-r", "-o", str(out), "-q"], random_weights) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == ["a.jpg", "b.png", "sub/c.png"]
+
+
+def test_folder_without_recursion_skips_subfolders_and_own_outputs(photos, random_weights):
+    assert run(["enhance", str(photos), "-q"], random_weights) == 0
+    assert sorted(p.name for p in photos.glob("*_lily.*")) == ["a_lily.jpg", "b_lily.png"]
+    # a second run does not enhance its own outputs; it refuses to overwrite the first run's
+    assert run(["enhance", str(photos), "-q"], random_weights) == 1
+    assert not list(photos.glob("*_lily_lily.*"))
+
+
+def test_glob_and_format(photos, random_weights, tmp_path):
+    assert run(["enhance", str(photos / "*.png"), "-o", str(tmp_path / "o"), "--format", "webp", "-q"],
+               random_weights) == 0
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["b.webp"]
+
+
+def test_many_inputs_to_one_file_is_a_usage_error(photos, random_weights, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        run(["enhance", str(photos / "a.jpg"), str(photos / "b.png"), "-o", str(tmp_path / "x.png")], random_weights)
+    assert e.value.code == 2
+
+
+def test_bad_files_do_not_stop_the_batch(photos, random_weights, tmp_path, capsys):
+    (photos / "empty.png").write_bytes(b"")
+    (photos / "text.jpg").write_text("not an image")
+    data = (photos / "a.jpg").read_bytes()
+    (photos / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    code = run(["enhance", str(photos), str(tmp_path / "missing.png"), "-o", str(out)], random_weights)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "b.png"]
+    for line in [f"error: {photos / 'empty.png'}: empty file (0 bytes)",
+                 f"error: {photos / 'text.jpg'}: not an image file",
+                 f"error: {photos / 'trunc.jpg'}: damaged image",
+                 f"error: {tmp_path / 'missing.png'}: no such file or folder"]:
+        assert line in err
+    assert "enhanced 2 of 6 images" in err and "4 failed" in err
+
+
+def test_pixel_limit_option(photos, random_weights, capsys):
+    assert run(["enhance", str(photos / "a.jpg"), "--max-pixels", "1000", "-q"], random_weights) == 1
+    assert "over the 0.001 MP limit" in capsys.readouterr().err
+    assert run(["enhance", str(photos / "a.jpg"), "--max-pixels", "20000", "-q"], random_weights) == 0
+
+
+def test_existing_outputs_and_inputs_are_kept_unless_overwrite(photos, random_weights, capsys):
+    original = (photos / "b.png").read_bytes()
+    assert run(["enhance", str(photos / "b.png"), "-o", str(photos / "b.png"), "-q"], random_weights) == 1
+    assert "already exists (use --overwrite" in capsys.readouterr().err
+    assert (photos / "b.png").read_bytes() == original
+    assert run(["enhance", str(photos / "b.png"), "-o", str(photos / "b.png"), "-q", "--overwrite"], random_weights) == 0
+    assert (photos / "b.png").read_bytes() != original
+
+
+def test_unwritable_output_folder(photos, random_weights, tmp_path, capsys):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    code = run(["enhance", str(photos / "a.jpg"), str(photos / "b.png"), "-o", str(blocker / "out"), "-q"],
+               random_weights)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 2 and all(str(blocker / "out") in line for line in err)
+
+
+def test_core_mode_and_options(photos, random_weights):
+    assert run(["enhance", str(photos / "b.png"), "--mode", "core", "--stride", "56", "--batch-size", "2", "-q"],
+               random_weights) == 0
+    with pytest.raises(SystemExit) as e:
+        run(["enhance", str(photos / "b.png"), "--mode", "fast"], random_weights)
+    assert e.value.code == 2
+
+
+def test_missing_weights_file_is_one_line(photos, tmp_path, capsys):
+    code = main(["enhance", str(photos / "a.jpg"), "--weights", str(tmp_path / "none.safetensors"), "-q"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_compare_figure(photos, random_weights, tmp_path, capsys):
+    fig = tmp_path / "fig.png"
+    assert run(["compare", str(photos / "a.jpg"), "-o", str(fig)], random_weights) == 0
+    im = Image.open(fig)
+    assert im.width > 3 * 160 and im.height > 120
+    assert str(fig) in capsys.readouterr().out
+
+
+def test_info(random_weights, capsys):
+    assert run(["info"], random_weights) == 0
+    out = capsys.readouterr().out
+    assert "129,016" in out and "sha256:" in out and "version: test-untrained" in out
+
+
+def test_demo_writes_the_figure(random_weights, tmp_path, capsys):
+    assert run(["demo", "-o", str(tmp_path / "demo")], random_weights) == 0
+    out = capsys.readouterr().out
+    assert f"comparison figure: {tmp_path / 'demo' / 'demo_compare.png'}" in out
+    assert len(list((tmp_path / "demo").glob("*_lily.png"))) >= 2
+
+
+def test_console_script_version_and_help():
+    r = subprocess.run([sys.executable, "-m", "nanolily.cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("nanolily ")
+    r = subprocess.run([sys.executable, "-m", "nanolily.cli", "enhance", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--overwrite" in r.stdout and "exit status" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "nanolily.cli"], capture_output=True, text=True)
+    assert r.returncode == 2

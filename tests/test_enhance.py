@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nanolily import enhance
+from nanolily.enhance import enhance_tensor
+
+from .conftest import dark_image
+
+
+def test_numpy_uint8_in_uint8_out(model):
+    a = dark_image(100, 130)
+    out = enhance(a, model=model)
+    assert out.dtype == np.uint8 and out.shape == a.shape
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.float64])
+def test_numpy_dtypes_are_kept(model, dtype):
+    a = dark_image(50, 60).astype(np.float64) / 255
+    a = (a * 65535).astype(dtype) if dtype == np.uint16 else a.astype(dtype)
+    out = enhance(a, model=model)
+    assert out.dtype == dtype and out.shape == a.shape
+
+
+def test_numpy_alpha_and_grayscale(model):
+    rgba = np.dstack([dark_image(40, 50), np.arange(2000, dtype=np.uint8).reshape(40, 50)])
+    out = enhance(rgba, model=model)
+    assert out.shape == rgba.shape and np.array_equal(out[..., 3], rgba[..., 3])
+    gray = dark_image(40, 50)[..., 0]
+    assert enhance(gray, model=model).shape == gray.shape
+
+
+def test_matches_the_engine(model):
+    a = dark_image(64, 300)
+    x = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
+    expected = enhance_tensor(x, model)[0].permute(1, 2, 0).numpy()
+    assert np.abs(enhance(a, model=model).astype(float) / 255 - expected).max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("shape", [(3, 60, 70), (2, 3, 60, 70)])
+def test_tensors_keep_shape_and_dtype(model, shape):
+    t = torch.rand(shape, dtype=torch.float64)
+    out = enhance(t, model=model, mode="core")
+    assert out.shape == t.shape and out.dtype == t.dtype
+    assert 0 <= out.min() and out.max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA"])
+def test_pil_modes_are_kept(model, mode):
+    img = Image.fromarray(dark_image(40, 50)).convert(mode)
+    out = enhance(img, model=model)
+    assert isinstance(out, Image.Image) and out.mode == mode and out.size == img.size
+    if "A" in mode:
+        assert np.array_equal(np.asarray(out)[..., -1], np.asarray(img)[..., -1])
+
+
+def test_modes_differ_and_are_checked(model):
+    a = dark_image(300, 400)
+    assert not np.array_equal(enhance(a, model=model, mode="bloom"), enhance(a, model=model, mode="core"))
+    with pytest.raises(ValueError, match=r"mode must be one of \('bloom', 'core'\), got 'fast'"):
+        enhance(a, model=model, mode="fast")
+
+
+def test_bad_types_are_rejected(model):
+    with pytest.raises(TypeError, match="must be a PIL image, numpy array or torch tensor, got str"):
+        enhance("photo.jpg", model=model)
+    with pytest.raises(ValueError, match=r"numpy image must be .* got \(4, 5, 2\)"):
+        enhance(np.zeros((4, 5, 2)), model=model)
+    with pytest.raises(ValueError, match="tensor image must be floating point"):
+        enhance(torch.zeros(3, 8, 8, dtype=torch.uint8), model=model)

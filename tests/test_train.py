@@ -1,0 +1,93 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from nanolily.cli import main
+from nanolily.train import TrainConfig, lr_lambda, schedule_weights, train
+from nanolily.weights import load_model, read_metadata
+
+from .test_data import make_layout
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    base = dict(name="tiny", model={"size": 32, "width": 4},
+                train=[{"layout": "pair", "path": "pairs"}], val=[{"layout": "pair", "path": "pairs"}],
+                check_leakage=False, max_steps=4, batch_size=2, size=32, crop="mixed", lr=1e-2,
+                scheduler="cosine", warmup_steps=1, loss={"l1": 1.0, "ssim": 0.2, "fft": 0.05},
+                val_every=2, val_stride=16, log_every=1, select="psnr", threads=1)
+    return TrainConfig.from_dict({**base, **overrides})
+
+
+@pytest.fixture
+def data(tmp_path):
+    make_layout(tmp_path / "pairs", "pair", ["a", "b", "c"])
+    return tmp_path
+
+
+def losses(run_dir):
+    with open(run_dir / "train_log.csv") as f:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}
+
+
+def test_training_writes_weights_logs_and_summary(data):
+    summary = train(tiny_config(), data, data / "run", progress=False)
+    assert summary["steps"] == 4 and summary["best"]["psnr"] > 0
+    model = load_model(data / "run" / "best.safetensors", device="cpu")
+    assert model.config.size == 32
+    meta = read_metadata(data / "run" / "best.safetensors")
+    assert "pair:pairs" in meta["training_data"] and json.loads(meta["metrics"])["psnr"] == pytest.approx(summary["best"]["psnr"])
+    assert json.loads(meta["train_config"])["max_steps"] == 4
+    assert (data / "run" / "val_log.csv").exists() and len(losses(data / "run")) == 4
+
+
+def test_resume_gives_the_same_next_steps(data):
+    config = tiny_config()
+    train(config, data, data / "straight", progress=False)
+    summary = train(config, data, data / "split", progress=False, until=2)
+    assert summary["steps"] == 2
+    train(config, data, data / "split", resume=True, progress=False)
+    straight, split = losses(data / "straight"), losses(data / "split")
+    assert sorted(split) == [1, 2, 3, 4]
+    for step in (3, 4):
+        assert split[step] == pytest.approx(straight[step], rel=1e-6, abs=1e-7)
+    ckpt = torch.load(data / "split" / "last.ckpt", weights_only=True)
+    assert ckpt["config"]["max_steps"] == 4 and ckpt["state"]["step"] == 4
+
+
+def test_config_rejects_unknown_keys_and_choices():
+    with pytest.raises(ValueError, match=r"unknown config keys \['learning_rate'\]"):
+        TrainConfig.from_dict({"learning_rate": 1})
+    with pytest.raises(ValueError, match="crop must be one of"):
+        TrainConfig.from_dict({"crop": "centre"})
+
+
+def test_shipped_configs_parse():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml")):
+        TrainConfig.from_yaml(path)
+
+
+def test_loss_schedule_and_lr():
+    config = TrainConfig.from_dict({"loss": {"l1": 1.0, "ssim": 0.01}, "loss_schedule": {"ssim": [[0, 0.01], [50, 0.2]]}})
+    assert schedule_weights(config, 49)["ssim"] == 0.01 and schedule_weights(config, 50)["ssim"] == 0.2
+    cosine = lr_lambda(TrainConfig.from_dict({"scheduler": "cosine", "warmup_steps": 10, "lr": 1.0, "min_lr": 0.1}), 110)
+    assert cosine(0) == pytest.approx(0.1) and cosine(10) == pytest.approx(1.0) and cosine(110) == pytest.approx(0.1)
+
+
+def test_leakage_guard_refuses_to_train(data):
+    config = tiny_config(check_leakage=True, leakage_test=[{"layout": "pair", "path": "pairs"}])
+    with pytest.raises(SystemExit, match="12 training images have the content of test images"):
+        train(config, data, data / "run", progress=False)
+
+
+def test_cli_train_with_overrides(data, tmp_path, capsys):
+    import yaml
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config().__dict__))
+    assert main(["train", "--config", str(cfg), "--data", str(data), "--out", str(data / "cli"), "-q",
+                 "--set", "max_steps=2"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
