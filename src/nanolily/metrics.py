@@ -7,7 +7,10 @@ the "valid" region (no padding) and averaged over channels and pixels.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 
@@ -63,3 +66,65 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int 
     sxy = blur(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
     return s.flatten(1).mean(1)
+
+
+ALEXNET_FILE = "alexnet-features-imagenet.safetensors"
+LPIPS_HEADS_FILE = "lpips-v0.1-alex-heads.safetensors"
+
+
+class LPIPS(nn.Module):
+    """LPIPS v0.1 with AlexNet (Zhang et al. 2018): learned perceptual distance, lower is closer.
+
+    Inputs are scaled to [-1, 1] and shifted/scaled as in the ``lpips`` package; features at relu1..relu5
+    are unit-normalised per pixel, their squared differences weighted by the learned 1x1 heads, averaged
+    over space and summed over layers.
+
+    Args:
+        alexnet: torchvision ``alexnet().features`` weights (safetensors).
+        heads: LPIPS v0.1 ``lin0..lin4`` weights (safetensors).
+    """
+
+    def __init__(self, alexnet: str | Path, heads: str | Path):
+        super().__init__()
+        from safetensors.torch import load_file
+
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+        )
+        self.features.load_state_dict(load_file(str(alexnet)))
+        head_state = load_file(str(heads))
+        for i in range(5):
+            self.register_buffer(f"head{i}", head_state[f"lin{i}.model.1.weight"])  # (1, C, 1, 1)
+        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
+        self.taps = (1, 4, 7, 9, 11)  # relu1 .. relu5
+        self.requires_grad_(False).eval()
+
+    @classmethod
+    def from_dir(cls, weights_dir: str | Path | None = None, data: str | Path | None = None) -> "LPIPS":
+        from .weights import feature_weights_path
+
+        return cls(feature_weights_path(ALEXNET_FILE, weights_dir, data),
+                   feature_weights_path(LPIPS_HEADS_FILE, weights_dir, data))
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = ((2 * x - 1) - self.shift) / self.scale
+        out = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.taps:
+                out.append(x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10))
+        return out
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Distance per image, ``(N,)``, for ``(N, 3, H, W)`` images in [0, 1]."""
+        _check_pair(x, y)
+        total = x.new_zeros(x.shape[0])
+        for i, (fx, fy) in enumerate(zip(self._taps(x), self._taps(y))):
+            head = getattr(self, f"head{i}")
+            total = total + F.conv2d((fx - fy) ** 2, head).mean(dim=(1, 2, 3))
+        return total

@@ -28,10 +28,9 @@ from .enhance import enhance_tensor
 from .losses import CompositeLoss
 from .metrics import psnr, ssim
 from .model import NanoLILY, NanoLILYConfig
-from .weights import load_model, save_weights
+from .weights import feature_weights_path, load_model, save_weights
 
 DEFAULT_VGG = "vgg19-features-relu3_4-caffe.safetensors"
-WEIGHTS_ENV = "NANOLILY_WEIGHTS_DIR"
 
 
 @dataclass
@@ -184,14 +183,7 @@ class Distributed:
 def resolve_vgg(config: TrainConfig, data: Path, weights_dir: str | None) -> Path | None:
     if config.loss.get("vgg", 0) == 0 and all(v == 0 for _, v in config.loss_schedule.get("vgg", [])):
         return None
-    name = Path(config.vgg_weights)
-    candidates = [name] if name.is_absolute() else [
-        Path(d) / name for d in (weights_dir, os.environ.get(WEIGHTS_ENV), data.parent / "weights") if d]
-    for c in candidates:
-        if c.exists():
-            return c
-    raise FileNotFoundError(f"VGG19 weights {config.vgg_weights} not found (looked in {[str(c) for c in candidates]}); "
-                            f"pass --weights-dir DIR or set {WEIGHTS_ENV}")
+    return feature_weights_path(config.vgg_weights, weights_dir, data)
 
 
 def check_leakage(config: TrainConfig, data: Path, train_pairs, force: bool, log) -> None:

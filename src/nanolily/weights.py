@@ -194,6 +194,31 @@ def _read_pickle_checkpoint(path: Path) -> tuple[NanoLILYConfig, dict[str, torch
     raise WeightsError(f"{path}: no state dict found in the checkpoint")
 
 
+FEATURE_WEIGHTS_ENV = "NANOLILY_WEIGHTS_DIR"
+
+
+def feature_weights_path(filename: str, weights_dir: str | os.PathLike | None = None,
+                         data: str | os.PathLike | None = None) -> Path:
+    """Find a pretrained feature network file (VGG19 for the perceptual loss, AlexNet/LPIPS for the metric).
+
+    Looks in ``weights_dir``, then ``$NANOLILY_WEIGHTS_DIR``, then ``weights/`` beside the data root
+    (the layout of ../shared). These files are not downloaded: the error says where to put them.
+    """
+    name = Path(filename).expanduser()
+    if name.is_absolute():
+        candidates = [name]
+    else:
+        folders = [weights_dir, os.environ.get(FEATURE_WEIGHTS_ENV)]
+        if data is not None:
+            folders += [Path(data).parent / "weights", Path(data).parent.parent / "weights"]
+        candidates = [Path(d) / name for d in folders if d]
+    for c in candidates:
+        if c.exists():
+            return c
+    raise FileNotFoundError(f"{filename} not found (looked in {[str(c.parent) for c in candidates] or 'nowhere'}); "
+                            f"pass --weights-dir DIR or set {FEATURE_WEIGHTS_ENV} to the folder holding it")
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` picks CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
     if device is None or str(device) == "auto":

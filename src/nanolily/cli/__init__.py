@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 
-VERBS = ("enhance", "compare", "info", "demo", "train", "data")
+VERBS = ("enhance", "compare", "explain", "info", "demo", "train", "evaluate", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,86 @@
+"""``nanolily evaluate``: metrics of a model on a paired test set (per-image CSV, summary JSON, markdown)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import add_model_options
+
+EPILOG = """examples:
+  nanolily evaluate --data ../shared/datasets/lol-v2-real
+  nanolily evaluate --data ../shared/datasets/lol-v2-real --protocol resize224
+  nanolily evaluate --data ../shared/datasets/lol-v2-real --mode core --gallery gallery/ --gallery-ids 00690 00701
+
+protocols: full = each image at full resolution, outputs clamped, per-image metrics averaged (honest);
+resize224 = the original's measurement (224x224 resize, unclamped, PSNR pooled over all images)."""
+
+
+def add_parser(sub) -> None:
+    from ..evaluate import PROTOCOLS
+
+    p = sub.add_parser("evaluate", help="metrics on a paired test set", description=__doc__, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="a dataset folder (layout detected: our485/eval15, Train/Test, or low/+high/)")
+    p.add_argument("--subset", help="only this subset, e.g. Test or eval15 (default: all present)")
+    p.add_argument("--split", metavar="FILE", help="only the ids in this file")
+    p.add_argument("--mode", choices=["bloom", "core"], default="bloom", help="engine mode (default: %(default)s)")
+    p.add_argument("--stride", type=int, default=112, help="bloom stride (default: %(default)s)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="full", help="measurement protocol (default: %(default)s)")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: eval/<weights>-<protocol>-<mode>)")
+    p.add_argument("--weights-dir", metavar="DIR",
+                   help="folder with AlexNet/LPIPS and VGG19 weights (default: $NANOLILY_WEIGHTS_DIR, then "
+                        "weights/ beside the data)")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS and VGG (no feature weights needed)")
+    p.add_argument("--gallery", metavar="DIR", help="write Input | Output | Target triptychs here")
+    p.add_argument("--gallery-ids", nargs="+", default=[], metavar="ID", help="ids for the gallery (default: first 4)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_model_options(p)
+    p.set_defaults(run=run, parser=p)
+
+
+def run(args) -> int:
+    from ..data import DatasetError, all_pairs, find_pairs, detect_layout
+    from ..evaluate import evaluate, markdown_table, write_gallery, write_report
+    from ..losses import VGGPerceptual
+    from ..metrics import LPIPS
+    from ..train import DEFAULT_VGG
+    from ..weights import feature_weights_path
+    from .common import error, load_model_or_none
+
+    try:
+        if args.subset:
+            pairs = find_pairs(args.data, detect_layout(args.data), args.subset, args.split)
+        else:
+            pairs = all_pairs(args.data, split=args.split)
+    except DatasetError as e:
+        args.parser.error(str(e))
+    model = load_model_or_none(args)
+    if model is None:
+        return 1
+    lpips = vgg = None
+    if not args.no_lpips:
+        try:
+            lpips = LPIPS.from_dir(args.weights_dir, args.data)
+            vgg = VGGPerceptual(feature_weights_path(DEFAULT_VGG, args.weights_dir, args.data))
+        except FileNotFoundError as e:
+            error(f"{e} (or pass --no-lpips)")
+            return 1
+    rows, summary = evaluate(model, pairs, args.mode, args.protocol, args.stride, lpips, vgg, progress=not args.quiet)
+    name = Path(getattr(model, "weights_path", "model")).stem
+    out = Path(args.out or f"eval/{name}-{args.protocol}-{args.mode}")
+    title = f"{name} on {args.data}" + (f" ({args.subset})" if args.subset else "")
+    paths = write_report(out, rows, summary, title)
+    print(markdown_table([(name, summary)]), end="")
+    print(f"per-image: {paths['csv']}  summary: {paths['json']}", file=sys.stderr)
+    if args.gallery:
+        ids = args.gallery_ids or [p.id for p in pairs[:4]]
+        try:
+            written = write_gallery(model, pairs, ids, args.gallery, args.mode, args.stride)
+        except ValueError as e:
+            error(str(e))
+            return 1
+        print(f"gallery: {len(written)} figures in {args.gallery}", file=sys.stderr)
+    return 0

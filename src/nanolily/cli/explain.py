@@ -1,0 +1,75 @@
+"""``nanolily explain``: what each branch of NanoLILY contributes, on one photo (the original's figure).
+
+Panels, on the photo resized to the model's 224x224 grid: input; spatial-branch output and
+frequency-branch output (each stretched to its own min..max for display); the residual added to the
+input (mid-grey = 0, brighter = lifted); the output."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_model_options, error, load_model_or_none
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("explain", help="branch visualisation for one photo", description=__doc__,
+                       epilog="example:\n  nanolily explain night.jpg -o night_explain.png",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", metavar="INPUT", help="an image file")
+    p.add_argument("-o", "--output", metavar="FIGURE", help="figure path (default: <stem>_explain.png beside INPUT)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing figure")
+    add_model_options(p)
+    p.set_defaults(run=run)
+
+
+def explain_figure(photo, model):
+    import torch
+    from PIL import Image
+
+    from ..bloom import resize
+    from ..figures import side_by_side
+
+    x = torch.from_numpy(photo.pixels).permute(2, 0, 1)[None].expand(-1, 3, -1, -1)  # (1, 3, H, W)
+    size = model.patch_size
+    x = resize(x.contiguous(), (size, size)).to(next(model.parameters()).device)
+    with torch.inference_mode():
+        parts = model.branches(x)
+
+    def stretch(t):
+        return (t - t.min()) / (t.max() - t.min() + 1e-8)
+
+    def pil(t):
+        return Image.fromarray((t[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8"))
+
+    return side_by_side([
+        ("Input (224x224)", pil(x)),
+        ("Spatial branch", pil(stretch(parts["spatial"]))),
+        ("Frequency branch", pil(stretch(parts["frequency"]))),
+        ("Residual (grey = 0)", pil(parts["residual"] * 0.5 + 0.5)),
+        ("Output", pil(parts["output"])),
+    ], height=size)
+
+
+def run(args) -> int:
+    from ..io import ImageError, pil_to_photo, read_image, write_image
+
+    source = Path(args.input)
+    target = Path(args.output) if args.output else source.with_name(source.stem + "_explain.png")
+    try:
+        if target.exists() and not args.overwrite:
+            raise ImageError(target, "already exists (use --overwrite to replace it)")
+        photo = read_image(source)
+    except ImageError as e:
+        error(str(e))
+        return 1
+    model = load_model_or_none(args)
+    if model is None:
+        return 1
+    try:
+        write_image(target, pil_to_photo(explain_figure(photo, model)), overwrite=args.overwrite)
+    except ImageError as e:
+        error(str(e))
+        return 1
+    print(target)
+    return 0

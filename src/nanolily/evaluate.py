@@ -1,0 +1,146 @@
+"""Evaluation on paired test sets: per-image metrics, a summary, and a markdown table.
+
+Protocols:
+    full       (default, the honest one) every image at its own resolution, the model run in the chosen
+               mode (bloom or core), outputs clamped to [0, 1], metrics per image, then averaged.
+    resize224  the original NanoLILY measurement: low and reference images resized to 224x224, one
+               forward pass, outputs not clamped, and PSNR from the MSE pooled over all images
+               (reported as ``psnr_pooled``, beside the per-image mean). Only comparable with itself.
+
+Metrics (all fp32): PSNR; SSIM (Gaussian 11x11, sigma 1.5, per RGB channel, data range 1, valid region);
+LPIPS (AlexNet, v0.1); and the original's loss terms as metrics: VGG19 relu3_4 perceptual MSE,
+Charbonnier, FFT amplitude L1, colour (1 - cosine of RGB vectors), TV of the output.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from . import losses
+from .bloom import resize
+from .data import Pair, load_rgb_uint8
+from .enhance import enhance_tensor
+from .metrics import LPIPS, psnr, ssim
+from .model import NanoLILY
+
+PROTOCOLS = ("full", "resize224")
+
+
+def to_float(image: torch.Tensor) -> torch.Tensor:
+    return image.float()[None] / 255  # (1, 3, H, W)
+
+
+@torch.inference_mode()
+def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: str = "full", stride: int = 112,
+             lpips: LPIPS | None = None, vgg: losses.VGGPerceptual | None = None,
+             progress: bool = False) -> tuple[list[dict], dict]:
+    """Metrics per image and their summary for ``model`` on ``pairs``.
+
+    Returns:
+        (rows, summary): one dict per image (``id`` and each metric) and a dict of means plus the
+        protocol, mode and image count (and ``psnr_pooled`` under resize224).
+    """
+    from tqdm.auto import tqdm
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    rows = []
+    squared_error, count = 0.0, 0
+    for pair in tqdm(pairs, desc=f"evaluate ({protocol}, {mode})", unit="img", disable=not progress):
+        low, high = to_float(load_rgb_uint8(pair.low)), to_float(load_rgb_uint8(pair.high))
+        if protocol == "full":
+            out = enhance_tensor(low, model, mode=mode, stride=stride)
+        else:
+            low, high = resize(low, (224, 224)), resize(high, (224, 224))
+            out = model(low.to(next(model.parameters()).device)).cpu()  # unclamped, as the original measured
+        row = {"id": pair.id, "height": int(high.shape[-2]), "width": int(high.shape[-1])}
+        row.update(image_metrics(out, high, lpips, vgg))
+        rows.append(row)
+        squared_error += float((out - high).pow(2).sum())
+        count += high.numel()
+    metric_names = [k for k in rows[0] if k not in ("id", "height", "width")] if rows else []
+    summary = {"protocol": protocol, "mode": mode if protocol == "full" else "resize224 forward",
+               "stride": stride if protocol == "full" and mode == "bloom" else None, "images": len(rows)}
+    summary.update({k: sum(r[k] for r in rows) / len(rows) for k in metric_names})
+    if protocol == "resize224":
+        summary["psnr_pooled"] = 10 * math.log10(1 / (squared_error / count))
+    return rows, summary
+
+
+def image_metrics(out: torch.Tensor, ref: torch.Tensor, lpips: LPIPS | None = None,
+                  vgg: losses.VGGPerceptual | None = None) -> dict[str, float]:
+    """All metrics for one (1, 3, H, W) output against its reference."""
+    m = {"psnr": float(psnr(out, ref)), "ssim": float(ssim(out, ref))}
+    if lpips is not None:
+        m["lpips"] = float(lpips(out.clamp(0, 1), ref))
+    if vgg is not None:
+        m["vgg"] = float(vgg(out, ref))
+    m["charbonnier"] = float(losses.charbonnier(out, ref))
+    m["fft"] = float(losses.fft_amplitude(out, ref))
+    m["color"] = float(losses.color(out, ref))
+    m["tv"] = float(losses.tv(out))
+    return m
+
+
+def write_report(out_dir: str | os.PathLike, rows: list[dict], summary: dict, title: str) -> dict[str, Path]:
+    """per_image.csv, summary.json and summary.md in ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "per_image.csv", "json": out / "summary.json", "md": out / "summary.md"}
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    paths["json"].write_text(json.dumps({"title": title, **summary}, indent=2))
+    paths["md"].write_text(markdown_table([(title, summary)]))
+    return paths
+
+
+def markdown_table(results: list[tuple[str, dict]]) -> str:
+    """A markdown table with one row per (name, summary)."""
+    columns = ["psnr", "psnr_pooled", "ssim", "lpips", "vgg", "charbonnier", "fft", "color", "tv"]
+    columns = [c for c in columns if any(c in s for _, s in results)]
+    lines = ["| run | protocol | mode | images | " + " | ".join(columns) + " |",
+             "|---|---|---|---|" + "---|" * len(columns)]
+    for name, s in results:
+        cells = [f"{s[c]:.4f}" if c in s and c not in ("psnr", "psnr_pooled") else (f"{s[c]:.2f}" if c in s else "")
+                 for c in columns]
+        mode = s["mode"] + (f", stride {s['stride']}" if s.get("stride") else "")
+        lines.append(f"| {name} | {s['protocol']} | {mode} | {s['images']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_gallery(model: NanoLILY, pairs: list[Pair], ids: list[str], out_dir: str | os.PathLike,
+                  mode: str = "bloom", stride: int = 112) -> list[Path]:
+    """Input | Output | Target triptychs (PNG) for the chosen ids."""
+    from PIL import Image
+
+    from .figures import side_by_side
+
+    by_id = {p.id: p for p in pairs}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise ValueError(f"gallery ids not in the evaluated set: {unknown}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in ids:
+        low, high = to_float(load_rgb_uint8(by_id[i].low)), to_float(load_rgb_uint8(by_id[i].high))
+        with torch.inference_mode():
+            result = enhance_tensor(low, model, mode=mode, stride=stride)
+        score = float(psnr(result, high))
+
+        def pil(t):
+            return Image.fromarray((t[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype("uint8"))
+        figure = side_by_side([(f"Input {i}", pil(low)), (f"Output ({mode}) {score:.2f} dB", pil(result)),
+                               ("Target", pil(high))])
+        path = out / f"{i}.png"
+        figure.save(path)
+        written.append(path)
+    return written

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from nanolily.cli import main
+from nanolily.data import find_pairs
+from nanolily.evaluate import evaluate, markdown_table
+from nanolily.metrics import LPIPS
+
+from .conftest import SHARED
+from .test_data import make_layout
+
+WEIGHTS = SHARED / "weights"
+needs_weights = pytest.mark.skipif(not (WEIGHTS / "lpips-v0.1-alex-heads.safetensors").exists(),
+                                   reason="needs ../shared/weights")
+
+
+class Identity(torch.nn.Module):
+    """A predictor that returns its input, so metrics of the low image against the reference are known."""
+
+    patch_size = 224
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return x
+
+
+def test_evaluate_full_and_resize224(tmp_path):
+    make_layout(tmp_path, "pair", ["a", "b"])
+    pairs = find_pairs(tmp_path, "pair")
+    rows, summary = evaluate(Identity(), pairs, protocol="full")
+    assert [r["id"] for r in rows] == ["a", "b"] and summary["images"] == 2
+    assert summary["psnr"] == pytest.approx(sum(r["psnr"] for r in rows) / 2)
+    _, s224 = evaluate(Identity(), pairs, protocol="resize224")
+    assert "psnr_pooled" in s224 and s224["mode"] == "resize224 forward"
+    table = markdown_table([("identity", summary), ("identity", s224)])
+    assert table.count("\n") == 4 and "psnr_pooled" in table
+
+
+def test_evaluate_rejects_unknown_protocol(tmp_path):
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        evaluate(Identity(), [], protocol="crop")
+
+
+@needs_weights
+def test_lpips_properties():
+    lp = LPIPS.from_dir(WEIGHTS)
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(lp(x, x), torch.zeros(2), atol=1e-6)
+    near, far = lp(x, (x + 0.02 * torch.randn_like(x)).clamp(0, 1)), lp(x, torch.rand_like(x))
+    assert (near < far).all() and (far > 0.1).all()
+
+
+def test_evaluate_cli_writes_reports_and_gallery(tmp_path, random_weights, capsys):
+    make_layout(tmp_path / "set", "pair", ["a", "b"])
+    out = tmp_path / "report"
+    code = main(["evaluate", "--data", str(tmp_path / "set"), "--weights", str(random_weights), "--no-lpips",
+                 "--out", str(out), "--gallery", str(tmp_path / "g"), "--gallery-ids", "b", "-q"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 2 and summary["protocol"] == "full"
+    assert (out / "per_image.csv").read_text().count("\n") == 3
+    assert "| untrained |" in capsys.readouterr().out
+    assert Image.open(tmp_path / "g" / "b.png").width > 3 * 60
+
+
+def test_explain_figure(tmp_path, random_weights, capsys):
+    from .conftest import dark_image
+
+    Image.fromarray(dark_image(100, 150)).save(tmp_path / "x.png")
+    assert main(["explain", str(tmp_path / "x.png"), "-o", str(tmp_path / "e.png"), "--weights", str(random_weights)]) == 0
+    assert Image.open(tmp_path / "e.png").size[0] > 5 * 224
