@@ -91,3 +91,21 @@ def test_cli_train_with_overrides(data, tmp_path, capsys):
     assert main(["train", "--config", str(cfg), "--data", str(data), "--out", str(data / "cli"), "-q",
                  "--set", "max_steps=2"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 2
+
+
+def test_seed_stage2_recipe_runs_on_generated_lol_v2_data(tmp_path):
+    from pathlib import Path
+
+    root = tmp_path / "data"
+    v2 = root / "LOL-v2" / "Real_captured"
+    make_layout(v2, "lol-v2", ["00001", "00002", "00003"])  # Train/{Low,Normal}/{low,normal}<id>
+    make_layout(root / "lol-v1", "lol-v1", ["1", "2"], seed=10)
+    (root / "splits").mkdir()
+    (root / "splits" / "lol-v1-val.txt").write_text("1\n2\n")
+    config = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "seed-stage2.yaml")
+    assert config.train[0]["path"] == "LOL-v2/Real_captured" and config.early_stop_patience == 10
+    cheap = {**config.__dict__, "init_from": None, "max_steps": 2, "batch_size": 2, "val_every": 1,
+             "check_leakage": False, "loss": {"l1": 1.0, "ssim": 0.2}, "model": {"size": 32, "width": 4},
+             "size": 32, "val_mode": "core", "threads": 1}
+    summary = train(TrainConfig.from_dict(cheap), root, tmp_path / "run", progress=False)
+    assert summary["steps"] == 2 and summary["best"]["ssim"] > 0

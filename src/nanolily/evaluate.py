@@ -119,9 +119,7 @@ def markdown_table(results: list[tuple[str, dict]]) -> str:
 def write_gallery(model: NanoLILY, pairs: list[Pair], ids: list[str], out_dir: str | os.PathLike,
                   mode: str = "bloom", stride: int = 112) -> list[Path]:
     """Input | Output | Target triptychs (PNG) for the chosen ids."""
-    from PIL import Image
-
-    from .figures import side_by_side
+    from .figures import side_by_side, tensor_to_pil
 
     by_id = {p.id: p for p in pairs}
     unknown = [i for i in ids if i not in by_id]
@@ -135,11 +133,9 @@ def write_gallery(model: NanoLILY, pairs: list[Pair], ids: list[str], out_dir: s
         with torch.inference_mode():
             result = enhance_tensor(low, model, mode=mode, stride=stride)
         score = float(psnr(result, high))
-
-        def pil(t):
-            return Image.fromarray((t[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype("uint8"))
-        figure = side_by_side([(f"Input {i}", pil(low)), (f"Output ({mode}) {score:.2f} dB", pil(result)),
-                               ("Target", pil(high))])
+        figure = side_by_side([(f"Input {i}", tensor_to_pil(low)),
+                               (f"Output ({mode}) {score:.2f} dB", tensor_to_pil(result)),
+                               ("Target", tensor_to_pil(high))])
         path = out / f"{i}.png"
         figure.save(path)
         written.append(path)

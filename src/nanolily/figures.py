@@ -37,6 +37,11 @@ def side_by_side(panels: list[tuple[str, Image.Image]], height: int | None = Non
     return figure
 
 
+def tensor_to_pil(t) -> Image.Image:
+    """The first image of a (N, 3, H, W) float tensor, clamped to [0, 1], as an 8-bit RGB PIL image."""
+    return Image.fromarray((t[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8"))
+
+
 def _fit_height(im: Image.Image, height: int) -> Image.Image:
     if im.height == height:
         return im

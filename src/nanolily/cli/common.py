@@ -132,3 +132,29 @@ def plan_jobs(files: list[tuple[Path, Path | None]], output: str | None, fmt: st
             target = Path(output) / relative.with_suffix(suffix(source))
         jobs.append(Job(source, target))
     return jobs
+
+
+def run_figure_verb(args, suffix: str, make_figure) -> int:
+    """The flow shared by the figure verbs: read INPUT, load the model, write ``make_figure(photo, model)``
+    to -o (default ``<stem>_<suffix>.png`` beside INPUT) and print its path."""
+    from ..io import ImageError, pil_to_photo, read_image, write_image
+
+    source = Path(args.input)
+    target = Path(args.output) if args.output else source.with_name(f"{source.stem}_{suffix}.png")
+    try:
+        if target.exists() and not args.overwrite:
+            raise ImageError(target, "already exists (use --overwrite to replace it)")
+        photo = read_image(source, max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS))
+    except ImageError as e:
+        error(str(e))
+        return 1
+    model = load_model_or_none(args)
+    if model is None:
+        return 1
+    try:
+        write_image(target, pil_to_photo(make_figure(photo, model)), overwrite=args.overwrite)
+    except ImageError as e:
+        error(str(e))
+        return 1
+    print(target)
+    return 0

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .common import add_engine_options, add_model_options, error, load_model_or_none
+from .common import add_engine_options, add_model_options, run_figure_verb
 
 
 def add_parser(sub) -> None:
@@ -38,25 +37,5 @@ def comparison_figure(photo, model, stride: int, batch_size: int, height: int | 
 
 
 def run(args) -> int:
-    from ..io import ImageError, Photo, pil_to_photo, read_image, write_image
-
-    source = Path(args.input)
-    target = Path(args.output) if args.output else source.with_name(source.stem + "_compare.png")
-    try:
-        if target.exists() and not args.overwrite:
-            raise ImageError(target, "already exists (use --overwrite to replace it)")
-        photo = read_image(source, max_pixels=args.max_pixels)
-    except ImageError as e:
-        error(str(e))
-        return 1
-    model = load_model_or_none(args)
-    if model is None:
-        return 1
-    figure = comparison_figure(photo, model, args.stride, args.batch_size, args.height)
-    try:
-        write_image(target, pil_to_photo(figure), overwrite=args.overwrite)
-    except ImageError as e:
-        error(str(e))
-        return 1
-    print(target)
-    return 0
+    return run_figure_verb(args, "compare", lambda photo, model: comparison_figure(
+        photo, model, args.stride, args.batch_size, args.height))

@@ -7,9 +7,8 @@ input (mid-grey = 0, brighter = lifted); the output."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .common import add_model_options, error, load_model_or_none
+from .common import add_model_options, run_figure_verb
 
 
 def add_parser(sub) -> None:
@@ -25,10 +24,9 @@ def add_parser(sub) -> None:
 
 def explain_figure(photo, model):
     import torch
-    from PIL import Image
 
     from ..bloom import resize
-    from ..figures import side_by_side
+    from ..figures import side_by_side, tensor_to_pil
 
     x = torch.from_numpy(photo.pixels).permute(2, 0, 1)[None].expand(-1, 3, -1, -1)  # (1, 3, H, W)
     size = model.patch_size
@@ -39,37 +37,14 @@ def explain_figure(photo, model):
     def stretch(t):
         return (t - t.min()) / (t.max() - t.min() + 1e-8)
 
-    def pil(t):
-        return Image.fromarray((t[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8"))
-
     return side_by_side([
-        ("Input (224x224)", pil(x)),
-        ("Spatial branch", pil(stretch(parts["spatial"]))),
-        ("Frequency branch", pil(stretch(parts["frequency"]))),
-        ("Residual (grey = 0)", pil(parts["residual"] * 0.5 + 0.5)),
-        ("Output", pil(parts["output"])),
+        ("Input (224x224)", tensor_to_pil(x)),
+        ("Spatial branch", tensor_to_pil(stretch(parts["spatial"]))),
+        ("Frequency branch", tensor_to_pil(stretch(parts["frequency"]))),
+        ("Residual (grey = 0)", tensor_to_pil(parts["residual"] * 0.5 + 0.5)),
+        ("Output", tensor_to_pil(parts["output"])),
     ], height=size)
 
 
 def run(args) -> int:
-    from ..io import ImageError, pil_to_photo, read_image, write_image
-
-    source = Path(args.input)
-    target = Path(args.output) if args.output else source.with_name(source.stem + "_explain.png")
-    try:
-        if target.exists() and not args.overwrite:
-            raise ImageError(target, "already exists (use --overwrite to replace it)")
-        photo = read_image(source)
-    except ImageError as e:
-        error(str(e))
-        return 1
-    model = load_model_or_none(args)
-    if model is None:
-        return 1
-    try:
-        write_image(target, pil_to_photo(explain_figure(photo, model)), overwrite=args.overwrite)
-    except ImageError as e:
-        error(str(e))
-        return 1
-    print(target)
-    return 0
+    return run_figure_verb(args, "explain", explain_figure)
