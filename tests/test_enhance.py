@@ -1,3 +1,5 @@
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -58,7 +60,9 @@ def test_pil_modes_are_kept(model, mode):
 def test_modes_differ_and_are_checked(model):
     a = dark_image(300, 400)
     assert not np.array_equal(enhance(a, model=model, mode="bloom"), enhance(a, model=model, mode="core"))
-    with pytest.raises(ValueError, match=r"mode must be one of \('bloom', 'core'\), got 'fast'"):
+    glob = enhance(a, model=model, mode="global")
+    assert glob.shape == a.shape and not np.array_equal(glob, enhance(a, model=model, mode="bloom"))
+    with pytest.raises(ValueError, match=r"mode must be one of \('bloom', 'core', 'global'\), got 'fast'"):
         enhance(a, model=model, mode="fast")
 
 
@@ -69,3 +73,13 @@ def test_bad_types_are_rejected(model):
         enhance(np.zeros((4, 5, 2)), model=model)
     with pytest.raises(ValueError, match="tensor image must be floating point"):
         enhance(torch.zeros(3, 8, 8, dtype=torch.uint8), model=model)
+
+
+def test_global_mode_uses_strips_for_large_images(model, monkeypatch):
+    E = importlib.import_module("nanolily.enhance")  # the module; `nanolily.enhance` is the function
+
+    x = torch.rand(1, 3, 300, 200)
+    single = enhance_tensor(x, model, mode="global")
+    monkeypatch.setattr(E, "GLOBAL_STRIP_PIXELS", 1000)
+    monkeypatch.setattr(E, "GLOBAL_STRIP_ROWS", 64)
+    assert torch.allclose(enhance_tensor(x, model, mode="global"), single, atol=1e-5)

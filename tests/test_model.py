@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nanolily.model import NanoLILY, NanoLILYConfig
+from nanolily.model import NanoLILY, NanoLILYConfig, resample_mask
 
 
 def test_parameter_count_is_the_original():
@@ -35,9 +35,44 @@ def test_frequency_branch_with_unit_mask_is_identity():
     assert torch.allclose(m.frequency(x), x, atol=1e-5)
 
 
-def test_rejects_other_sizes():
-    with pytest.raises(ValueError, match=r"expects a \(B, 3, 224, 224\) tensor, got \(1, 3, 100, 224\)"):
-        NanoLILY()(torch.rand(1, 3, 100, 224))
+def test_rejects_non_image_tensors():
+    with pytest.raises(ValueError, match=r"expects a \(B, 3, H, W\) tensor, got \(3, 224, 224\)"):
+        NanoLILY()(torch.rand(3, 224, 224))
+
+
+def test_resampled_mask_is_the_mask_at_its_own_size():
+    m = torch.randn(1, 3, 224, 113)
+    assert torch.allclose(resample_mask(m, 224, 224), m, atol=1e-4)  # grid_sample rounding
+
+
+def test_resampled_mask_keeps_gains_per_frequency():
+    m = torch.randn(1, 3, 224, 113)
+    r = resample_mask(m, 448, 448)  # twice the size: every other bin is an original bin
+    assert torch.allclose(r[..., 0, 0], m[..., 0, 0])  # DC gain (overall brightness) unchanged
+    assert torch.allclose(r[..., 2, 4], m[..., 1, 2], atol=1e-4)
+    assert torch.allclose(r[..., -2, 4], m[..., -1, 2], atol=1e-4)  # negative frequencies
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (31, 17), (224, 224), (300, 451)])
+def test_any_size_runs_in_one_pass(height, width):
+    torch.manual_seed(0)
+    m = NanoLILY().eval()
+    with torch.no_grad():
+        m.frequency.mask.normal_(1.0, 0.1)
+        y = m(torch.rand(1, 3, height, width))
+    assert y.shape == (1, 3, height, width) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("height,width,rows", [(100, 90, 32), (257, 130, 64), (64, 64, 256)])
+def test_strips_equal_a_single_pass(height, width, rows):
+    torch.manual_seed(1)
+    m = NanoLILY().eval()
+    x = torch.rand(2, 3, height, width)
+    with torch.no_grad():
+        assert torch.allclose(m(x, strip_rows=rows), m(x), atol=1e-5)
+        assert torch.allclose(m.spatial.forward_strips(x, rows), m.spatial(x), atol=1e-5)
+    with pytest.raises(ValueError, match="must be even"):
+        m.spatial.forward_strips(x, 33)
 
 
 def test_config_variant_is_a_configuration():

@@ -4,6 +4,8 @@ returns the same type, dtype and shape.
 Modes:
     bloom  (default) overlapping 224x224 tiles blended with a Hann window: full resolution, any size.
     core   the original "Core" output: the whole image resized to 224x224, enhanced, resized back.
+    global the whole image in one pass, the frequency mask resampled to its size (true global
+           illumination); large images run the conv branch in strips to bound memory.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from .io import Photo, photo_to_pil, pil_to_photo, to_float, with_pixels
 from .model import NanoLILY
 from .weights import load_model, resolve_device
 
-MODES = ("bloom", "core")
+MODES = ("bloom", "core", "global")
+GLOBAL_STRIP_PIXELS = 2_000_000  # above this, global mode runs the conv branch in strips
+GLOBAL_STRIP_ROWS = 256
 DEFAULT_STRIDE = 112
 DEFAULT_BATCH_SIZE = 4
 _default_models: dict[str, NanoLILY] = {}
@@ -45,6 +49,10 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = "bloom", s
                         progress=progress)
         elif mode == "core":
             out = core(model, images, patch=patch, device=device)
+        elif mode == "global":
+            rows = GLOBAL_STRIP_ROWS if images.shape[-2] * images.shape[-1] > GLOBAL_STRIP_PIXELS else None
+            out = torch.cat([model(images[i:i + 1].to(device), strip_rows=rows).to(images.device, images.dtype)
+                             for i in range(images.shape[0])])
         else:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         return out.clamp_(0.0, 1.0)
@@ -69,7 +77,8 @@ def enhance(image, mode: str = "bloom", model: NanoLILY | None = None, stride: i
     Args:
         image: a PIL image; a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16 or
             float in [0, 1]; or a torch float tensor (3, H, W) or (N, 3, H, W) in [0, 1].
-        mode: ``"bloom"`` (full resolution, tiled) or ``"core"`` (the original 224x224 pass).
+        mode: ``"bloom"`` (full resolution, tiled), ``"core"`` (the original 224x224 pass) or ``"global"``
+            (the whole image in one pass).
         model: what :func:`nanolily.load_model` returns; default: the shipped weights.
         stride: bloom tile step in pixels (224 = no overlap, 112 = 50 % overlap).
         batch_size: tiles per network call.
