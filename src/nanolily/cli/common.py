@@ -30,7 +30,8 @@ def add_engine_options(p: argparse.ArgumentParser, with_mode: bool = True) -> No
     if with_mode:
         g.add_argument("--mode", choices=MODES, default="bloom",
                        help="bloom: full resolution in blended 224x224 tiles; core: the original single "
-                            "224x224 pass, resized back (default: %(default)s)")
+                            "224x224 pass, resized back; global: the whole image in one pass with the "
+                            "frequency mask resampled to it (default: %(default)s)")
     g.add_argument("--stride", type=positive_int, default=DEFAULT_STRIDE,
                    help="bloom tile step in pixels, 1..224; 112 = 50%% overlap (default: %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,

@@ -1,4 +1,4 @@
-"""``nanolily compare``: Input | Core | Bloom side by side, the original demo's figure."""
+"""nanolily compare: Input | Core | Bloom side by side, the original demo's figure."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``nanolily data check``: find training images whose content is in a test set (leakage)."""
+"""nanolily data check: find training images whose content is in a test set (leakage)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``nanolily demo``: enhance the bundled dark samples and write a comparison figure; needs no argument."""
+"""nanolily demo: enhance the bundled dark samples and write a comparison figure; needs no argument."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``nanolily enhance``: brighten files, folders and globs."""
+"""nanolily enhance: brighten files, folders and globs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``nanolily explain``: what each branch of NanoLILY contributes, on one photo (the original's figure).
+"""nanolily explain: what each branch of NanoLILY contributes, on one photo (the original's figure).
 
 Panels, on the photo resized to the model's 224x224 grid: input; spatial-branch output and
 frequency-branch output (each stretched to its own min..max for display); the residual added to the

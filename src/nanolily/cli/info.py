@@ -1,4 +1,4 @@
-"""``nanolily info``: architecture, parameter count, weights file with its metadata and sha256, device."""
+"""nanolily info: architecture, parameter count, weights file with its metadata and sha256, device."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``nanolily train``: train NanoLILY from a YAML recipe (see configs/ and docs/training.md)."""
+"""nanolily train: train NanoLILY from a YAML recipe (see configs/ and docs/training.md)."""
 
 from __future__ import annotations
 
