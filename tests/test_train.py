@@ -109,3 +109,20 @@ def test_seed_stage2_recipe_runs_on_generated_lol_v2_data(tmp_path):
              "size": 32, "val_mode": "core", "threads": 1}
     summary = train(TrainConfig.from_dict(cheap), root, tmp_path / "run", progress=False)
     assert summary["steps"] == 2 and summary["best"]["ssim"] > 0
+
+
+def test_torchrun_data_parallel_on_cpu(data, tmp_path):
+    """Two processes under torchrun (Gloo on CPU): the same code runs DDP and agrees on when to stop."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(yaml.safe_dump({**tiny_config().__dict__, "early_stop_patience": 1, "max_steps": 8}))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                        "-m", "nanolily.cli", "train", "--config", str(cfg), "--data", str(data),
+                        "--out", str(data / "ddp"), "-q"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((data / "ddp" / "summary.json").read_text())
+    assert 2 <= summary["steps"] <= 8 and load_model(data / "ddp" / "best.safetensors", device="cpu")

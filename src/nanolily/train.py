@@ -49,7 +49,7 @@ class TrainConfig:
     # schedule
     epochs: int = 200
     max_steps: int | None = None
-    max_minutes: float | None = None  # stop (and keep the best checkpoint) after this much wall time
+    max_minutes: float | None = None  # stop at the first validation after this much wall time
     batch_size: int = 32
     # views
     size: int = 224
@@ -175,6 +175,14 @@ class Distributed:
     def main(self) -> bool:
         return self.rank == 0
 
+    def from_main(self, values: list[float]) -> list[float]:
+        """Rank 0's values on every rank (unchanged in a single process)."""
+        if self.world == 1:
+            return values
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        torch.distributed.broadcast(t, 0)
+        return [type(v)(x) for v, x in zip(values, t.tolist())]
+
     def close(self) -> None:
         if self.world > 1:
             torch.distributed.destroy_process_group()
@@ -260,9 +268,8 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         if not dist.main:
             return
         tmp = path.with_name(path.name + ".tmp")
-        torch.save({"model": model.state_dict(), "model_config": model.config_dict(), "optimizer": optimizer.state_dict(),
-                    "state": state,
-                    "config": asdict(config)}, tmp)
+        torch.save({"model": model.state_dict(), "model_config": model.config_dict(),
+                    "optimizer": optimizer.state_dict(), "state": state, "config": asdict(config)}, tmp)
         os.replace(tmp, path)
 
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
@@ -295,13 +302,12 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
                              "loss": float(loss.detach()), **parts, "elapsed_s": round(state["elapsed"], 1),
                              "cpu_s": round(state["cpu"], 1)})
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        timed_out = config.max_minutes is not None and state["elapsed"] > 60 * config.max_minutes
-        paused = until is not None and step >= until
-        if paused:
+        if until is not None and step >= until:
             save_checkpoint(last)
             stop_reason = f"paused at step {step} (--until); continue with --resume"
             break
-        if step % val_every == 0 or step == total or timed_out:
+        if step % val_every == 0 or step == total:  # the same steps on every rank
+            timed_out = config.max_minutes is not None and state["elapsed"] > 60 * config.max_minutes
             if dist.main:
                 metrics = validate(model, val_set, config.val_mode, config.val_stride)
                 improved = metrics[config.select] > state["best"] + config.early_stop_min_delta
@@ -320,6 +326,8 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
                     + (" (best)" if improved else ""))
                 if config.scheduler == "plateau" and epoch >= config.plateau_start_epoch:
                     _plateau_step(state, metrics[config.select], config)
+            # rank 0 validated: every rank takes its LR scale and stop decisions
+            state["lr_scale"], state["stale"], timed_out = dist.from_main([state["lr_scale"], state["stale"], timed_out])
             save_checkpoint(last)
             if config.early_stop_patience is not None and state["stale"] >= config.early_stop_patience:
                 stop_reason = f"early stop: no improvement in {state['stale']} validations"
