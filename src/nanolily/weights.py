@@ -35,7 +35,7 @@ class ShippedModel:
 SHIPPED: dict[str, ShippedModel] = {
     "nanolily-v1": ShippedModel(
         file="nanolily-v1.safetensors",
-        sha256=None,
+        sha256="c99dee04ff572a2292c3aec0d31eacc070de103b02dfeb069094b1cb4695f356",
         description="original NanoLILY architecture (129,016 parameters), trained on leak-free LoL-v1",
     ),
 }
