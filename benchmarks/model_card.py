@@ -48,21 +48,26 @@ def main() -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared/datasets"))
     p.add_argument("--weights-dir", default=None)
     p.add_argument("--card", default=str(ROOT / "docs/model-card.md"))
+    p.add_argument("--card-only", action="store_true", help="rebuild the card from the saved JSON, no evaluation")
     args = p.parse_args()
 
-    data = Path(args.data)
-    pairs = find_pairs(data / "lol-v2-real", "lol-v2", "Test")
-    model = load_model(args.weights, device="cpu")
-    lpips = LPIPS.from_dir(args.weights_dir, data)
-    vgg = VGGPerceptual(feature_weights_path(DEFAULT_VGG, args.weights_dir, data))
-    results = []
-    for protocol, mode in [("full", "bloom"), ("full", "core"), ("full", "global"), ("resize224", "core")]:
-        start = time.perf_counter()
-        _, summary = evaluate(model, pairs, mode, protocol, lpips=lpips, vgg=vgg, progress=True)
-        summary["seconds"] = round(time.perf_counter() - start, 1)
-        results.append(summary)
     meta = read_metadata(args.weights)
     version = meta.get("version", Path(args.weights).stem)
+    out = ROOT / "benchmarks" / "results" / f"{version}-lol-v2-real.json"
+    if args.card_only:
+        results = json.loads(out.read_text())["results"]
+    else:
+        data = Path(args.data)
+        pairs = find_pairs(data / "lol-v2-real", "lol-v2", "Test")
+        model = load_model(args.weights, device="cpu")
+        lpips = LPIPS.from_dir(args.weights_dir, data)
+        vgg = VGGPerceptual(feature_weights_path(DEFAULT_VGG, args.weights_dir, data))
+        results = []
+        for protocol, mode in [("full", "bloom"), ("full", "core"), ("full", "global"), ("resize224", "core")]:
+            start = time.perf_counter()
+            _, summary = evaluate(model, pairs, mode, protocol, lpips=lpips, vgg=vgg, progress=True)
+            summary["seconds"] = round(time.perf_counter() - start, 1)
+            results.append(summary)
     table = markdown_table([(version, s) for s in results])
     print(table)
 
@@ -72,7 +77,6 @@ def main() -> None:
               "sha256": file_sha256(args.weights), "version": version, "test_set": "LoL-v2-real Test (100 pairs)",
               "results": results, "training": summary, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads()}
-    out = ROOT / "benchmarks" / "results" / f"{version}-lol-v2-real.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     Path(args.card).write_text(model_card(version, meta, record, table, run))
@@ -82,7 +86,8 @@ def main() -> None:
 def model_card(version: str, meta: dict, record: dict, table: str, run: Path) -> str:
     training = record["training"]
     config = json.loads(meta.get("train_config", "{}"))
-    val = json.loads(meta.get("metrics", "{}"))
+    metrics = json.loads(meta.get("metrics", "{}"))
+    val = metrics.get("validation", metrics)  # shipped files nest the run's validation metrics
     by = {(s["protocol"], s["mode"]): s for s in record["results"]}
     full, core, glob = by[("full", "bloom")], by[("full", "core")], by[("full", "global")]
     r224 = by[("resize224", "resize224 forward")]
@@ -103,7 +108,8 @@ pipeline on a leak-free LoL-v1 split, on CPU. File: `{record['weights']}`, sha25
 ## Data
 
 - Training: {meta.get('training_data', '')} (359 pairs of 600x400 low/normal-light photos).
-- Checkpoint selection: {val.get('val', '')}, by full-resolution bloom PSNR.
+- Checkpoint selection: {val.get('val', '')} (40 pairs, whole scenes held out), by full-resolution
+  bloom PSNR.
 - Test (reported only, never used to choose anything): LoL-v2-real Test, 100 pairs. None of its
   images or scenes is in the training or validation data: `nanolily data check` compares them by
   content and finds no overlap (docs/training.md).
