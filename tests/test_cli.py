@@ -145,3 +145,14 @@ def test_console_script_version_and_help():
     assert r.returncode == 0 and "--overwrite" in r.stdout and "exit status" in r.stdout
     r = subprocess.run([sys.executable, "-m", "nanolily.cli"], capture_output=True, text=True)
     assert r.returncode == 2
+
+
+def test_demo_with_the_shipped_weights_brightens_the_samples(tmp_path, capsys):
+    from nanolily.weights import SHIPPED
+
+    if SHIPPED["nanolily-v1"].sha256 is None:
+        pytest.skip("no shipped weights in this version")
+    assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
+    for line in capsys.readouterr().out.splitlines()[:-1]:  # "<name>: WxH, mean brightness a -> b"
+        before, after = map(float, line.split("mean brightness ")[1].split(" -> "))
+        assert after > before + 0.2
