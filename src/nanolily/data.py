@@ -202,8 +202,13 @@ class PairedImages:
         return self.low[index].float() / 255, self.high[index].float() / 255
 
     def sample(self, index: int, generator: torch.Generator, size: int = 224, crop: str = "random",
-               resize_prob: float = 0.5, flips: bool = True, rot90: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented training view of pair ``index``: (low, high), each (3, size, size) in [0, 1]."""
+               resize_prob: float = 0.5, flips: bool = True, rot90: bool = True,
+               exposure: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One augmented training view of pair ``index``: (low, high), each (3, size, size) in [0, 1].
+
+        ``exposure=(lo, hi)`` darkens the low image by a factor drawn log-uniformly from [lo, hi] in
+        linear light (the reference is unchanged), so the model sees darker captures than the dataset's.
+        """
         low, high = self.low[index], self.high[index]
         if crop == "mixed":
             crop = "resize" if torch.rand((), generator=generator).item() < resize_prob else "random"
@@ -229,7 +234,18 @@ class PairedImages:
         if rot90:
             k = int(torch.randint(0, 4, (), generator=generator))
             pair = torch.rot90(pair, k, dims=(-2, -1))
-        return pair[0].contiguous(), pair[1].contiguous()
+        low, high = pair[0], pair[1]
+        if exposure is not None:
+            lo, hi = exposure
+            u = float(torch.rand((), generator=generator))
+            low = darken_linear(low, math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
+        return low.contiguous(), high.contiguous()
+
+
+def darken_linear(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Scale an sRGB image's exposure by ``factor`` in linear light (IEC 61966-2-1 transfer curves)."""
+    linear = torch.where(image <= 0.04045, image / 12.92, ((image + 0.055) / 1.055) ** 2.4) * factor
+    return torch.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
 
 
 # --- leakage guard ------------------------------------------------------------------------------------

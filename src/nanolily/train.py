@@ -57,6 +57,7 @@ class TrainConfig:
     resize_prob: float = 0.5
     flips: bool = True
     rot90: bool = True
+    exposure: list | None = None  # [lo, hi]: darken low images by a log-uniform factor in linear light
     # optimisation
     lr: float = 2e-5
     weight_decay: float = 1e-2
@@ -367,8 +368,8 @@ def _batch(images: PairedImages, config: TrainConfig, step: int, epoch: int, ste
     i = (step % steps_per_epoch) * per_step
     chosen = order.roll(-i)[:per_step][dist.rank::dist.world]  # wraps around when the epoch's last batch is short
     gen = torch.Generator().manual_seed(((config.seed * 1_000_003 + step) * 1009 + dist.rank) % (2 ** 63))
-    views = [images.sample(int(k), gen, config.size, config.crop, config.resize_prob, config.flips, config.rot90)
-             for k in chosen]
+    views = [images.sample(int(k), gen, config.size, config.crop, config.resize_prob, config.flips, config.rot90,
+                           tuple(config.exposure) if config.exposure else None) for k in chosen]
     return torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
 
 
