@@ -4,7 +4,6 @@ perceptual loss (a module, since it holds weights) and :class:`CompositeLoss`, t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
