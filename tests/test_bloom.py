@@ -39,7 +39,8 @@ def test_window_is_positive_and_half_overlaps_sum_to_one():
     w = blend_window(224)
     assert w.min() > 0
     assert torch.allclose(w[:112] + w[112:], torch.ones(112), atol=1e-3)  # exact but for the floor
-    assert torch.allclose(w, w.flip(0))
+    assert torch.allclose(w[1:], w[1:].flip(0))  # periodic: symmetric about the centre pixel
+    assert torch.allclose(w[1:], torch.hann_window(224)[1:], atol=1e-7) and w[0] == 1e-4  # the original loop's window, floored
     with pytest.raises(ValueError, match="window must be one of"):
         blend_window(224, "hamming")
 
@@ -149,3 +150,21 @@ def test_bloom_runs_a_model(model):
         y = bloom(model, x)
     assert y.shape == x.shape and torch.isfinite(y).all()
     assert not math.isclose(float((y - x).abs().mean()), 0.0)
+
+
+def test_stride_112_equals_the_original_loop_except_its_black_first_row_and_column(model):
+    import importlib.util
+    from pathlib import Path
+
+    from nanolily.enhance import enhance_tensor
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "original_bloom.py"
+    spec = importlib.util.spec_from_file_location("original_bloom", path)
+    original = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(original)
+
+    x = torch.rand(1, 3, 300, 500, generator=torch.Generator().manual_seed(0)) * 0.3
+    theirs = original.original_bloom(original.original_model(model.state_dict()), x)
+    ours = enhance_tensor(x, model, mode="bloom", stride=112)
+    assert (theirs - ours)[..., 1:, 1:].abs().max() <= 1e-4
+    assert theirs[..., 0, :].max() == 0 and theirs[..., :, 0].max() == 0  # the original's border bug

@@ -63,16 +63,18 @@ def test_any_size_runs_in_one_pass(height, width):
     assert y.shape == (1, 3, height, width) and torch.isfinite(y).all()
 
 
-@pytest.mark.parametrize("height,width,rows", [(100, 90, 32), (257, 130, 64), (64, 64, 256)])
-def test_strips_equal_a_single_pass(height, width, rows):
+@pytest.mark.parametrize("height,width,size", [(100, 90, 32), (257, 131, 64), (64, 64, 256), (3, 300, 16)])
+def test_blocks_equal_a_single_pass(height, width, size):
     torch.manual_seed(1)
     m = NanoLILY().eval()
     x = torch.rand(2, 3, height, width)
     with torch.no_grad():
-        assert torch.allclose(m(x, strip_rows=rows), m(x), atol=1e-5)
-        assert torch.allclose(m.spatial.forward_strips(x, rows), m.spatial(x), atol=1e-5)
+        # float32 rounding only: both are within 2e-5 of a float64 pass
+        assert torch.allclose(m(x, block=size), m(x), atol=5e-5)
+        assert torch.allclose(m.spatial.forward_blocks(x, size), m.spatial(x), atol=5e-5)
+        assert torch.allclose(m.spatial.forward_blocks(x, size, cache_bytes=0), m.spatial(x), atol=5e-5)
     with pytest.raises(ValueError, match="must be even"):
-        m.spatial.forward_strips(x, 33)
+        m.spatial.forward_blocks(x, 33)
 
 
 def test_config_variant_is_a_configuration():

@@ -60,24 +60,24 @@ def plan_tiles(height: int, width: int, patch: int, stride: int) -> list[tuple[i
     return [(y, x) for y in tile_starts(height, patch, stride) for x in tile_starts(width, patch, stride)]
 
 
-def blend_window(patch: int, kind: str = "hann", floor: float = 1e-3) -> torch.Tensor:
+def blend_window(patch: int, kind: str = "hann", floor: float = 1e-4) -> torch.Tensor:
     """1-D blending weights of length ``patch``; the 2-D window is their outer product.
 
-    ``hann`` is the symmetric Hann window sampled at pixel centres, ``sin^2(pi (i + 0.5) / patch)``,
-    clamped below at ``floor``: at stride ``patch / 2`` two neighbouring windows sum to 1 (to within
-    the floor), so the blend is a plain cross-fade.
+    ``hann`` is the periodic Hann window ``sin^2(pi i / patch)`` (``torch.hann_window``, the original
+    loop's window) clamped below at ``floor``: at stride ``patch / 2`` two neighbouring windows sum to 1
+    (to within the floor), so the blend is a plain cross-fade, and no pixel gets zero weight.
     ``constant`` is all ones (plain tiling when ``stride == patch``).
 
     Example:
         >>> w = blend_window(224)
         >>> w.shape, bool(w.min() > 0)
         (torch.Size([224]), True)
-        >>> float((w[:112] + w[112:]).min())
+        >>> float((w[1:112] + w[113:]).min())
         1.0
     """
     if kind == "hann":
         i = torch.arange(patch, dtype=torch.float64)
-        window = torch.sin(math.pi * (i + 0.5) / patch) ** 2
+        window = torch.sin(math.pi * i / patch) ** 2
         return window.clamp_min(floor).float()
     elif kind == "constant":
         return torch.ones(patch)
@@ -90,7 +90,7 @@ def bloom(
     images: torch.Tensor,
     patch: int = 224,
     stride: int = 112,
-    batch_size: int = 8,
+    batch_size: int = 1,
     window: str = "hann",
     device: torch.device | str | None = None,
     progress: bool = False,

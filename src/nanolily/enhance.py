@@ -2,10 +2,12 @@
 returns the same type, dtype and shape.
 
 Modes:
-    bloom  (default) overlapping 224x224 tiles blended with a Hann window: full resolution, any size.
+    global (default) the whole image in one pass, the frequency mask resampled to its size (true global
+           illumination); the conv branch runs block by block with exact whole-image statistics,
+           which bounds memory and keeps each block's feature maps in the CPU cache. Measured better than
+           bloom on the validation split (+1.3 dB PSNR) and faster (docs/performance.md).
+    bloom  overlapping 224x224 tiles blended with a Hann window: the original's engine, full resolution.
     core   the original "Core" output: the whole image resized to 224x224, enhanced, resized back.
-    global the whole image in one pass, the frequency mask resampled to its size (true global
-           illumination); large images run the conv branch in strips to bound memory.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .bloom import bloom, core
+from .bloom import Predictor, bloom, core
 from .io import Photo, photo_to_pil, pil_to_photo, to_float, with_pixels
 from .model import NanoLILY
 from .weights import load_model, resolve_device
 
-MODES = ("bloom", "core", "global")
-GLOBAL_STRIP_PIXELS = 2_000_000  # above this, global mode runs the conv branch in strips
-GLOBAL_STRIP_ROWS = 256
+MODES = ("global", "bloom", "core")
+DEFAULT_MODE = "global"
+BACKENDS = ("torch", "onnxruntime")
+GLOBAL_BLOCK = 256  # global mode's conv-branch block (images larger than one block)
 DEFAULT_STRIDE = 112
-DEFAULT_BATCH_SIZE = 4
+DEFAULT_BATCH_SIZE = 1  # one tile per call measured fastest on CPU (docs/performance.md)
 _default_models: dict[str, NanoLILY] = {}
 
 
@@ -35,23 +38,29 @@ def default_model(device: str | torch.device | None = "auto") -> NanoLILY:
     return _default_models[key]
 
 
-def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = "bloom", stride: int = DEFAULT_STRIDE,
-                   batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False) -> torch.Tensor:
+def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MODE, stride: int = DEFAULT_STRIDE,
+                   batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
+                   predictor: Predictor | None = None) -> torch.Tensor:
     """Enhance ``(N, 3, H, W)`` float images in [0, 1] with ``model``; returns ``(N, 3, H, W)`` in [0, 1].
 
-    The canvas stays on ``images.device``; tiles run on the model's device.
+    The canvas stays on ``images.device``; tiles run on the model's device. ``predictor`` (e.g. an
+    :class:`nanolily.export.OnnxPredictor`) runs the tiles of bloom and core modes instead of ``model``.
     """
-    device = next(model.parameters()).device
+    device = next(model.parameters()).device if predictor is None else torch.device("cpu")
     patch = model.patch_size
+    if predictor is not None and mode == "global":
+        raise ValueError("global mode runs the PyTorch model (any image size); other backends take "
+                         f"{patch}x{patch} tiles: use --mode bloom or core with them")
+    predictor = predictor if predictor is not None else model
     with torch.inference_mode():
         if mode == "bloom":
-            out = bloom(model, images, patch=patch, stride=stride, batch_size=batch_size, device=device,
+            out = bloom(predictor, images, patch=patch, stride=stride, batch_size=batch_size, device=device,
                         progress=progress)
         elif mode == "core":
-            out = core(model, images, patch=patch, device=device)
+            out = core(predictor, images, patch=patch, device=device)
         elif mode == "global":
-            rows = GLOBAL_STRIP_ROWS if images.shape[-2] * images.shape[-1] > GLOBAL_STRIP_PIXELS else None
-            out = torch.cat([model(images[i:i + 1].to(device), strip_rows=rows).to(images.device, images.dtype)
+            block = GLOBAL_BLOCK if images.shape[-2] * images.shape[-1] > GLOBAL_BLOCK ** 2 else None
+            out = torch.cat([model(images[i:i + 1].to(device), block=block).to(images.device, images.dtype)
                              for i in range(images.shape[0])])
         else:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -69,21 +78,23 @@ def enhance_photo(photo: Photo, model: NanoLILY, **kwargs) -> Photo:
     return with_pixels(photo, y.permute(1, 2, 0).numpy())
 
 
-def enhance(image, mode: str = "bloom", model: NanoLILY | None = None, stride: int = DEFAULT_STRIDE,
+def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stride: int = DEFAULT_STRIDE,
             batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = "auto",
-            progress: bool = False):
+            progress: bool = False, backend: str = "torch"):
     """Brighten a dark photo.
 
     Args:
         image: a PIL image; a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16 or
             float in [0, 1]; or a torch float tensor (3, H, W) or (N, 3, H, W) in [0, 1].
-        mode: ``"bloom"`` (full resolution, tiled), ``"core"`` (the original 224x224 pass) or ``"global"``
-            (the whole image in one pass).
+        mode: ``"global"`` (the whole image in one pass, the default), ``"bloom"`` (224x224 tiles, the
+            original's engine) or ``"core"`` (the original single 224x224 pass, resized back).
         model: what :func:`nanolily.load_model` returns; default: the shipped weights.
         stride: bloom tile step in pixels (224 = no overlap, 112 = 50 % overlap).
         batch_size: tiles per network call.
         device: where the default model runs (ignored when ``model`` is given).
         progress: show a bar over tiles.
+        backend: ``"torch"``, or ``"onnxruntime"`` (bloom and core modes; the ``[onnx]`` extra): the model
+            is exported to ONNX once per set of weights and cached (:func:`nanolily.export.onnx_predictor`).
 
     Returns:
         The enhanced image, of the type, dtype and shape of ``image`` (alpha passed through untouched).
@@ -94,8 +105,14 @@ def enhance(image, mode: str = "bloom", model: NanoLILY | None = None, stride: i
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     model = model if model is not None else default_model(device)
     options = dict(mode=mode, stride=stride, batch_size=batch_size, progress=progress)
+    if backend == "onnxruntime":
+        from .export import onnx_predictor
+
+        options["predictor"] = onnx_predictor(model)
     if isinstance(image, Image.Image):
         return photo_to_pil(enhance_photo(pil_to_photo(image), model, **options))
     if isinstance(image, np.ndarray):

@@ -15,11 +15,14 @@ whole image run in one pass.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+BLOCK_CACHE_BYTES = 768 << 20  # SpatialBranch.blocks keeps its half-resolution map when it fits in this
 
 
 class SpatialBranch(nn.Module):
@@ -31,56 +34,102 @@ class SpatialBranch(nn.Module):
         self.down = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
         self.up = nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1)
         self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
-        self.norm_in = nn.InstanceNorm2d(width)
-        self.norm_down = nn.InstanceNorm2d(2 * width)
         self.negative_slope = negative_slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        x = _pad_to_even(x)  # the stride-2 down / up pair needs even sizes
-        s1 = F.leaky_relu(self.norm_in(self.conv_in(x)), self.negative_slope)  # (B, w, H, W)
-        d = F.leaky_relu(self.norm_down(self.down(s1)), self.negative_slope)  # (B, 2w, H/2, W/2)
+        # channels_last: oneDNN's convolutions (the transposed one above all) run ~3x faster on CPU
+        x = _pad_to_even(x).contiguous(memory_format=torch.channels_last)  # stride-2 down/up need even sizes
+        s1 = F.leaky_relu(_instance_norm(self.conv_in(x)), self.negative_slope)  # (B, w, H, W)
+        d = F.leaky_relu(_instance_norm(self.down(s1)), self.negative_slope)  # (B, 2w, H/2, W/2)
         u = self.up(d) + s1  # (B, w, H, W)
         return self.conv_out(u)[..., :h, :w]  # (B, C, H, W)
 
-    def forward_strips(self, x: torch.Tensor, rows: int = 256, halo: int = 16) -> torch.Tensor:
-        """The same result as :meth:`forward` (to float rounding) with memory for one strip of ``rows``.
+    def blocks(self, x: torch.Tensor, size: int = 256, halo: int = 6, cache_bytes: int = BLOCK_CACHE_BYTES):
+        """Yield ``(y0, y1, x0, x1, out[..., y0:y1, x0:x1])`` of :meth:`forward` for one image
+        (``x``: (1, C, H, W)), one ``size x size`` block at a time: equal to :meth:`forward` to float
+        rounding, with memory for one block, and faster than one pass over a big image because a block's
+        feature maps stay in the CPU cache.
 
-        Convolutions see a ``halo`` of real neighbouring rows, cropped afterwards (the branch's receptive
-        field is ~7 rows). InstanceNorm needs whole-image statistics, so they are gathered first: pass 1
-        for the first norm, pass 2 for the second, pass 3 computes the output.
+        Convolutions see a ``halo`` of real neighbouring pixels, cropped afterwards (the branch's
+        receptive field reaches 5 pixels). InstanceNorm needs whole-image statistics, so they are
+        gathered first (pass 1 for the first norm, pass 2 for the second) and then folded into the
+        convolution before each norm (a norm with fixed statistics is a per-channel affine map); pass 3
+        computes the output. When the half-resolution map of pass 2 fits in ``cache_bytes`` (a 4K photo's
+        takes 0.5 GB), pass 2 keeps it and pass 3 skips the stride-2 convolution (a third of the work).
         """
-        if rows % 2 or halo % 2:
-            raise ValueError(f"rows and halo must be even, got {rows} and {halo}")
+        if size % 2 or halo % 2 or halo < 6:  # the receptive field reaches 5 pixels; even keeps stride-2 grids aligned
+            raise ValueError(f"size and halo must be even and halo >= 6, got {size} and {halo}")
+        if x.shape[0] != 1:
+            raise ValueError(f"blocks() takes one image, (1, C, H, W); got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         x = _pad_to_even(x)
-        height = x.shape[-2]
-        spans = [(y, min(y + rows, height)) for y in range(0, height, rows)]
+        height, width = x.shape[-2:]
+        spans = [(y, min(y + size, height), x0, min(x0 + size, width))
+                 for y in range(0, height, size) for x0 in range(0, width, size)]
 
-        def strip(y0: int, y1: int) -> tuple[torch.Tensor, int]:
-            a = max(0, y0 - halo)
-            return x[..., a:min(height, y1 + halo), :], a
+        def blocks():  # (input block with halo, crop of the block's own pixels, crop at half resolution)
+            for y0, y1, x0, x1 in spans:
+                a, b = max(0, y0 - halo), max(0, x0 - halo)  # even, so the stride-2 grid lines up
+                xs = x[..., a:min(height, y1 + halo), b:min(width, x1 + halo)]
+                crop = (..., slice(y0 - a, y1 - a), slice(x0 - b, x1 - b))
+                half = (..., slice((y0 - a) // 2, (y1 - a) // 2), slice((x0 - b) // 2, (x1 - b) // 2))
+                yield (y0, y1, x0, x1), xs.contiguous(memory_format=torch.channels_last), crop, half
 
-        def s1_of(xs: torch.Tensor, stats) -> torch.Tensor:
-            return F.leaky_relu(_normalise(self.conv_in(xs), stats), self.negative_slope)
+        slope = self.negative_slope
+        stats = _Moments()
+        for _, xs, crop, _ in blocks():  # pass 1: statistics of conv_in
+            stats.add(self.conv_in(xs)[crop])
+        conv_in = _fold_norm(self.conv_in, *stats.result())
+        half_shape = (1, self.down.out_channels, height // 2, width // 2)
+        cache = None
+        if math.prod(half_shape) * x.element_size() <= cache_bytes:
+            cache = torch.empty(half_shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        stats = _Moments()
+        for (y0, y1, x0, x1), xs, _, half in blocks():  # pass 2: statistics of down
+            d = self.down(F.leaky_relu(conv_in(xs), slope))[half]
+            stats.add(d)
+            if cache is not None:
+                cache[..., y0 // 2:y1 // 2, x0 // 2:x1 // 2] = d
+        mean, var = stats.result()
+        down = _fold_norm(self.down, mean, var)
+        scale = torch.rsqrt(var + 1e-5).to(x.dtype)[None, :, None, None]  # the same norm, for cached maps
+        shift = -mean.to(x.dtype)[None, :, None, None] * scale
+        for (y0, y1, x0, x1), xs, crop, _ in blocks():  # pass 3: the output
+            y1, x1 = min(y1, h), min(x1, w)  # without the rows / columns _pad_to_even added
+            if y0 >= y1 or x0 >= x1:
+                continue
+            s1 = F.leaky_relu(conv_in(xs), slope)
+            if cache is None:
+                d = F.leaky_relu(down(s1), slope)
+            else:
+                a, b = (y0 - crop[1].start) // 2, (x0 - crop[2].start) // 2  # the block's top-left, halved
+                d = F.leaky_relu(cache[..., a:a + s1.shape[-2] // 2, b:b + s1.shape[-1] // 2] * scale + shift,
+                                 slope)
+            out = self.conv_out(self.up(d) + s1)[crop]
+            yield y0, y1, x0, x1, out[..., :y1 - y0, :x1 - x0]
 
-        stats_in = _Moments()
-        for y0, y1 in spans:  # pass 1: statistics of conv_in
-            xs, a = strip(y0, y1)
-            stats_in.add(self.conv_in(xs)[..., y0 - a:y1 - a, :])
-        stats_in = stats_in.result()
-        stats_down = _Moments()
-        for y0, y1 in spans:  # pass 2: statistics of down
-            xs, a = strip(y0, y1)
-            stats_down.add(self.down(s1_of(xs, stats_in))[..., (y0 - a) // 2:(y1 - a) // 2, :])
-        stats_down = stats_down.result()
-        out = []
-        for y0, y1 in spans:  # pass 3: the output rows
-            xs, a = strip(y0, y1)
-            s1 = s1_of(xs, stats_in)
-            d = F.leaky_relu(_normalise(self.down(s1), stats_down), self.negative_slope)
-            out.append(self.conv_out(self.up(d) + s1)[..., y0 - a:y1 - a, :])
-        return torch.cat(out, dim=-2)[..., :h, :w]
+    def forward_blocks(self, x: torch.Tensor, size: int = 256, halo: int = 6,
+                       cache_bytes: int = BLOCK_CACHE_BYTES) -> torch.Tensor:
+        """:meth:`forward` computed block by block (see :meth:`blocks`), image by image."""
+        out = torch.empty(x.shape[0], self.conv_out.out_channels, *x.shape[-2:], dtype=x.dtype, device=x.device)
+        for i in range(x.shape[0]):
+            for y0, y1, x0, x1, block in self.blocks(x[i:i + 1], size, halo, cache_bytes):
+                out[i, :, y0:y1, x0:x1] = block[0]
+        return out
+
+
+def _instance_norm(t: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """InstanceNorm2d without affine, as group norm with one channel per group: the same maths, and on CPU
+    several times faster than ``F.instance_norm`` on channels-last maps (measured: 1.5 ms against 5.9 ms
+    for 32x224x224). Group norm's channels-last kernel computes E[x^2] - E[x]^2, which cancels badly
+    where |mean| >> std, so each channel is first shifted by a rough mean (the norm ignores shifts)."""
+    return F.group_norm(t - _rough_mean(t), t.shape[1], eps=eps)
+
+
+def _rough_mean(t: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean of every 8th row and column: (B, C, 1, 1), within a few % of the std of the mean."""
+    return t[..., ::8, ::8].mean(dim=(-2, -1), keepdim=True)
 
 
 def _pad_to_even(x: torch.Tensor, least: int = 4) -> torch.Tensor:
@@ -91,26 +140,38 @@ def _pad_to_even(x: torch.Tensor, least: int = 4) -> torch.Tensor:
 
 
 class _Moments:
-    """Per-(batch, channel) mean and biased variance accumulated over strips, in float64."""
+    """Per-channel mean and biased variance of one image's feature map, accumulated block by block.
+
+    Each block's moments come from the group-norm kernel (several times faster on CPU than reductions
+    such as ``var_mean``) and are merged in float64 with Chan et al.'s pairwise update, which stays
+    exact where the mean is large against the spread.
+    """
 
     def __init__(self):
-        self.n, self.total, self.squares = 0, 0.0, 0.0
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
 
-    def add(self, t: torch.Tensor) -> None:
-        t = t.double()
-        self.n += t.shape[-2] * t.shape[-1]
-        self.total = self.total + t.sum(dim=(-2, -1))
-        self.squares = self.squares + t.pow(2).sum(dim=(-2, -1))
+    def add(self, t: torch.Tensor) -> None:  # t: (1, C, h, w)
+        c, n = t.shape[1], t.shape[-2] * t.shape[-1]
+        shift = _rough_mean(t)  # see _instance_norm
+        _, mean, rstd = torch.native_group_norm(t - shift, None, None, 1, c, n, c, 1e-20)
+        mean, var = mean[0].double() + shift.flatten().double(), rstd[0].double().pow(-2)  # (C,)
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + var * n + delta ** 2 * (self.n * n / total)
+        self.n = total
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.total / self.n
-        return mean, (self.squares / self.n - mean ** 2).clamp_min(0)
+        return self.mean, self.m2 / self.n
 
 
-def _normalise(t: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor], eps: float = 1e-5) -> torch.Tensor:
-    """InstanceNorm2d (no affine) with given per-(batch, channel) mean and variance."""
-    mean, var = stats
-    return (t - mean[..., None, None].to(t.dtype)) * torch.rsqrt(var + eps)[..., None, None].to(t.dtype)
+def _fold_norm(conv: nn.Conv2d, mean: torch.Tensor, var: torch.Tensor, eps: float = 1e-5) -> nn.Conv2d:
+    """``conv`` followed by InstanceNorm with fixed statistics, as one convolution."""
+    scale = torch.rsqrt(var + eps)  # (C_out,) float64
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+    folded.weight.data = (conv.weight.double() * scale[:, None, None, None]).to(conv.weight.dtype)
+    folded.bias.data = ((conv.bias.double() - mean) * scale).to(conv.bias.dtype)
+    return folded.to(conv.weight.device)
 
 
 def resample_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -152,10 +213,12 @@ class FrequencyBranch(nn.Module):
         h, w = x.shape[-2:]
         if (h, w) == (self.size, self.size):
             return torch.fft.irfft2(torch.fft.rfft2(x) * self.mask, s=(h, w))  # (B, C, S, S)
-        mask = resample_mask(self.mask, h, w)  # (1, C, H, W//2+1)
-        # one channel at a time: only one complex spectrum plane is alive, which matters for large images
-        return torch.cat([torch.fft.irfft2(torch.fft.rfft2(x[:, c:c + 1]) * mask[:, c:c + 1], s=(h, w))
-                          for c in range(x.shape[1])], dim=1)  # (B, C, H, W)
+        # one channel at a time: only one complex spectrum plane and one resampled mask are alive
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)  # (B, C, H, W)
+        for c in range(x.shape[1]):
+            mask = resample_mask(self.mask[:, c:c + 1], h, w)  # (1, 1, H, W//2+1)
+            out[:, c:c + 1] = torch.fft.irfft2(torch.fft.rfft2(x[:, c:c + 1]) * mask, s=(h, w))
+        return out
 
 
 @dataclass
@@ -200,19 +263,30 @@ class NanoLILY(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def branches(self, x: torch.Tensor, strip_rows: int | None = None) -> dict[str, torch.Tensor]:
-        """All intermediate maps (for `nanolily explain`): spatial, frequency, residual, output.
-
-        ``strip_rows`` runs the spatial branch in strips of that many rows (same result, less memory).
-        """
+    def branches(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All intermediate maps (for `nanolily explain`): spatial, frequency, residual, output."""
         self._check_input(x)
-        spatial = self.spatial(x) if strip_rows is None else self.spatial.forward_strips(x, strip_rows)
-        frequency = self.frequency(x)
-        residual = torch.tanh(self.fuse(torch.cat([spatial, frequency], dim=1)))  # (B, C, S, S)
+        spatial, frequency = self.spatial(x), self.frequency(x)
+        residual = self._residual(spatial, frequency)
         return {"spatial": spatial, "frequency": frequency, "residual": residual, "output": x + residual}
 
-    def forward(self, x: torch.Tensor, strip_rows: int | None = None) -> torch.Tensor:
-        return self.branches(x, strip_rows)["output"]
+    def forward(self, x: torch.Tensor, block: int | None = None) -> torch.Tensor:
+        """``block``: run the spatial branch one ``block x block`` tile at a time (with exact whole-image
+        InstanceNorm statistics, see :meth:`SpatialBranch.blocks`) and fuse each as it comes, so no
+        full-size feature map exists: the same result to float rounding, faster and lighter on big images.
+        """
+        if block is None:
+            return self.branches(x)["output"]
+        self._check_input(x)
+        out = self.frequency(x)  # (B, C, H, W); each block is overwritten by the output
+        for i in range(x.shape[0]):
+            for y0, y1, x0, x1, spatial in self.spatial.blocks(x[i:i + 1], block):
+                frequency = out[i:i + 1, :, y0:y1, x0:x1]
+                frequency.copy_(x[i:i + 1, :, y0:y1, x0:x1] + self._residual(spatial, frequency))
+        return out
+
+    def _residual(self, spatial: torch.Tensor, frequency: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fuse(torch.cat([spatial, frequency], dim=1)))  # (B, C, H, W)
 
     def _check_input(self, x: torch.Tensor) -> None:
         c = self.config.channels

@@ -4,6 +4,7 @@
     nanolily enhance photo.jpg             writes photo_lily.jpg beside it
     nanolily enhance shots/ -r -o bright/  a whole folder tree
     nanolily compare photo.jpg -o fig.png  Input | Core | Bloom
+    nanolily export -o nanolily.onnx       the model for ONNX Runtime
     nanolily info                          model, weights, device
 """
 
@@ -14,7 +15,7 @@ import sys
 
 from .. import __version__
 
-VERBS = ("enhance", "compare", "explain", "info", "demo", "train", "evaluate", "data")
+VERBS = ("enhance", "compare", "explain", "info", "demo", "train", "evaluate", "export", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""nanolily compare: Input | Core | Bloom side by side, the original demo's figure."""
+"""nanolily compare: Input | Core | Bloom | Global side by side (the original demo's figure, plus global mode)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from .common import add_engine_options, add_model_options, run_figure_verb
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("compare", help="Input | Core | Bloom figure for one photo", description=__doc__,
+    p = sub.add_parser("compare", help="Input | Core | Bloom | Global figure for one photo", description=__doc__,
                        epilog="example:\n  nanolily compare night.jpg -o night_compare.png",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", metavar="INPUT", help="an image file")
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 
 
 def comparison_figure(photo, model, stride: int, batch_size: int, height: int | None = None):
-    """The Input | Core | Bloom figure (a PIL image) for a decoded photo."""
+    """The Input | Core | Bloom | Global figure (a PIL image) for a decoded photo."""
     from ..enhance import enhance_photo
     from ..figures import side_by_side
     from ..io import photo_to_pil
@@ -29,10 +29,12 @@ def comparison_figure(photo, model, stride: int, batch_size: int, height: int | 
     width, h = photo.size
     core = enhance_photo(photo, model, mode="core")
     bloom = enhance_photo(photo, model, mode="bloom", stride=stride, batch_size=batch_size)
+    whole = enhance_photo(photo, model, mode="global")
     return side_by_side([
         (f"Input {width}x{h}", photo_to_pil(photo)),
         (f"Core: one 224x224 pass -> {width}x{h}", photo_to_pil(core)),
         (f"Bloom: 224 tiles, stride {stride}, {width}x{h}", photo_to_pil(bloom)),
+        (f"Global: one pass, {width}x{h}", photo_to_pil(whole)),
     ], height=height)
 
 

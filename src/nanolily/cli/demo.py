@@ -35,7 +35,7 @@ def run(args) -> int:
     rows = []
     for path in sample_paths():
         photo = read_image(path)
-        enhanced = enhance_photo(photo, model, mode="bloom")
+        enhanced = enhance_photo(photo, model)
         write_image(out / f"{path.stem}_lily.png", enhanced, overwrite=True)
         rows.append(comparison_figure(photo, model, DEFAULT_STRIDE, DEFAULT_BATCH_SIZE, height=300))
         print(f"{path.name}: {photo.size[0]}x{photo.size[1]}, mean brightness "

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from ..enhance import BACKENDS
 from .common import (Job, add_engine_options, add_model_options, error, expand_inputs, load_model_or_none,
                      plan_jobs)
 
@@ -16,6 +17,7 @@ EXAMPLES = """examples:
   nanolily enhance night.jpg -o bright.png      one file, format from the extension
   nanolily enhance shots/ -r -o bright/         a folder tree, mirrored into bright/
   nanolily enhance 'trip/*.jpg' --mode core     a glob (quote it), the original 224x224 pass
+  nanolily enhance big.tif --mode bloom --backend onnxruntime   tiles through ONNX Runtime
 
 exit status: 0 all done, 1 some inputs failed, 2 usage error"""
 
@@ -33,6 +35,12 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing files, inputs included")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary; errors still print")
     add_engine_options(p)
+    g = p.add_argument_group("backend")
+    g.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="what runs the tiles: torch, or onnxruntime (bloom/core modes, the [onnx] extra); "
+                        "the model is exported to ONNX once and cached (default: %(default)s)")
+    g.add_argument("--onnx", metavar="FILE", help="with --backend onnxruntime: an exported model to use "
+                                                  "(from `nanolily export`) instead of the cache")
     add_model_options(p)
     p.set_defaults(run=run, parser=p)
 
@@ -51,11 +59,24 @@ def run(args) -> int:
         args.parser.error(str(e))
     if not jobs:
         return 1
+    if args.backend == "onnxruntime" and args.mode == "global":
+        args.parser.error("--backend onnxruntime runs 224x224 tiles: use --mode bloom or core with it")
+    if args.onnx and args.backend != "onnxruntime":
+        args.parser.error("--onnx needs --backend onnxruntime")
     model = load_model_or_none(args)
     if model is None:
         return 1
+    predictor = None
+    if args.backend == "onnxruntime":
+        from ..export import onnx_predictor
+
+        try:
+            predictor = onnx_predictor(model, args.onnx)
+        except Exception as e:  # a missing extra, an unreadable or invalid ONNX file
+            error(f"{args.onnx or 'onnx export'}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            return 1
     start = time.perf_counter()
-    done, failed = process(jobs, model, args)
+    done, failed = process(jobs, model, args, predictor)
     failed += len(failures)
     if not args.quiet:
         where = f" -> {args.output}" if args.output else ""
@@ -65,7 +86,7 @@ def run(args) -> int:
     return 0 if failed == 0 else 1
 
 
-def process(jobs: list[Job], model, args) -> tuple[int, int]:
+def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int]:
     """Enhance each job; a failure is reported and the batch goes on. Returns (done, failed)."""
     from tqdm.auto import tqdm
 
@@ -83,7 +104,8 @@ def process(jobs: list[Job], model, args) -> tuple[int, int]:
             width, height = photo.size
             tiles = len(plan_tiles(max(height, 224), max(width, 224), 224, args.stride))
             out = enhance_photo(photo, model, mode=args.mode, stride=args.stride, batch_size=args.batch_size,
-                                progress=not args.quiet and args.mode == "bloom" and tiles >= TILE_BAR_MIN_TILES)
+                                progress=not args.quiet and args.mode == "bloom" and tiles >= TILE_BAR_MIN_TILES,
+                                predictor=predictor)
             job.target.parent.mkdir(parents=True, exist_ok=True)
             write_image(job.target, out, quality=args.quality, overwrite=args.overwrite)
             done += 1

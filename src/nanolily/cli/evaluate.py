@@ -18,7 +18,7 @@ resize224 = the original's measurement (224x224 resize, unclamped, PSNR pooled o
 
 
 def add_parser(sub) -> None:
-    from ..enhance import MODES
+    from ..enhance import DEFAULT_MODE, MODES
     from ..evaluate import PROTOCOLS
 
     p = sub.add_parser("evaluate", help="metrics on a paired test set", description=__doc__, epilog=EPILOG,
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
                    help="a dataset folder (layout detected: our485/eval15, Train/Test, or low/+high/)")
     p.add_argument("--subset", help="only this subset, e.g. Test or eval15 (default: all present)")
     p.add_argument("--split", metavar="FILE", help="only the ids in this file")
-    p.add_argument("--mode", choices=MODES, default="bloom", help="engine mode (default: %(default)s)")
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="engine mode (default: %(default)s)")
     p.add_argument("--stride", type=int, default=112, help="bloom stride (default: %(default)s)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="full", help="measurement protocol (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", help="report folder (default: eval/<weights>-<protocol>-<mode>)")

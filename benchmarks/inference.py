@@ -1,0 +1,427 @@
+"""Inference speed, memory and quality: the original Bloom loop against nanolily's engines, in one run.
+
+    python benchmarks/inference.py --data ../shared/datasets          # everything (~30 min on 2 cores)
+    python benchmarks/inference.py --sizes 600x400,1920x1080 --no-quality --no-stride-sweep   # quick
+
+Cases, all with the same shipped weights and the same inputs:
+  a  original   the original project's loop (benchmarks/original_bloom.py): batch 1, stride 112, Hann, weight map
+  b  bloom112   nanolily bloom, stride 112 (the original's tiling, nanolily's engine)
+  c  bloom      nanolily bloom with its default settings
+  d  monai      MONAI sliding_window_inference (roi 224, overlap 0.5, gaussian) with the same model
+  e  global     nanolily global mode: the whole image in one pass
+  f  onnx       nanolily bloom (default settings) with tiles run by ONNX Runtime
+
+Each (case, size) runs in its own subprocess, so peak resident memory (VmHWM) is that case's alone.
+Times are medians over repeats (after a warm-up on a small image); speed-ups are against (a) from this
+same run. Quality: PSNR / SSIM at full resolution on LoL-v2-real test, and the difference to (b).
+Writes benchmarks/results/inference.json and docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+CASES = {
+    "original": "(a) original loop, stride 112, batch 1",
+    "bloom112": "(b) nanolily bloom, stride 112",
+    "bloom": "(c) nanolily bloom, defaults",
+    "monai": "(d) MONAI sliding_window_inference",
+    "global": "(e) nanolily global",
+    "onnx": "(f) nanolily bloom, ONNX Runtime",
+}
+SIZES = "600x400,1920x1080,3840x2160,7680x4320"
+SAMPLE = ROOT / "src/nanolily/assets/samples/astronaut_dark.png"
+
+
+# ----------------------------------------------------------------------------- FLOPs and the peak
+
+def conv_flops_per_pixel(config) -> dict[str, float]:
+    """Multiply-adds x 2 per output-resolution pixel for each conv of NanoLILY (norms, activations and
+    the FFT, all O(1) or O(log n) per pixel, are not counted)."""
+    w, c = config.width, config.channels
+    return {
+        "conv_in": 2 * w * c * 9,
+        "down": 2 * (2 * w) * w * 9 / 4,  # at half resolution
+        "up": 2 * w * (2 * w) * 4,  # a 4x4 stride-2 transposed conv: 2x2 taps reach each output pixel
+        "conv_out": 2 * c * w * 9,
+        "fuse": 2 * c * 2 * c,
+    }
+
+
+def tile_flops(config) -> float:
+    return sum(conv_flops_per_pixel(config).values()) * config.size ** 2
+
+
+def global_flops(config, height: int, width: int, block: int, halo: int, cached: bool) -> float:
+    """The convolution work global mode executes: 3 passes over halo-padded blocks (see model.blocks)."""
+    f = conv_flops_per_pixel(config)
+    height, width = height + height % 2, width + width % 2
+    total = 0.0
+    for y in range(0, height, block):
+        for x in range(0, width, block):
+            area = ((min(height, y + block + halo) - max(0, y - halo))
+                    * (min(width, x + block + halo) - max(0, x - halo)))
+            pass3 = f["conv_in"] + f["up"] + f["conv_out"] + (0 if cached else f["down"])
+            total += area * (f["conv_in"] + (f["conv_in"] + f["down"]) + pass3)
+    return total + f["fuse"] * height * width
+
+
+def flop_peak(seconds: float = 3.0) -> dict:
+    """The machine's fp32 peak two ways: theoretical (cores x FLOP/cycle x clock) and a large GEMM."""
+    cores = torch.get_num_threads()
+    mhz = None
+    try:
+        mhz = max(float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz"))
+    except (OSError, ValueError):
+        pass
+    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
+    per_cycle = 64 if " avx512f" in flags else 32  # 2 FMA units x (16 or 8) fp32 lanes x 2 FLOP
+    theoretical = cores * per_cycle * mhz * 1e6 if mhz else None
+    n = 2048
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        runs += 1
+    gemm = 2 * n ** 3 * runs / (time.perf_counter() - start)
+    return {"cores_used": cores, "clock_mhz": mhz, "flop_per_cycle_per_core": per_cycle,
+            "theoretical_gflops": theoretical / 1e9 if theoretical else None, "gemm_gflops": gemm / 1e9}
+
+
+# ----------------------------------------------------------------------------- one case, in a subprocess
+
+def make_input(width: int, height: int) -> torch.Tensor:
+    """The bundled dark sample, resized (bicubic) to width x height: (1, 3, H, W) in [0, 1]."""
+    from PIL import Image
+
+    image = Image.open(SAMPLE).convert("RGB").resize((width, height), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float().div(255).contiguous()
+
+
+def case_runner(case: str, onnx_path: str | None):
+    """(run(x) -> output, tile counter) for a case."""
+    from nanolily.enhance import DEFAULT_STRIDE, enhance_tensor
+    from nanolily.weights import load_model
+
+    model = load_model(None, device="cpu").eval()
+    calls = {"tiles": 0}
+
+    def counted(predictor):
+        def run(tiles):
+            calls["tiles"] += tiles.shape[0]
+            return predictor(tiles)
+        return run
+
+    if case == "original":
+        from original_bloom import original_bloom, original_model
+
+        original = original_model(model.state_dict())
+        return (lambda x: original_bloom(counted(original), x)), calls
+    if case == "bloom112":
+        return (lambda x: enhance_tensor(x, model, mode="bloom", stride=112, predictor=counted(model))), calls
+    if case == "bloom":
+        return (lambda x: enhance_tensor(x, model, mode="bloom", stride=DEFAULT_STRIDE,
+                                         predictor=counted(model))), calls
+    if case == "monai":
+        from monai.inferers import sliding_window_inference
+
+        def run(x):
+            with torch.inference_mode():
+                return sliding_window_inference(x, (224, 224), 1, counted(model), overlap=0.5,
+                                                mode="gaussian").clamp(0, 1)
+        return run, calls
+    if case == "global":
+        return (lambda x: enhance_tensor(x, model, mode="global")), calls
+    if case == "onnx":
+        from nanolily.export import OnnxPredictor
+
+        predictor = counted(OnnxPredictor(onnx_path))
+        return (lambda x: enhance_tensor(x, model, mode="bloom", stride=DEFAULT_STRIDE, predictor=predictor)), calls
+    raise ValueError(case)
+
+
+def worker(args) -> None:
+    torch.set_num_threads(args.threads)
+    width, height = (int(v) for v in args.size.split("x"))
+    run, calls = case_runner(args.worker, args.onnx)
+    run(make_input(600, 400))  # warm-up: first-call allocations, oneDNN kernel selection
+    rss_before = peak_rss_mb()
+    x = make_input(width, height)
+    times = []
+    while len(times) < args.repeats and (not times or sum(times) < args.max_seconds):
+        calls["tiles"] = 0
+        start = time.perf_counter()
+        y = run(x)
+        times.append(time.perf_counter() - start)
+    np.save(args.output_npy, y[0].float().numpy())
+    print(json.dumps({"times": times, "tiles": calls["tiles"], "peak_rss_mb": peak_rss_mb(),
+                      "rss_before_input_mb": rss_before}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over from the parent
+    across fork + exec, so a child would report its parent's peak."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_case(case: str, size: str, args, onnx_path: str | None, out_npy: Path) -> dict:
+    command = [sys.executable, __file__, "--worker", case, "--size", size, "--repeats", str(args.repeats),
+               "--max-seconds", str(args.max_seconds), "--threads", str(args.threads),
+               "--output-npy", str(out_npy)] + (["--onnx", onnx_path] if onnx_path else [])
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{case} at {size} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- quality on LoL-v2-real
+
+def quality(args, onnx_path: str | None) -> dict:
+    from nanolily.data import find_pairs, load_rgb_uint8
+    from nanolily.metrics import psnr, ssim
+
+    pairs = find_pairs(Path(args.data) / "lol-v2-real", "lol-v2", "Test")
+    runners = {case: case_runner(case, onnx_path)[0] for case in CASES}
+    sums = {case: {"psnr": 0.0, "ssim": 0.0} for case in CASES}
+    worst = {case: 0.0 for case in CASES}
+    from tqdm.auto import tqdm
+
+    for pair in tqdm(pairs, desc="quality (LoL-v2-real test)", unit="img", disable=args.quiet):
+        low = load_rgb_uint8(pair.low).float()[None] / 255
+        high = load_rgb_uint8(pair.high).float()[None] / 255
+        outs = {case: run(low).clamp(0, 1) for case, run in runners.items()}
+        for case, out in outs.items():
+            sums[case]["psnr"] += float(psnr(out, high))
+            sums[case]["ssim"] += float(ssim(out, high))
+            diff = (out - outs["bloom112"])[..., 1:, 1:] if case == "original" else out - outs["bloom112"]
+            worst[case] = max(worst[case], float(diff.abs().max()))
+    n = len(pairs)
+    table = {case: {"psnr": s["psnr"] / n, "ssim": s["ssim"] / n, "max_abs_diff_vs_b": worst[case]}
+             for case, s in sums.items()}
+    for case in table:
+        table[case]["psnr_minus_b"] = table[case]["psnr"] - table["bloom112"]["psnr"]
+    return {"images": n, "cases": table}
+
+
+def stride_sweep(args, strides=(112, 128, 160, 192, 224)) -> list[dict]:
+    """The default-stride trade-off: lol-v1-val PSNR (the validation split: nothing is chosen on test)
+    and the tile count of a 3840x2160 image."""
+    from nanolily.bloom import plan_tiles
+    from nanolily.data import all_pairs
+    from nanolily.evaluate import evaluate
+    from nanolily.weights import load_model
+
+    model = load_model(None, device="cpu")
+    pairs = all_pairs(Path(args.data) / "lol-v1", "lol-v1", Path(args.data) / "splits/lol-v1-val.txt")
+    rows = []
+    for stride in strides:
+        _, summary = evaluate(model, pairs, mode="bloom", stride=stride)
+        rows.append({"stride": stride, "val_psnr": summary["psnr"], "val_ssim": summary["ssim"],
+                     "tiles_4k": len(plan_tiles(2160, 3840, 224, stride))})
+    _, summary = evaluate(model, pairs, mode="global")
+    rows.append({"stride": "global", "val_psnr": summary["psnr"], "val_ssim": summary["ssim"], "tiles_4k": None})
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+
+def speed_table(results: dict) -> str:
+    lines = ["| size | case | runs | median s | ms/MP | speed-up vs (a) | GFLOP/s | % of peak | "
+             "max abs diff vs (b) | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    peak = results["peak"]["theoretical_gflops"]
+    for size, cases in results["speed"].items():
+        base = cases["original"]["median_s"] if "original" in cases else None
+        for case, r in cases.items():
+            speedup = f"{base / r['median_s']:.2f}x" if base else ""
+            pct = f"{100 * r['gflops'] / peak:.0f}%" if peak else ""
+            diff = r.get("max_abs_diff_vs_b")
+            lines.append(f"| {size} | {CASES[case]} | {len(r['times'])} | {r['median_s']:.2f} | {r['ms_per_mp']:.0f} | "
+                         f"{speedup} | {r['gflops']:.0f} | {pct} | {'' if diff is None else f'{diff:.1e}'} | "
+                         f"{r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def quality_table(q: dict) -> str:
+    lines = [f"| case | PSNR | SSIM | PSNR - (b) | max abs diff vs (b) |", "|---|---|---|---|---|"]
+    for case, r in q["cases"].items():
+        lines.append(f"| {CASES[case]} | {r['psnr']:.3f} | {r['ssim']:.4f} | {r['psnr_minus_b']:+.3f} | "
+                     f"{r['max_abs_diff_vs_b']:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_table(rows: list[dict]) -> str:
+    lines = ["| bloom stride | lol-v1-val PSNR | SSIM | tiles at 3840x2160 |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['stride']} | {r['val_psnr']:.3f} | {r['val_ssim']:.4f} | {r['tiles_4k'] or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(results: dict, path: Path) -> None:
+    m, p = results["machine"], results["peak"]
+    parts = [
+        "# Performance\n",
+        "Written by `benchmarks/inference.py` (do not edit by hand); the JSON beside it is "
+        "`benchmarks/results/inference.json`.\n",
+        f"Command: `{results['command']}`\n",
+        f"Machine: {m['cpu']}, {m['cores_used']} threads; torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
+        f"monai {m['monai']}; {results['date']}.\n",
+        "## Speed and memory\n",
+        "Input: the bundled dark sample resized (bicubic) to each size. Each (case, size) runs in its own "
+        "process after a warm-up on a 600x400 image; time is the median of the runs (fewer runs where one "
+        f"run is long: at most {results['repeats']} runs, stopping after {results['max_seconds']:.0f} s). "
+        "Speed-up is against (a) in this same run. GFLOP/s counts the convolutions the case executes "
+        "(tiles x 1.46 GFLOP for tiled cases; global mode's three passes over halo-padded blocks); "
+        f"% of peak is against the theoretical peak, {p['theoretical_gflops']:.0f} GFLOP/s = "
+        f"{p['cores_used']} cores x {p['flop_per_cycle_per_core']} FLOP/cycle (AVX2: two 8-wide FMA units) x "
+        f"{p['clock_mhz']:.0f} MHz; a 2048x2048 fp32 matrix product reaches {p['gemm_gflops']:.0f} GFLOP/s "
+        "here. Max abs diff vs (b) is over the whole image, except for (a) where the first row and column "
+        "are left out (the original's window gives them zero weight: they come out black). Peak RSS is the "
+        "process's maximum resident set (VmHWM), input and output tensors included; importing torch "
+        f"alone takes ~{results['rss_baseline_mb']:.0f} MB.\n",
+        speed_table(results),
+    ]
+    if results.get("quality"):
+        q = results["quality"]
+        parts += ["## Quality (LoL-v2-real test, full resolution)\n",
+                  f"{q['images']} images, outputs clamped to [0, 1], PSNR / SSIM as in `nanolily evaluate`. "
+                  "A faster setting must not hide a worse picture: PSNR - (b) is each case against nanolily "
+                  "bloom at the original's stride.\n", quality_table(q)]
+    if results.get("stride_sweep"):
+        parts += ["## Choosing bloom's default stride (validation split)\n",
+                  "Chosen on lol-v1-val, never on the test set: the PSNR each stride gives and the tiles it "
+                  "needs for a 4K frame.\n", sweep_table(results["stride_sweep"])]
+    path.write_text("\n".join(parts))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.environ.get("NANOLILY_DATA"),
+                        help="datasets root (lol-v2-real/, lol-v1/, splits/) for the quality sections")
+    parser.add_argument("--sizes", default=SIZES, help="comma-separated WIDTHxHEIGHT (default: %(default)s)")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ",".join(CASES))
+    parser.add_argument("--repeats", type=int, default=3, help="runs per case and size (default: %(default)s)")
+    parser.add_argument("--max-seconds", type=float, default=60,
+                        help="stop repeating once a case's runs took this long (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads (default: %(default)s)")
+    parser.add_argument("--no-quality", action="store_true", help="skip the LoL-v2-real quality section")
+    parser.add_argument("--no-stride-sweep", action="store_true", help="skip the default-stride section")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/inference.json"))
+    parser.add_argument("--doc", default=str(ROOT / "docs/performance.md"))
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--size", help=argparse.SUPPRESS)
+    parser.add_argument("--onnx", help=argparse.SUPPRESS)
+    parser.add_argument("--output-npy", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    import onnxruntime
+    import monai
+
+    from nanolily.export import export_onnx
+    from nanolily.model import NanoLILYConfig
+    from nanolily.weights import load_model
+
+    torch.set_num_threads(args.threads)
+    cases = args.cases.split(",")
+    config = NanoLILYConfig()
+    results = {
+        "command": "python benchmarks/inference.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {"cpu": _cpu_name(), "cores_used": args.threads,
+                    "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "monai": monai.__version__},
+        "repeats": args.repeats, "max_seconds": args.max_seconds,
+        "tile_gflop": tile_flops(config) / 1e9, "peak": flop_peak(),
+        "rss_baseline_mb": _import_rss(), "speed": {},
+    }
+    print(f"peak: {results['peak']}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = str(export_onnx(load_model(None, device="cpu"), Path(tmp) / "nanolily.onnx"))
+        for size in args.sizes.split(","):
+            width, height = (int(v) for v in size.split("x"))
+            outputs, rows = {}, {}
+            for case in cases:
+                out_npy = Path(tmp) / f"{case}.npy"
+                r = run_case(case, size, args, onnx_path, out_npy)
+                r["median_s"] = statistics.median(r["times"])
+                r["ms_per_mp"] = 1000 * r["median_s"] / (width * height / 1e6)
+                from nanolily.enhance import GLOBAL_BLOCK
+
+                flops = (global_flops(config, height, width, GLOBAL_BLOCK, 6, _cached(height, width))
+                         if case == "global" else r["tiles"] * tile_flops(config))
+                r["gflop"] = flops / 1e9
+                r["gflops"] = flops / 1e9 / r["median_s"]
+                outputs[case] = out_npy
+                rows[case] = r
+                print(f"{size} {case}: {r['median_s']:.2f} s ({len(r['times'])} runs), {r['tiles']} tiles, "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MB", file=sys.stderr)
+            if "bloom112" in outputs:
+                reference = np.load(outputs["bloom112"])
+                for case, npy in outputs.items():
+                    out = np.load(npy)
+                    diff = np.abs(out - reference)
+                    rows[case]["max_abs_diff_vs_b"] = float((diff[:, 1:, 1:] if case == "original" else diff).max())
+                del reference
+            for npy in outputs.values():
+                npy.unlink(missing_ok=True)
+            results["speed"][size] = rows
+        if args.data and not args.no_quality:
+            results["quality"] = quality(args, onnx_path)
+    if args.data and not args.no_stride_sweep:
+        results["stride_sweep"] = stride_sweep(args)
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_doc(results, Path(args.doc))
+    print(speed_table(results))
+    if results.get("quality"):
+        print(quality_table(results["quality"]))
+    if results.get("stride_sweep"):
+        print(sweep_table(results["stride_sweep"]))
+    print(f"wrote {args.out} and {args.doc}", file=sys.stderr)
+
+
+def _cached(height: int, width: int) -> bool:
+    """Whether global mode's pass 2 keeps its half-resolution map (see SpatialBranch.blocks)."""
+    from nanolily.model import BLOCK_CACHE_BYTES
+
+    return 64 * ((height + height % 2) // 2) * ((width + width % 2) // 2) * 4 <= BLOCK_CACHE_BYTES
+
+
+def _cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
+def _import_rss() -> float:
+    """Peak RSS of a process that only imports torch and nanolily and loads the model (MB)."""
+    code = ("import nanolily; nanolily.load_model(None, device='cpu'); "
+            "print(next(int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')))")
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+if __name__ == "__main__":
+    main()

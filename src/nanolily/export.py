@@ -1,0 +1,213 @@
+"""ONNX export of NanoLILY and an ONNX Runtime predictor for LILY Bloom.
+
+The exported graph takes ``(batch, 3, 224, 224)`` tiles (dynamic batch) and returns the enhanced tiles,
+unclamped, exactly like :class:`nanolily.model.NanoLILY`. One change of form, not of maths: the frequency
+branch's ``rfft2 -> mask -> irfft2`` is written as products with fixed DFT matrices
+(:class:`MatrixDFTFrequency`), because ONNX Runtime's ``DFT`` operator is slow on CPU (measured: ~65 ms
+of a ~100 ms tile), while its matrix products are fast. Parity with PyTorch is checked on export.
+
+Example:
+    >>> from nanolily import load_model
+    >>> path = export_onnx(load_model(), "nanolily.onnx")  # doctest: +SKIP
+    >>> predictor = OnnxPredictor(path)  # doctest: +SKIP
+    >>> predictor(torch.rand(4, 3, 224, 224)).shape  # doctest: +SKIP
+    torch.Size([4, 3, 224, 224])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .model import NanoLILY
+
+ONNX_OPSET = 20
+PARITY_TOLERANCE = 1e-4
+
+
+def dft_matrices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos`` and ``sin`` of ``2 pi j k / n`` as (n, n) float64 matrices: the DFT is ``C - i S``.
+
+    Example:
+        >>> c, s = dft_matrices(8)
+        >>> x = torch.rand(8, dtype=torch.float64)
+        >>> bool(torch.allclose(torch.complex(c @ x, -(s @ x)), torch.fft.fft(x)))
+        True
+    """
+    k = torch.arange(n, dtype=torch.float64)
+    angle = 2 * math.pi * torch.outer(k, k).remainder(n) / n  # remainder keeps the angles small and exact
+    return torch.cos(angle), torch.sin(angle)
+
+
+class MatrixDFTFrequency(nn.Module):
+    """:class:`nanolily.model.FrequencyBranch` at its own S x S size, as real matrix products.
+
+    For each channel image ``x`` (S x S): the rfft along rows (``x @ Cw``, ``x @ Sw``, K = S//2+1
+    columns), the full DFT along columns, the real mask, the inverse column DFT, and the inverse real
+    DFT along rows (bins 1..S/2-1 counted twice, as their conjugates are left out).
+
+    Example:
+        >>> from nanolily.model import FrequencyBranch
+        >>> branch = FrequencyBranch(3, 16, 1.0)
+        >>> with torch.no_grad():
+        ...     _ = branch.mask.uniform_(0.5, 2.0)
+        >>> x = torch.rand(2, 3, 16, 16)
+        >>> bool(torch.allclose(MatrixDFTFrequency(branch.mask)(x), branch(x), atol=1e-5))
+        True
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        size = mask.shape[-2]
+        k = size // 2 + 1
+        cos, sin = dft_matrices(size)
+        twice = torch.full((k,), 2.0, dtype=torch.float64)
+        twice[0] = 1.0
+        if size % 2 == 0:
+            twice[-1] = 1.0
+        buffers = {
+            "cos_rows": cos[:, :k], "sin_rows": sin[:, :k],  # (S, K): forward rfft along the last axis
+            "cos_cols": cos, "sin_cols": sin,  # (S, S): forward / inverse DFT along the height axis
+            "icos_rows": (twice[:, None] * cos[:k, :]) / size ** 2,  # (K, S): inverse, with both 1/S factors
+            "isin_rows": (twice[:, None] * sin[:k, :]) / size ** 2,
+        }
+        for name, value in buffers.items():
+            self.register_buffer(name, value.float(), persistent=False)
+        self.register_buffer("mask", mask.detach().float().clone(), persistent=False)  # (1, C, S, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, S, S) -> (B, C, S, S)
+        a, b = x @ self.cos_rows, x @ self.sin_rows  # rfft along rows: a - ib, (B, C, S, K)
+        re = self.cos_cols @ a - self.sin_cols @ b  # full DFT along columns: (C - iS)(a - ib)
+        im = -(self.cos_cols @ b + self.sin_cols @ a)
+        re, im = re * self.mask, im * self.mask
+        re, im = self.cos_cols @ re - self.sin_cols @ im, self.cos_cols @ im + self.sin_cols @ re  # inverse
+        return re @ self.icos_rows - im @ self.isin_rows  # inverse real DFT along rows (1/S^2 folded in)
+
+
+class ExportableNanoLILY(nn.Module):
+    """A :class:`NanoLILY` for S x S tiles with the frequency branch as :class:`MatrixDFTFrequency`."""
+
+    def __init__(self, model: NanoLILY):
+        super().__init__()
+        self.model = model
+        self.frequency = MatrixDFTFrequency(model.frequency.mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S)
+        return x + self.model._residual(self.model.spatial(x), self.frequency(x))
+
+
+def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True) -> Path:
+    """Write ``model`` as ONNX for ``(batch, 3, S, S)`` tiles (dynamic batch), atomically.
+
+    With ``check``, runs the file in ONNX Runtime on random and structured tiles and raises if it
+    differs from PyTorch by more than ``PARITY_TOLERANCE``. Returns the path.
+    """
+    path = Path(path)
+    size = model.patch_size
+    module = ExportableNanoLILY(model.float().cpu().eval()).eval()
+    example = torch.rand(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent if path.parent.exists() else None)) / path.name
+    try:
+        with torch.no_grad(), _quiet_exporter():
+            torch.onnx.export(module, (example,), tmp, dynamo=True, dynamic_shapes=({0: batch},),
+                              input_names=["tiles"], output_names=["enhanced"], opset_version=ONNX_OPSET,
+                              external_data=False, verbose=False)
+        if check:
+            worst = parity(model, OnnxPredictor(tmp))
+            if worst > PARITY_TOLERANCE:
+                raise RuntimeError(f"{path}: ONNX output differs from PyTorch by {worst:.2e} "
+                                   f"(> {PARITY_TOLERANCE:g})")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.parent.rmdir()
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the exporter's notes that do not concern this model (torchvision ops, deprecations)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def parity(model: NanoLILY, predictor, tiles: torch.Tensor | None = None) -> float:
+    """Largest |difference| between ``predictor`` and ``model`` on ``tiles`` (default: dark random and
+    smooth tiles, batch of 3)."""
+    size = model.patch_size
+    if tiles is None:
+        g = torch.Generator().manual_seed(0)
+        ramp = torch.linspace(0, 0.4, size)
+        tiles = torch.stack([torch.rand(3, size, size, generator=g) * 0.3,
+                             (ramp[None, :, None] * ramp[None, None, :]).expand(3, size, size),
+                             torch.rand(3, size, size, generator=g)])
+    with torch.no_grad():
+        return float((predictor(tiles) - model.float().cpu().eval()(tiles)).abs().max())
+
+
+class OnnxPredictor:
+    """An ONNX Runtime session as a Bloom predictor: ``(B, 3, S, S)`` tensor in, tensor out (CPU).
+
+    Args:
+        path: an ONNX file from :func:`export_onnx`.
+        threads: intra-op threads (default: ONNX Runtime's choice, the physical cores).
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError("the onnxruntime backend needs the [onnx] extra: pip install 'nanolily[onnx]'") from None
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        array = tiles.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+
+def cache_dir() -> Path:
+    """Where exported ONNX files are kept: ``$NANOLILY_CACHE`` or ``~/.cache/nanolily``."""
+    return Path(os.environ.get("NANOLILY_CACHE") or Path.home() / ".cache" / "nanolily")
+
+
+def weights_digest(model: NanoLILY) -> str:
+    """A short sha256 of the model's weights and config: the name of its cached ONNX export."""
+    digest = hashlib.sha256(json.dumps(model.config_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def onnx_predictor(model: NanoLILY, path: str | os.PathLike | None = None,
+                   threads: int | None = None) -> OnnxPredictor:
+    """An :class:`OnnxPredictor` for ``model``: from ``path`` if given, else from the cache, exporting
+    (and checking) once per set of weights."""
+    if path is None:
+        path = cache_dir() / f"nanolily-{weights_digest(model)}.onnx"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            export_onnx(model, path)
+    return OnnxPredictor(path, threads)

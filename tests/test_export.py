@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nanolily.cli import main
+from nanolily.enhance import enhance_tensor
+from nanolily.export import MatrixDFTFrequency, dft_matrices, weights_digest
+from nanolily.model import FrequencyBranch
+
+from .conftest import dark_image
+
+
+@pytest.mark.parametrize("size", [15, 16, 224])
+def test_matrix_dft_frequency_equals_the_fft_branch(size):
+    torch.manual_seed(size)
+    branch = FrequencyBranch(3, size, 1.0)
+    with torch.no_grad():
+        branch.mask.uniform_(0.0, 3.0)
+        x = torch.rand(2, 3, size, size)
+        assert torch.allclose(MatrixDFTFrequency(branch.mask)(x), branch(x), atol=2e-6)
+
+
+def test_dft_matrices_are_the_dft():
+    c, s = dft_matrices(12)
+    x = torch.rand(12, 5, dtype=torch.float64)
+    assert torch.allclose(torch.complex(c @ x, -(s @ x)), torch.fft.fft(x, dim=0))
+
+
+def test_weights_digest_follows_the_weights(model):
+    other = type(model)(model.config)
+    other.load_state_dict(model.state_dict())
+    assert weights_digest(other) == weights_digest(model)
+    with torch.no_grad():
+        other.fuse.bias.add_(1e-3)
+    assert weights_digest(other) != weights_digest(model)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(model, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from nanolily.export import export_onnx
+
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+def test_onnx_bloom_equals_torch_bloom_on_a_small_image(model, onnx_file):
+    from nanolily.export import OnnxPredictor
+
+    predictor = OnnxPredictor(onnx_file)
+    x = torch.from_numpy(dark_image(250, 330)).permute(2, 0, 1)[None].float() / 255
+    for mode in ("bloom", "core"):
+        ours = enhance_tensor(x, model, mode=mode)
+        onnx = enhance_tensor(x, model, mode=mode, predictor=predictor)
+        assert (ours - onnx).abs().max() <= 1e-4
+    tiles = torch.rand(5, 3, 224, 224)  # dynamic batch
+    with torch.no_grad():
+        assert (predictor(tiles) - model(tiles)).abs().max() <= 1e-4
+    with pytest.raises(ValueError, match="global mode runs the PyTorch model"):
+        enhance_tensor(x, model, mode="global", predictor=predictor)
+
+
+def test_cli_export_and_onnxruntime_backend(onnx_file, random_weights, tmp_path, monkeypatch, capsys):
+    target = tmp_path / "m.onnx"
+    args = ["--weights", str(random_weights)]
+    assert main(["export", "-o", str(target)] + args) == 0
+    assert target.stat().st_size > 100_000 and "max |diff| vs PyTorch" in capsys.readouterr().out
+    assert main(["export", "-o", str(target)] + args) == 1  # exists
+    assert "already exists" in capsys.readouterr().err
+
+    photo = tmp_path / "night.png"
+    Image.fromarray(dark_image(120, 260)).save(photo)
+    assert main(["enhance", str(photo), "-o", str(tmp_path / "torch.png"), "--mode", "bloom", "-q"] + args) == 0
+    assert main(["enhance", str(photo), "-o", str(tmp_path / "ort.png"), "--mode", "bloom", "-q",
+                 "--backend", "onnxruntime", "--onnx", str(target)] + args) == 0
+    a, b = (np.asarray(Image.open(tmp_path / n)).astype(int) for n in ("torch.png", "ort.png"))
+    assert np.abs(a - b).max() <= 1  # 8-bit rounding of outputs within 1e-4
+
+    monkeypatch.setenv("NANOLILY_CACHE", str(tmp_path / "cache"))  # without --onnx: exported once, cached
+    assert main(["enhance", str(photo), "-o", str(tmp_path / "cached.png"), "--mode", "bloom", "-q",
+                 "--backend", "onnxruntime"] + args) == 0
+    assert len(list((tmp_path / "cache").glob("nanolily-*.onnx"))) == 1
+
+    with pytest.raises(SystemExit):  # global mode needs the PyTorch model
+        main(["enhance", str(photo), "--backend", "onnxruntime", "--mode", "global"] + args)
+    assert main(["enhance", str(photo), "-o", str(tmp_path / "x.png"), "--mode", "bloom", "--backend",
+                 "onnxruntime", "--onnx", str(tmp_path / "missing.onnx")] + args) == 1
+    assert "missing.onnx" in capsys.readouterr().err
