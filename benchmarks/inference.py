@@ -261,7 +261,7 @@ def speed_table(results: dict) -> str:
 
 
 def quality_table(q: dict) -> str:
-    lines = [f"| case | PSNR | SSIM | PSNR - (b) | max abs diff vs (b) |", "|---|---|---|---|---|"]
+    lines = ["| case | PSNR | SSIM | PSNR - (b) | max abs diff vs (b) |", "|---|---|---|---|---|"]
     for case, r in q["cases"].items():
         lines.append(f"| {CASES[case]} | {r['psnr']:.3f} | {r['ssim']:.4f} | {r['psnr_minus_b']:+.3f} | "
                      f"{r['max_abs_diff_vs_b']:.1e} |")

@@ -40,7 +40,8 @@ def test_window_is_positive_and_half_overlaps_sum_to_one():
     assert w.min() > 0
     assert torch.allclose(w[:112] + w[112:], torch.ones(112), atol=1e-3)  # exact but for the floor
     assert torch.allclose(w[1:], w[1:].flip(0))  # periodic: symmetric about the centre pixel
-    assert torch.allclose(w[1:], torch.hann_window(224)[1:], atol=1e-7) and w[0] == 1e-4  # the original loop's window, floored
+    assert torch.allclose(w[1:], torch.hann_window(224)[1:], atol=1e-7)  # the original loop's window
+    assert w[0] == 1e-4  # ... floored
     with pytest.raises(ValueError, match="window must be one of"):
         blend_window(224, "hamming")
 

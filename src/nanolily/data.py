@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .io import READ_SUFFIXES, read_image, to_uint
+from .synthesis import linear_to_srgb, srgb_to_linear
 
 LAYOUTS = ("lol-v1", "lol-v2", "pair")
 DATA_ENV = "NANOLILY_DATA"
@@ -243,9 +244,8 @@ class PairedImages:
 
 
 def darken_linear(image: torch.Tensor, factor: float) -> torch.Tensor:
-    """Scale an sRGB image's exposure by ``factor`` in linear light (IEC 61966-2-1 transfer curves)."""
-    linear = torch.where(image <= 0.04045, image / 12.92, ((image + 0.055) / 1.055) ** 2.4) * factor
-    return torch.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
+    """Scale an sRGB image's exposure by ``factor`` (<= 1) in linear light."""
+    return linear_to_srgb(srgb_to_linear(image) * factor)
 
 
 # --- leakage guard ------------------------------------------------------------------------------------
