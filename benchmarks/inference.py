@@ -298,6 +298,23 @@ def write_doc(results: dict, path: Path) -> None:
         "process's maximum resident set (VmHWM), input and output tensors included; importing torch "
         f"alone takes ~{results['rss_baseline_mb']:.0f} MB.\n",
         speed_table(results),
+        "## What makes nanolily's engines fast\n",
+        "- **channels-last convolutions.** oneDNN runs the 64->32 transposed convolution about 3x faster on "
+        "NHWC maps than on NCHW ones on this CPU; the spatial branch converts its input once.\n"
+        "- **InstanceNorm as group norm** (one channel per group, each channel first shifted by a rough mean "
+        "so the channels-last kernel's E[x^2] - E[x]^2 does not cancel): the same maths, several times "
+        "faster than `F.instance_norm` on channels-last maps.\n"
+        "- **one tile per call.** Batching tiles made each tile slower here (cache pressure); bloom's default "
+        "batch size is 1.\n"
+        "- **global mode in cache-sized blocks.** The whole image in one pass, but the conv branch runs in "
+        "256x256 blocks with a 6-pixel halo (the branch's receptive field reaches 5): pass 1 gathers the "
+        "first InstanceNorm's whole-image statistics, pass 2 the second's (keeping its half-resolution map "
+        "when it fits in 768 MB), pass 3 writes the output; each norm with fixed statistics is folded into "
+        "the convolution before it. Equal to a single pass to float rounding (tested), at "
+        "~1.2x the convolutions of one pass with the kept map and ~1.6x without, against bloom's ~3.9x "
+        "at stride 112.\n"
+        "- **ONNX.** The exported graph computes the FFT branch as products with fixed DFT matrices: ONNX "
+        "Runtime's `DFT` operator took ~65 ms of a ~100 ms tile on this CPU.\n",
     ]
     if results.get("quality"):
         q = results["quality"]

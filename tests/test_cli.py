@@ -155,3 +155,19 @@ def test_demo_with_the_shipped_weights_brightens_the_samples(tmp_path, capsys):
     for line in capsys.readouterr().out.splitlines()[:-1]:  # "<name>: WxH, mean brightness a -> b"
         before, after = map(float, line.split("mean brightness ")[1].split(" -> "))
         assert after > before + 0.2
+
+
+def test_strength_option(photos, random_weights, tmp_path):
+    import numpy as np
+
+    outs = {}
+    for strength in ("0", "1", "1.5"):
+        target = tmp_path / f"s{strength}.png"
+        assert run(["enhance", str(photos / "b.png"), "-o", str(target), "--strength", strength, "-q"],
+                   random_weights) == 0
+        outs[strength] = np.asarray(Image.open(target)).astype(int)
+    original = np.asarray(Image.open(photos / "b.png")).astype(int)
+    assert np.abs(outs["0"] - original).max() <= 1
+    assert np.abs(outs["1.5"] - original).mean() > np.abs(outs["1"] - original).mean()
+    with pytest.raises(SystemExit):
+        run(["enhance", str(photos / "b.png"), "--strength", "-1"], random_weights)

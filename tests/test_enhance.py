@@ -84,3 +84,18 @@ def test_global_mode_blocks_equal_one_pass(model, monkeypatch):
     assert torch.allclose(enhance_tensor(x, model, mode="global"), single, atol=5e-5)
     monkeypatch.setattr(E, "GLOBAL_BLOCK", 64)
     assert torch.allclose(enhance_tensor(x, model, mode="global"), single, atol=5e-5)
+
+
+def test_strength_scales_the_change_monotonically(model):
+    x = torch.from_numpy(dark_image(120, 150)).permute(2, 0, 1)[None].float() / 255
+    full = enhance_tensor(x, model)
+    assert torch.allclose(enhance_tensor(x, model, strength=0.0), x)
+    assert torch.equal(enhance_tensor(x, model, strength=1.0), full)
+    means = [float(enhance_tensor(x, model, strength=s).mean()) for s in (0.0, 0.5, 1.0, 1.5)]
+    change = [abs(m - means[0]) for m in means]
+    assert change == sorted(change) and change[-1] > change[1]
+    with torch.no_grad():
+        raw = model(x)  # global mode on an image under one block is a single pass
+    assert torch.allclose(enhance_tensor(x, model, strength=0.5), (x + 0.5 * (raw - x)).clamp(0, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="strength must be >= 0"):
+        enhance_tensor(x, model, strength=-1)

@@ -40,8 +40,11 @@ def default_model(device: str | torch.device | None = "auto") -> NanoLILY:
 
 def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MODE, stride: int = DEFAULT_STRIDE,
                    batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
-                   predictor: Predictor | None = None) -> torch.Tensor:
+                   predictor: Predictor | None = None, strength: float = 1.0) -> torch.Tensor:
     """Enhance ``(N, 3, H, W)`` float images in [0, 1] with ``model``; returns ``(N, 3, H, W)`` in [0, 1].
+
+    ``strength`` scales the change the model makes: 0 returns the input, 1 the model's output, above 1
+    pushes further (``input + strength * (output - input)``, then clamped).
 
     The canvas stays on ``images.device``; tiles run on the model's device. ``predictor`` (e.g. an
     :class:`nanolily.export.OnnxPredictor`) runs the tiles of bloom and core modes instead of ``model``.
@@ -51,6 +54,8 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     if predictor is not None and mode == "global":
         raise ValueError("global mode runs the PyTorch model (any image size); other backends take "
                          f"{patch}x{patch} tiles: use --mode bloom or core with them")
+    if not strength >= 0:
+        raise ValueError(f"strength must be >= 0, got {strength}")
     predictor = predictor if predictor is not None else model
     with torch.inference_mode():
         if mode == "bloom":
@@ -64,6 +69,8 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
                              for i in range(images.shape[0])])
         else:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if strength != 1.0:
+            out = images + strength * (out - images)
         return out.clamp_(0.0, 1.0)
 
 
@@ -80,7 +87,7 @@ def enhance_photo(photo: Photo, model: NanoLILY, **kwargs) -> Photo:
 
 def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stride: int = DEFAULT_STRIDE,
             batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = "auto",
-            progress: bool = False, backend: str = "torch"):
+            progress: bool = False, backend: str = "torch", strength: float = 1.0):
     """Brighten a dark photo.
 
     Args:
@@ -93,6 +100,7 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
         batch_size: tiles per network call.
         device: where the default model runs (ignored when ``model`` is given).
         progress: show a bar over tiles.
+        strength: how far to go: 0 = the input, 1 = the model's output, 1.5 = half as much again.
         backend: ``"torch"``, or ``"onnxruntime"`` (bloom and core modes; the ``[onnx]`` extra): the model
             is exported to ONNX once per set of weights and cached (:func:`nanolily.export.onnx_predictor`).
 
@@ -108,7 +116,7 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     model = model if model is not None else default_model(device)
-    options = dict(mode=mode, stride=stride, batch_size=batch_size, progress=progress)
+    options = dict(mode=mode, stride=stride, batch_size=batch_size, progress=progress, strength=strength)
     if backend == "onnxruntime":
         from .export import onnx_predictor
 

@@ -33,6 +33,8 @@ def add_engine_options(p: argparse.ArgumentParser, with_mode: bool = True) -> No
                             "(best measured quality and speed); bloom: blended 224x224 tiles, the "
                             "original's engine; core: the original single 224x224 pass, resized back "
                             "(default: %(default)s)")
+    g.add_argument("--strength", type=float, default=1.0,
+                   help="how far to go: 0 = the input, 1 = the model, 1.5 = half as much again (default: %(default)s)")
     g.add_argument("--stride", type=positive_int, default=DEFAULT_STRIDE,
                    help="bloom tile step in pixels, 1..224; 112 = 50%% overlap (default: %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,

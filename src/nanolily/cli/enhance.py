@@ -48,6 +48,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     if not 1 <= args.quality <= 100:
         args.parser.error(f"--quality must be in 1..100, got {args.quality}")
+    if not args.strength >= 0:
+        args.parser.error(f"--strength must be >= 0, got {args.strength}")
     if args.stride > 224:
         args.parser.error(f"--stride must be at most the tile size 224, got {args.stride}")
     files, failures = expand_inputs(args.inputs, args.recursive)
@@ -105,7 +107,7 @@ def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int]:
             tiles = len(plan_tiles(max(height, 224), max(width, 224), 224, args.stride))
             out = enhance_photo(photo, model, mode=args.mode, stride=args.stride, batch_size=args.batch_size,
                                 progress=not args.quiet and args.mode == "bloom" and tiles >= TILE_BAR_MIN_TILES,
-                                predictor=predictor)
+                                predictor=predictor, strength=args.strength)
             job.target.parent.mkdir(parents=True, exist_ok=True)
             write_image(job.target, out, quality=args.quality, overwrite=args.overwrite)
             done += 1
