@@ -184,21 +184,28 @@ def resample_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
     Example:
         >>> m = torch.rand(1, 3, 224, 113)
-        >>> bool(torch.allclose(resample_mask(m, 224, 224), m, atol=1e-4))
+        >>> bool(torch.allclose(resample_mask(m, 224, 224), m, atol=1e-6))
         True
         >>> resample_mask(m, 400, 600).shape
         torch.Size([1, 3, 400, 301])
     """
     size = mask.shape[-2]
     shifted = torch.fft.fftshift(mask, dim=-2)  # rows now run from frequency -1/2 upwards
-    fy = torch.fft.fftfreq(height, dtype=torch.float64, device=mask.device)
-    fx = torch.fft.rfftfreq(width, dtype=torch.float64, device=mask.device)
-    rows = fy * size + size // 2  # fractional row in the shifted mask
-    cols = fx * size  # fractional column, 0 .. S/2
-    gy = 2 * rows / (size - 1) - 1
-    gx = 2 * cols / (mask.shape[-1] - 1) - 1
-    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None].to(mask.dtype)  # (1, H, W//2+1, 2)
-    return F.grid_sample(shifted, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    rows = torch.fft.fftfreq(height, dtype=torch.float64, device=mask.device) * size + size // 2
+    cols = torch.fft.rfftfreq(width, dtype=torch.float64, device=mask.device) * size  # 0 .. S/2
+    # bilinear, as two 1-D passes (the grid is separable): no full-size sampling grid in memory
+    return _interpolate(_interpolate(shifted, rows, dim=-2), cols, dim=-1)  # (1, C, H, W//2+1)
+
+
+def _interpolate(t: torch.Tensor, positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Linear interpolation of ``t`` along ``dim`` at fractional ``positions``, clamped to the ends."""
+    n = t.shape[dim]
+    positions = positions.clamp(0, n - 1)
+    left = positions.floor().long().clamp(max=n - 2)
+    shape = [1] * t.ndim
+    shape[dim] = -1
+    weight = (positions - left).to(t.dtype).view(shape)
+    return torch.lerp(t.index_select(dim, left), t.index_select(dim, left + 1), weight)
 
 
 class FrequencyBranch(nn.Module):
@@ -213,11 +220,13 @@ class FrequencyBranch(nn.Module):
         h, w = x.shape[-2:]
         if (h, w) == (self.size, self.size):
             return torch.fft.irfft2(torch.fft.rfft2(x) * self.mask, s=(h, w))  # (B, C, S, S)
-        # one channel at a time: only one complex spectrum plane and one resampled mask are alive
+        # one image and channel at a time: only one spectrum plane and one resampled mask are alive
         out = torch.empty_like(x, memory_format=torch.contiguous_format)  # (B, C, H, W)
         for c in range(x.shape[1]):
-            mask = resample_mask(self.mask[:, c:c + 1], h, w)  # (1, 1, H, W//2+1)
-            out[:, c:c + 1] = torch.fft.irfft2(torch.fft.rfft2(x[:, c:c + 1]) * mask, s=(h, w))
+            mask = resample_mask(self.mask[:, c:c + 1], h, w)[0, 0]  # (H, W//2+1)
+            for b in range(x.shape[0]):
+                spectrum = torch.fft.rfft2(x[b, c]).mul_(mask)
+                torch.fft.irfft2(spectrum, s=(h, w), out=out[b, c])
         return out
 
 

@@ -110,7 +110,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         choices = {"crop": ("resize", "random", "mixed"), "scheduler": ("plateau", "cosine", "constant"),
-                   "val_mode": ("bloom", "core"), "select": ("psnr", "ssim")}
+                   "val_mode": ("bloom", "core", "global"), "select": ("psnr", "ssim")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
