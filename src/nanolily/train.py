@@ -27,8 +27,8 @@ from .data import DatasetSpec, PairedImages, find_overlaps, pairs_from_spec
 from .enhance import enhance_tensor
 from .losses import CompositeLoss
 from .metrics import psnr, ssim
-from .model import NanoLILY, NanoLILYConfig
-from .weights import feature_weights_path, load_model, save_weights
+from .model import NanoLILY
+from .weights import build_model, feature_weights_path, load_model, save_weights
 
 DEFAULT_VGG = "vgg19-features-relu3_4-caffe.safetensors"
 
@@ -38,7 +38,8 @@ class TrainConfig:
     """Every training setting; a YAML config overrides these defaults and unknown keys are an error."""
 
     name: str = "nanolily"
-    model: dict = field(default_factory=dict)  # NanoLILYConfig overrides
+    architecture: str = "NanoLILY"  # NanoLILY | NanoLILYv2 (weights.ARCHITECTURES)
+    model: dict = field(default_factory=dict)  # overrides of the architecture's config
     train: list = field(default_factory=lambda: [
         {"layout": "lol-v1", "path": "lol-v1", "split": "splits/lol-v1-train.txt"}])
     val: list = field(default_factory=lambda: [
@@ -114,7 +115,7 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        NanoLILYConfig(**self.model)
+        build_model(self.architecture, self.model)
         for spec in self.train + self.val + self.leakage_test:
             DatasetSpec(**spec)
 
@@ -241,7 +242,8 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
     val_set = PairedImages(val_pairs, progress=progress and dist.main)
     log(f"data: {len(train_set)} training pairs, {len(val_set)} validation pairs")
 
-    model = load_model(config.init_from, device="cpu") if config.init_from else NanoLILY(NanoLILYConfig(**config.model))
+    model = load_model(config.init_from, device="cpu") if config.init_from else build_model(config.architecture,
+                                                                                              config.model)
     model = model.to(dist.device).train()
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if dist.world > 1 else model
     criterion = CompositeLoss(config.loss, resolve_vgg(config, data, weights_dir), config.vgg_convention).to(dist.device)
@@ -269,7 +271,8 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         if not dist.main:
             return
         tmp = path.with_name(path.name + ".tmp")
-        torch.save({"model": model.state_dict(), "model_config": model.config_dict(),
+        torch.save({"model": model.state_dict(), "architecture": type(model).__name__,
+                    "model_config": model.config_dict(),
                     "optimizer": optimizer.state_dict(), "state": state, "config": asdict(config)}, tmp)
         os.replace(tmp, path)
 

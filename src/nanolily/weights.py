@@ -20,6 +20,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .model import NanoLILY, NanoLILYConfig
+from .model_v2 import NanoLILYv2, NanoLILYv2Config
+
+ARCHITECTURES = {"NanoLILY": (NanoLILY, NanoLILYConfig), "NanoLILYv2": (NanoLILYv2, NanoLILYv2Config)}
 
 ASSETS = Path(__file__).parent / "assets"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -139,13 +142,16 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
         if not allow_pickle:
             raise WeightsError(f"{path}: refusing to load a pickle checkpoint (it can run code); convert it "
                                "to safetensors or pass --allow-pickle (API: allow_pickle=True) if you trust it")
-        config, state = _read_pickle_checkpoint(path)
+        (architecture, config), state = _read_pickle_checkpoint(path)
     else:
-        config, state = _read_safetensors(path)
-    model = NanoLILY(config)
+        (architecture, config), state = _read_safetensors(path)
+    try:
+        model = build_model(architecture, config)
+    except ValueError as e:
+        raise WeightsError(f"{path}: {e}") from None
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
-        raise WeightsError(f"{path}: does not match the NanoLILY architecture; "
+        raise WeightsError(f"{path}: does not match the {architecture} architecture; "
                            f"missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}")
     try:
         model.load_state_dict(state)
@@ -155,42 +161,52 @@ def load_model(weights: str | os.PathLike | None = None, device: str | torch.dev
     return model.to(resolve_device(device)).eval()
 
 
-def _config_from(raw: dict | str | None, path: Path) -> NanoLILYConfig:
-    if raw is None:
-        return NanoLILYConfig()
-    data = json.loads(raw) if isinstance(raw, str) else dict(raw)
-    known = {f.name for f in fields(NanoLILYConfig)}
-    if set(data) - known:
-        raise WeightsError(f"{path}: unknown config keys {sorted(set(data) - known)}")
-    return NanoLILYConfig(**data)
+def build_model(architecture: str = "NanoLILY", config: dict | None = None):
+    """A new model of a registered architecture (:data:`ARCHITECTURES`); ``config`` overrides defaults.
+
+    Example:
+        >>> build_model("NanoLILY", {"width": 8}).config.width
+        8
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    model_class, config_class = ARCHITECTURES[architecture]
+    types = {f.name: f.type for f in fields(config_class)}
+    unknown = set(config or {}) - set(types)
+    if unknown:
+        raise ValueError(f"unknown {architecture} config keys {sorted(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in (config or {}).items()}  # JSON gives lists
+    return model_class(config_class(**values))
 
 
-def _read_safetensors(path: Path) -> tuple[NanoLILYConfig, dict[str, torch.Tensor]]:
+def _config_from(raw: dict | str | None) -> dict:
+    return {} if raw is None else json.loads(raw) if isinstance(raw, str) else dict(raw)
+
+
+def _read_safetensors(path: Path) -> tuple[tuple[str, dict], dict[str, torch.Tensor]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises several types for a damaged header
         raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
-    arch = metadata.get("architecture", "NanoLILY")
-    if arch != "NanoLILY":
-        raise WeightsError(f"{path}: architecture {arch!r} is not NanoLILY")
     if "tensors_sha256" in metadata and tensors_sha256(state) != metadata["tensors_sha256"]:
         raise WeightsError(f"{path}: tensors do not match the digest in the file's metadata")
-    return _config_from(metadata.get("config"), path), state
+    return (metadata.get("architecture", "NanoLILY"), _config_from(metadata.get("config"))), state
 
 
-def _read_pickle_checkpoint(path: Path) -> tuple[NanoLILYConfig, dict[str, torch.Tensor]]:
+def _read_pickle_checkpoint(path: Path) -> tuple[tuple[str, dict], dict[str, torch.Tensor]]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise WeightsError(f"{path}: cannot read checkpoint ({str(e).splitlines()[0]})") from None
+    architecture = ckpt.get("architecture", "NanoLILY") if isinstance(ckpt, dict) else "NanoLILY"
     if isinstance(ckpt, dict) and "model" in ckpt and isinstance(ckpt["model"], dict):
-        return _config_from(ckpt.get("model_config"), path), ckpt["model"]
+        return (architecture, _config_from(ckpt.get("model_config"))), ckpt["model"]
     if isinstance(ckpt, dict) and "state_dict" in ckpt:
-        return _config_from(ckpt.get("model_config"), path), ckpt["state_dict"]
+        return (architecture, _config_from(ckpt.get("model_config"))), ckpt["state_dict"]
     if isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return NanoLILYConfig(), ckpt
+        return ("NanoLILY", {}), ckpt
     raise WeightsError(f"{path}: no state dict found in the checkpoint")
 
 

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from nanolily.model_v2 import NanoLILYv2, NanoLILYv2Config
+from nanolily.train import train
+from nanolily.weights import build_model, load_model, read_metadata, save_weights
+
+from .test_train import data, tiny_config  # noqa: F401  (the data fixture)
+
+
+def test_within_the_parameter_budget_and_identity_at_start():
+    model = NanoLILYv2()
+    assert model.num_parameters() <= 129_016
+    x = torch.rand(2, 3, 45, 70)
+    with torch.no_grad():
+        assert torch.equal(model(x), x)  # zero-initialised heads: training starts from "change nothing"
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (7, 300), (64, 64), (250, 333)])
+def test_any_size_in_one_pass(height, width):
+    torch.manual_seed(0)
+    model = NanoLILYv2()
+    for p in model.parameters():  # leave the identity start so every path is exercised
+        torch.nn.init.normal_(p, 0, 0.05)
+    x = torch.rand(1, 3, height, width)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    with pytest.raises(ValueError, match="expects a"):
+        model(torch.rand(1, 4, 8, 8))
+
+
+def test_weights_round_trip_with_the_architecture_in_the_metadata(tmp_path):
+    torch.manual_seed(1)
+    model = build_model("NanoLILYv2", {"widths": [8, 16, 24], "refine": 4})
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0, 0.05)
+    path = save_weights(model, tmp_path / "v2.safetensors", version="test")
+    assert read_metadata(path)["architecture"] == "NanoLILYv2"
+    loaded = load_model(path, device="cpu")
+    assert isinstance(loaded, NanoLILYv2) and loaded.config == NanoLILYv2Config(widths=(8, 16, 24), refine=4)
+    x = torch.rand(1, 3, 40, 52)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+    with pytest.raises(ValueError, match="unknown architecture 'Nope'"):
+        build_model("Nope")
+    with pytest.raises(ValueError, match=r"unknown NanoLILYv2 config keys \['width'\]"):
+        build_model("NanoLILYv2", {"width": 3})
+
+
+def test_trains_and_validates_in_global_mode(data):  # noqa: F811
+    config = tiny_config(architecture="NanoLILYv2", model={"widths": [4, 8, 8], "refine": 4}, val_mode="global",
+                         crop="random")
+    summary = train(config, data, data / "v2", progress=False)
+    assert summary["steps"] == 4
+    assert isinstance(load_model(data / "v2" / "best.safetensors", device="cpu"), NanoLILYv2)
