@@ -13,7 +13,8 @@ Cases, all with the same shipped weights and the same inputs:
 
 Each (case, size) runs once in its own subprocess, so peak resident memory (VmHWM) is that case's alone;
 times come from one process running the cases round-robin (medians over rounds, after a warm-up on a
-small image), so speed-ups against (a) are from the same rounds. Quality: PSNR / SSIM at full resolution on LoL-v2-real test, and the difference to (b).
+small image), so speed-ups against (a) are from the same rounds. Quality: PSNR / SSIM at full
+resolution on LoL-v2-real test, and the difference to (b).
 Writes benchmarks/results/inference.json and docs/performance.md.
 """
 
@@ -310,7 +311,8 @@ def write_doc(results: dict, path: Path) -> None:
         "virtual machine hits every case alike (its timings wander by tens of percent from minute to "
         f"minute); each is the median of the rounds (at most {results['repeats']}; one where a round takes "
         f"over {results['max_seconds']:.0f} s). Speed-up is against (a) in the same rounds. Memory and "
-        "outputs come from a separate process per case and size (one run each, after the same warm-up). GFLOP/s counts the convolutions the case executes "
+        "outputs come from a separate process per case and size (one run each, after the same warm-up). "
+        "GFLOP/s counts the convolutions the case executes "
         "(tiles x 1.46 GFLOP for tiled cases; global mode's three passes over halo-padded blocks); "
         f"% of peak is against the theoretical peak, {p['theoretical_gflops']:.0f} GFLOP/s = "
         f"{p['cores_used']} cores x {p['flop_per_cycle_per_core']} FLOP/cycle (AVX2: two 8-wide FMA units) x "

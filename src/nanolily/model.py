@@ -56,9 +56,9 @@ class SpatialBranch(nn.Module):
         gathered first (pass 1 for the first norm, pass 2 for the second) and then folded into the
         convolution before each norm (a norm with fixed statistics is a per-channel affine map); pass 3
         computes the output. When the half-resolution map of pass 2 fits in ``cache_bytes`` (a 4K photo's
-        takes 0.5 GB), pass 2 keeps it and pass 3 skips the stride-2 convolution (a third of the work).
+        takes 0.5 GB), pass 2 keeps it and pass 3 reads it instead of repeating the stride-2 convolution.
         """
-        if size % 2 or halo % 2 or halo < 6:  # the receptive field reaches 5 pixels; even keeps stride-2 grids aligned
+        if size % 2 or halo % 2 or halo < 6:  # receptive field 5; even sizes keep the stride-2 grid aligned
             raise ValueError(f"size and halo must be even and halo >= 6, got {size} and {halo}")
         if x.shape[0] != 1:
             raise ValueError(f"blocks() takes one image, (1, C, H, W); got {tuple(x.shape)}")
@@ -103,9 +103,9 @@ class SpatialBranch(nn.Module):
             if cache is None:
                 d = F.leaky_relu(down(s1), slope)
             else:
-                a, b = (y0 - crop[1].start) // 2, (x0 - crop[2].start) // 2  # the block's top-left, halved
-                d = F.leaky_relu(cache[..., a:a + s1.shape[-2] // 2, b:b + s1.shape[-1] // 2] * scale + shift,
-                                 slope)
+                top, left = (y0 - crop[1].start) // 2, (x0 - crop[2].start) // 2  # block + halo, halved
+                kept = cache[..., top:top + s1.shape[-2] // 2, left:left + s1.shape[-1] // 2]
+                d = F.leaky_relu(kept * scale + shift, slope)
             out = self.conv_out(self.up(d) + s1)[crop]
             yield y0, y1, x0, x1, out[..., :y1 - y0, :x1 - x0]
 
