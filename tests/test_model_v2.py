@@ -54,3 +54,20 @@ def test_trains_and_validates_in_global_mode(data):  # noqa: F811
     summary = train(config, data, data / "v2", progress=False)
     assert summary["steps"] == 4
     assert isinstance(load_model(data / "v2" / "best.safetensors", device="cpu"), NanoLILYv2)
+
+
+def test_cli_runs_v2_weights_and_explain_says_it_has_no_branches(tmp_path, capsys):
+    from PIL import Image
+
+    from nanolily.cli import main
+
+    from .conftest import dark_image
+
+    path = save_weights(NanoLILYv2(), tmp_path / "v2.safetensors", version="test")
+    photo = tmp_path / "night.png"
+    Image.fromarray(dark_image(70, 90)).save(photo)
+    for mode in ("global", "bloom"):
+        assert main(["enhance", str(photo), "-o", str(tmp_path / f"{mode}.png"), "--mode", mode, "-q",
+                     "--weights", str(path)]) == 0
+    assert main(["explain", str(photo), "--weights", str(path)]) == 1
+    assert "NanoLILYv2 has no spatial / frequency branches" in capsys.readouterr().err
