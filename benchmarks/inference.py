@@ -403,7 +403,8 @@ def main() -> None:
     }
     print(f"peak: {results['peak']}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = str(export_onnx(load_model(None, device="cpu"), Path(tmp) / "nanolily.onnx"))
+        onnx_path = str(Path(tmp) / "nanolily.onnx")
+        export_onnx(load_model(None, device="cpu"), onnx_path)
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))
             outputs, rows = {}, {}

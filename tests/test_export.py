@@ -42,7 +42,9 @@ def onnx_file(model, tmp_path_factory):
     pytest.importorskip("onnxscript")
     from nanolily.export import export_onnx
 
-    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert export_onnx(model, path) <= 1e-4
+    return path
 
 
 def test_onnx_bloom_equals_torch_bloom_on_a_small_image(model, onnx_file):

@@ -65,9 +65,7 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
             out = core(predictor, images, patch=patch, device=device)
         elif mode == "global":
             block = GLOBAL_BLOCK if images.shape[-2] * images.shape[-1] > GLOBAL_BLOCK ** 2 else None
-            outs = [model(images[i:i + 1].to(device), block=block).to(images.device, images.dtype)
-                    for i in range(images.shape[0])]
-            out = outs[0] if len(outs) == 1 else torch.cat(outs)  # no copy of a single (big) image
+            out = model(images.to(device), block=block).to(images.device, images.dtype)
         else:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if strength != 1.0:

@@ -47,12 +47,12 @@ def explain_figure(photo, model):
 
 
 def run(args) -> int:
+    from ..io import ImageError
+
     def figure(photo, model):
         if not hasattr(model, "branches"):
             raise ImageError(args.weights, f"{type(model).__name__} has no spatial / frequency branches to show; "
                                            "explain draws the original NanoLILY's")
         return explain_figure(photo, model)
-
-    from ..io import ImageError
 
     return run_figure_verb(args, "explain", figure)
