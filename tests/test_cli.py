@@ -171,3 +171,34 @@ def test_strength_option(photos, random_weights, tmp_path):
     assert np.abs(outs["1.5"] - original).mean() > np.abs(outs["1"] - original).mean()
     with pytest.raises(SystemExit):
         run(["enhance", str(photos / "b.png"), "--strength", "-1"], random_weights)
+
+
+def test_model_option_names_a_shipped_model_and_excludes_weights(photos, random_weights, capsys):
+    from nanolily.weights import SHIPPED
+
+    for name in SHIPPED:
+        assert main(["info", "--model", name]) == 0
+        out = capsys.readouterr().out
+        assert f"version: {name}" in out and "(verified)" in out
+    with pytest.raises(SystemExit) as e:
+        main(["enhance", str(photos / "b.png"), "--model", "nanolily-v1", "--weights", str(random_weights)])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["enhance", str(photos / "b.png"), "--model", "nanolily-v9"])
+    assert e.value.code == 2
+
+
+def test_correction_options(photos, random_weights, tmp_path):
+    import numpy as np
+
+    outs = {}
+    for name, options in {"default": [], "denoise": ["--denoise", "1"], "balance": ["--white-balance"],
+                          "strong": ["--strength", "8"], "raw": ["--strength", "8", "--no-protect-highlights"]}.items():
+        target = tmp_path / f"{name}.png"
+        assert run(["enhance", str(photos / "a.jpg"), "-o", str(target), "-q", *options], random_weights) == 0
+        outs[name] = np.asarray(Image.open(target)).astype(int)
+    for name in ("denoise", "balance"):
+        assert np.abs(outs[name] - outs["default"]).max() > 0, name
+    assert (outs["raw"] == 255).sum() > (outs["strong"] == 255).sum()  # protection keeps pixels off white
+    with pytest.raises(SystemExit):
+        run(["enhance", str(photos / "a.jpg"), "--denoise", "-0.5"], random_weights)

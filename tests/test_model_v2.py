@@ -30,6 +30,32 @@ def test_any_size_in_one_pass(height, width):
         model(torch.rand(1, 4, 8, 8))
 
 
+@pytest.mark.parametrize("head", ["gain", "curve"])
+def test_strips_equal_one_pass(head):
+    torch.manual_seed(2)
+    model = NanoLILYv2(NanoLILYv2Config(head=head)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0, 0.05)
+    x = torch.rand(2, 3, 101, 67)
+    with torch.no_grad():
+        whole = model(x)
+        for block in (1, 5, 16, 50, 100):  # strips of `block` rows, down to single rows
+            assert torch.allclose(model(x, block=block), whole, atol=1e-6), block
+
+
+def test_curve_head_stays_in_range_and_lifts_shadows_more():
+    model = NanoLILYv2(NanoLILYv2Config(head="curve"))
+    x = torch.linspace(0, 1, 101).view(1, 1, 1, 101).expand(1, 3, 1, 101)
+    lifted = model._brighten(x, torch.full((1, 3, 1, 101), 10.0))  # the strongest lift: alpha = tanh(10) ~ 1
+    assert (lifted >= x).all() and (lifted <= 1).all()
+    gain = lifted - x
+    assert (gain[..., 10] > gain[..., 90] * 5).all()  # shadows lifted far more than highlights
+    darkened = model._brighten(x, torch.full((1, 3, 1, 101), -10.0))
+    assert (darkened >= 0).all() and (darkened <= x).all()
+    with pytest.raises(ValueError, match="head must be one of"):
+        NanoLILYv2(NanoLILYv2Config(head="nope"))
+
+
 def test_weights_round_trip_with_the_architecture_in_the_metadata(tmp_path):
     torch.manual_seed(1)
     model = build_model("NanoLILYv2", {"widths": [8, 16, 24], "refine": 4})

@@ -28,7 +28,7 @@ def test_config_travels_with_the_weights(tmp_path):
 
 
 def test_unshipped_default_gives_a_clear_error(monkeypatch):
-    monkeypatch.setitem(W.SHIPPED, "nanolily-v1", W.ShippedModel("nanolily-v1.safetensors", None, "x"))
+    monkeypatch.setitem(W.SHIPPED, "nanolily-v1", W.ShippedModel("nanolily-v1.safetensors", None, "x", "configs/cpu.yaml"))
     with pytest.raises(W.WeightsError, match="no trained weights ship for 'nanolily-v1'.*nanolily train --config"):
         W.load_model()
 
@@ -36,10 +36,10 @@ def test_unshipped_default_gives_a_clear_error(monkeypatch):
 def test_shipped_file_with_the_wrong_sha256_is_refused(monkeypatch, tmp_path):
     path = W.save_weights(NanoLILY(), tmp_path / "fake.safetensors", version="fake")
     monkeypatch.setattr(W, "ASSETS", tmp_path)
-    monkeypatch.setitem(W.SHIPPED, "fake", W.ShippedModel("fake.safetensors", "0" * 64, "x"))
+    monkeypatch.setitem(W.SHIPPED, "fake", W.ShippedModel("fake.safetensors", "0" * 64, "x", ""))
     with pytest.raises(W.WeightsError, match="does not match the shipped"):
         W.load_model("fake")
-    monkeypatch.setitem(W.SHIPPED, "fake", W.ShippedModel("fake.safetensors", W.file_sha256(path), "x"))
+    monkeypatch.setitem(W.SHIPPED, "fake", W.ShippedModel("fake.safetensors", W.file_sha256(path), "x", ""))
     assert isinstance(W.load_model("fake", device="cpu"), NanoLILY)
 
 

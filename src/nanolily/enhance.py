@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import adjust
 from .bloom import Predictor, bloom, core
 from .io import Photo, photo_to_pil, pil_to_photo, to_float, with_pixels
 from .model import NanoLILY
@@ -27,6 +28,9 @@ BACKENDS = ("torch", "onnxruntime")
 GLOBAL_BLOCK = 256  # global mode's conv-branch block (images larger than one block)
 DEFAULT_STRIDE = 112
 DEFAULT_BATCH_SIZE = 1  # one tile per call measured fastest on CPU (docs/performance.md)
+DEFAULT_PROTECT_HIGHLIGHTS = True  # chosen on the validation split (docs/quality.md)
+DEFAULT_DENOISE = 0.0
+CORRECTION_STRIP = 256  # rows per strip of the corrections, which bounds their memory on large photos
 _default_models: dict[str, NanoLILY] = {}
 
 
@@ -40,11 +44,16 @@ def default_model(device: str | torch.device | None = "auto") -> NanoLILY:
 
 def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MODE, stride: int = DEFAULT_STRIDE,
                    batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
-                   predictor: Predictor | None = None, strength: float = 1.0) -> torch.Tensor:
+                   predictor: Predictor | None = None, strength: float = 1.0,
+                   protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
+                   white_balance: bool = False) -> torch.Tensor:
     """Enhance ``(N, 3, H, W)`` float images in [0, 1] with ``model``; returns ``(N, 3, H, W)`` in [0, 1].
 
     ``strength`` scales the change the model makes: 0 returns the input, 1 the model's output, above 1
-    pushes further (``input + strength * (output - input)``, then clamped).
+    pushes further (``input + strength * (output - input)``, then clamped). Then, in this order:
+    ``protect_highlights`` limits the lift to each pixel's headroom so nothing below white clips,
+    ``denoise`` (0..1) smooths grain and colour static, ``white_balance`` restores the input's colour
+    balance (:mod:`nanolily.adjust`).
 
     The canvas stays on ``images.device``; tiles run on the model's device. ``predictor`` (e.g. an
     :class:`nanolily.export.OnnxPredictor`) runs the tiles of bloom and core modes instead of ``model``.
@@ -68,9 +77,42 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
             out = model(images.to(device), block=block).to(images.device, images.dtype)
         else:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        return apply_corrections(images, out, strength, protect_highlights, denoise, white_balance)
+
+
+def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float = 1.0,
+                      protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
+                      white_balance: bool = False, rows: int = CORRECTION_STRIP) -> torch.Tensor:
+    """The corrections of :func:`enhance_tensor`, applied to a network output ``out`` for ``images``
+    (both ``(N, 3, H, W)``), in place on ``out``, which is returned clamped to [0, 1].
+
+    They run in strips of ``rows`` rows, so a large photo needs no full-size temporaries. The denoiser
+    reads ``adjust.DENOISE_HALO`` rows beyond each strip, so a strip's result is written back only once
+    no later strip reads its rows, which keeps the strips exact.
+    """
+    height = out.shape[-2]
+    halo = adjust.DENOISE_HALO if denoise else 0
+    pending: list[tuple[int, int, torch.Tensor]] = []  # (top, bottom, result) not yet written back
+    for top in range(0, height + rows, rows):
+        first = max(top - halo, 0)
+        while pending and (pending[0][1] <= first or top >= height):
+            done_top, done_bottom, result = pending.pop(0)
+            out[..., done_top:done_bottom, :] = result
+        if top >= height:
+            break
+        bottom, last = min(top + rows, height), min(top + rows + halo, height)
+        x, y = images[..., first:last, :], out[..., first:last, :]
         if strength != 1.0:
-            out = images + strength * (out - images)
-        return out.clamp_(0.0, 1.0)
+            y = x + strength * (y - x)
+        if protect_highlights:
+            y = adjust.protect_highlights(x, y)
+        y = y.clamp(0.0, 1.0)
+        if denoise:
+            y = adjust.denoise(y, denoise)
+        pending.append((top, bottom, y[..., top - first:bottom - first, :]))
+    if white_balance:
+        out.mul_(adjust.white_balance_gains(images, out)[..., None, None])
+    return out.clamp_(0.0, 1.0)
 
 
 def enhance_photo(photo: Photo, model: NanoLILY, **kwargs) -> Photo:
@@ -86,7 +128,9 @@ def enhance_photo(photo: Photo, model: NanoLILY, **kwargs) -> Photo:
 
 def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stride: int = DEFAULT_STRIDE,
             batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = "auto",
-            progress: bool = False, backend: str = "torch", strength: float = 1.0):
+            progress: bool = False, backend: str = "torch", strength: float = 1.0,
+            protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
+            white_balance: bool = False):
     """Brighten a dark photo.
 
     Args:
@@ -100,6 +144,10 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
         device: where the default model runs (ignored when ``model`` is given).
         progress: show a bar over tiles.
         strength: how far to go: 0 = the input, 1 = the model's output, 1.5 = half as much again.
+        protect_highlights: limit the lift to each pixel's headroom, so lamps and lit windows do not
+            clip to white (:func:`nanolily.adjust.protect_highlights`).
+        denoise: 0 (off) to 1: smooth sensor grain and colour static, keeping edges.
+        white_balance: restore the input's colour balance after enhancing.
         backend: ``"torch"``, or ``"onnxruntime"`` (bloom and core modes; the ``[onnx]`` extra): the model
             is exported to ONNX once per set of weights and cached (:func:`nanolily.export.onnx_predictor`).
 
@@ -115,7 +163,8 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     model = model if model is not None else default_model(device)
-    options = dict(mode=mode, stride=stride, batch_size=batch_size, progress=progress, strength=strength)
+    options = dict(mode=mode, stride=stride, batch_size=batch_size, progress=progress, strength=strength,
+                   protect_highlights=protect_highlights, denoise=denoise, white_balance=white_balance)
     if backend == "onnxruntime":
         from .export import onnx_predictor
 

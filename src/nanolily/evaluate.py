@@ -39,8 +39,9 @@ def to_float(image: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: str = "full", stride: int = 112,
              lpips: LPIPS | None = None, vgg: losses.VGGPerceptual | None = None,
-             progress: bool = False) -> tuple[list[dict], dict]:
-    """Metrics per image and their summary for ``model`` on ``pairs``.
+             progress: bool = False, corrections: dict | None = None) -> tuple[list[dict], dict]:
+    """Metrics per image and their summary for ``model`` on ``pairs``; ``corrections`` are keyword
+    arguments of :func:`enhance_tensor` (default: its defaults, i.e. what ``nanolily enhance`` does).
 
     Returns:
         (rows, summary): one dict per image (``id`` and each metric) and a dict of means plus the
@@ -55,7 +56,7 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
     for pair in tqdm(pairs, desc=f"evaluate ({protocol}, {mode})", unit="img", disable=not progress):
         low, high = to_float(load_rgb_uint8(pair.low)), to_float(load_rgb_uint8(pair.high))
         if protocol == "full":
-            out = enhance_tensor(low, model, mode=mode, stride=stride)
+            out = enhance_tensor(low, model, mode=mode, stride=stride, **(corrections or {}))
         else:
             low, high = resize(low, (224, 224)), resize(high, (224, 224))
             out = model(low.to(next(model.parameters()).device)).cpu()  # unclamped, as the original measured
@@ -117,7 +118,7 @@ def markdown_table(results: list[tuple[str, dict]]) -> str:
 
 
 def write_gallery(model: NanoLILY, pairs: list[Pair], ids: list[str], out_dir: str | os.PathLike,
-                  mode: str = "bloom", stride: int = 112) -> list[Path]:
+                  mode: str = "bloom", stride: int = 112, corrections: dict | None = None) -> list[Path]:
     """Input | Output | Target triptychs (PNG) for the chosen ids."""
     from .figures import side_by_side, tensor_to_pil
 
@@ -131,7 +132,7 @@ def write_gallery(model: NanoLILY, pairs: list[Pair], ids: list[str], out_dir: s
     for i in ids:
         low, high = to_float(load_rgb_uint8(by_id[i].low)), to_float(load_rgb_uint8(by_id[i].high))
         with torch.inference_mode():
-            result = enhance_tensor(low, model, mode=mode, stride=stride)
+            result = enhance_tensor(low, model, mode=mode, stride=stride, **(corrections or {}))
         score = float(psnr(result, high))
         figure = side_by_side([(f"Input {i}", tensor_to_pil(low)),
                                (f"Output ({mode}) {score:.2f} dB", tensor_to_pil(result)),

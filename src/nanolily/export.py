@@ -116,7 +116,8 @@ def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True) ->
     """
     path = Path(path)
     size = model.patch_size
-    module = ExportableNanoLILY(model.float().cpu().eval()).eval()
+    model = model.float().cpu().eval()
+    module = ExportableNanoLILY(model).eval() if isinstance(model, NanoLILY) else model  # NanoLILYv2 as it is
     example = torch.rand(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     tmp = Path(tempfile.mkdtemp(dir=path.parent if path.parent.exists() else None)) / path.name

@@ -18,6 +18,7 @@ low-resolution maps cannot carry. About 4.8 kFLOP of convolutions per pixel, aga
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -38,12 +39,18 @@ class ConvBlock(nn.Module):
         return x + self.conv2(F.leaky_relu(self.conv1(x), self.slope))
 
 
+HEADS = ("gain", "curve")
+
+
 @dataclass
 class NanoLILYv2Config:
     widths: tuple[int, int, int] = (16, 32, 48)  # channels at 1/4, 1/8 and 1/16 of the input size
     refine: int = 8  # channels of the full-resolution refinement
     factor: int = 4  # the first downsampling
     slope: float = 0.2
+    head: str = "gain"  # "gain": x * exp(gain) + offset (design 1); "curve": iterated light-enhancement curves
+    iterations: int = 8  # curve applications for head="curve"
+    priors: bool = False  # also feed the encoder analytic priors of the pooled image (see _priors)
 
 
 class NanoLILYv2(nn.Module):
@@ -67,7 +74,7 @@ class NanoLILYv2(nn.Module):
         super().__init__()
         self.config = config = config or NanoLILYv2Config()
         w1, w2, w3 = config.widths
-        self.stem = nn.Conv2d(3, w1, 3, padding=1)
+        self.stem = nn.Conv2d(3 + 5 * config.priors, w1, 3, padding=1)
         self.enc1 = ConvBlock(w1, config.slope)
         self.down2 = nn.Conv2d(w1, w2, 3, stride=2, padding=1)
         self.enc2 = ConvBlock(w2, config.slope)
@@ -77,7 +84,9 @@ class NanoLILYv2(nn.Module):
         self.colour = nn.Sequential(nn.Linear(w3, 32), nn.LeakyReLU(config.slope), nn.Linear(32, 9))
         self.dec2 = nn.Conv2d(w3 + w2, w2, 3, padding=1)
         self.dec1 = nn.Conv2d(w2 + w1, w1, 3, padding=1)
-        self.head = nn.Conv2d(w1, 6, 3, padding=1)  # log-gain (3) and offset (3)
+        if config.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {config.head!r}")
+        self.head = nn.Conv2d(w1, 6 if config.head == "gain" else 3, 3, padding=1)  # see _brighten
         self.refine1 = nn.Conv2d(6, config.refine, 3, padding=1)
         self.refine2 = nn.Conv2d(config.refine, 3, 3, padding=1)
         for layer in (self.film, self.colour[-1], self.head, self.refine2):  # start as a plain identity map
@@ -91,13 +100,28 @@ class NanoLILYv2(nn.Module):
         return asdict(self.config)
 
     def forward(self, x: torch.Tensor, block: int | None = None) -> torch.Tensor:
-        """``block`` is accepted for compatibility with :meth:`NanoLILY.forward` and not needed: the
-        heavy part runs at 1/16 of the pixels."""
+        """The whole image in one pass. ``block`` (rows) bounds memory: the full-resolution stage then
+        runs in horizontal strips of ``block`` rows with a 2-row halo, which is exact (its two 3x3
+        convolutions see 2 rows each way). The rest runs at 1/16 of the pixels and is computed once."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"NanoLILYv2 expects a (B, 3, H, W) tensor, got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
+        maps, matrix = self.low_resolution(x)
+        h = x.shape[-2]
+        if block is None or block >= h:
+            return self.full_resolution(x, maps, matrix, 0, h)
+        out = torch.empty_like(x)
+        for top in range(0, h, block):
+            bottom = min(top + block, h)
+            out[:, :, top:bottom] = self.full_resolution(x, maps, matrix, top, bottom)
+        return out
+
+    def low_resolution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder-decoder at 1/4 to 1/16 of the pixels: the head's maps ``(B, 6 or 3, h/4, w/4)``
+        (padded to a multiple of 4 * factor) and the global colour matrix ``(B, 3, 3)``."""
         slope = self.config.slope
         small = _pool(x, self.config.factor)  # (B, 3, h/4, w/4), padded to a multiple of 4
+        if self.config.priors:
+            small = _priors(small)  # (B, 8, h/4, w/4)
         e1 = self.enc1(F.leaky_relu(self.stem(small), slope))  # (B, w1, h/4, w/4)
         e2 = self.enc2(F.leaky_relu(self.down2(e1), slope))  # (B, w2, h/8, w/8)
         e3 = self.enc3(F.leaky_relu(self.down3(e2), slope))  # (B, w3, h/16, w/16)
@@ -106,19 +130,55 @@ class NanoLILYv2(nn.Module):
         e3 = e3 * (1 + scale) + shift
         d2 = F.leaky_relu(self.dec2(torch.cat([_up(e3, e2), e2], 1)), slope)  # (B, w2, h/8, w/8)
         d1 = F.leaky_relu(self.dec1(torch.cat([_up(d2, e1), e1], 1)), slope)  # (B, w1, h/4, w/4)
-        maps = F.interpolate(self.head(d1), scale_factor=self.config.factor, mode="bilinear",
-                             align_corners=False)[..., :h, :w]  # (B, 6, H, W)
-        gain, offset = maps[:, :3], maps[:, 3:]
         matrix = torch.eye(3, device=x.device, dtype=x.dtype) + self.colour(g).view(-1, 3, 3)  # (B, 3, 3)
-        y = torch.einsum("bij,bjhw->bihw", matrix, x * torch.exp(gain) + offset)
-        return y + self.refine2(F.leaky_relu(self.refine1(torch.cat([x, y], 1)), slope))
+        return self.head(d1), matrix
+
+    def full_resolution(self, x: torch.Tensor, maps: torch.Tensor, matrix: torch.Tensor, top: int,
+                        bottom: int) -> torch.Tensor:
+        """Output rows ``[top, bottom)``, ``(B, 3, bottom - top, W)``: upsample the maps, brighten, apply
+        the colour matrix, refine. Reads rows ``[top - 2, bottom + 2)`` of ``x`` and only the rows of
+        ``maps`` that bilinear upsampling needs (one low-resolution row beyond each end)."""
+        f, h, w = self.config.factor, x.shape[-2], x.shape[-1]
+        first, last = max(top - 2, 0), min(bottom + 2, h)  # the rows the refinement needs
+        lo, hi = max(first // f - 1, 0), min(last // f + 2, maps.shape[-2])
+        up = F.interpolate(maps[:, :, lo:hi], scale_factor=f, mode="bilinear", align_corners=False)
+        up = up[:, :, first - lo * f:last - lo * f, :w]  # (B, 6 or 3, last - first, W)
+        x = x[:, :, first:last]
+        y = torch.einsum("bij,bjhw->bihw", matrix, self._brighten(x, up))
+        slope = self.config.slope
+        y = y + self.refine2(F.leaky_relu(self.refine1(torch.cat([x, y], 1)), slope))
+        return y[:, :, top - first:bottom - first]
+
+    def _brighten(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """Per-pixel exposure. "gain": ``x * exp(gain) + offset``, unbounded. "curve": Zero-DCE's
+        light-enhancement curve ``x + a * x * (1 - x)`` with ``a`` in [-1, 1], applied ``iterations``
+        times; each step is monotone and maps [0, 1] onto [0, 1], so shadows can be lifted as far as
+        needed while a pixel that is already bright can only approach white, never clip past it."""
+        if self.config.head == "gain":
+            return x * torch.exp(maps[:, :3]) + maps[:, 3:]
+        alpha = torch.tanh(maps)
+        x = x.clamp(0, 1)
+        for _ in range(self.config.iterations):
+            x = x + alpha * x * (1 - x)
+        return x
+
+
+def _priors(x: torch.Tensor, eps: float = 1 / 255) -> torch.Tensor:
+    """Analytic illumination and colour priors (as in Multinex and Retinex models), ``(B, 3, h, w)`` ->
+    ``(B, 8, h, w)``: the image; its brightest channel ``V`` (the Retinex illumination estimate);
+    ``log V`` scaled to [0, 1] (exposure in stops, so a dark and a bright scene differ by an offset, not
+    a factor); and the chromaticity ``x / V`` (the reflectance's colour, free of exposure)."""
+    v = x.amax(dim=1, keepdim=True)
+    log_v = torch.log(v.clamp_min(eps)) / -math.log(eps) + 1  # eps -> 0, 1 -> 1
+    return torch.cat([x, v, log_v, x / (v + eps)], 1)
 
 
 def _pool(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Average-pool by ``factor`` after edge-padding to a multiple of ``4 * factor`` (three scales)."""
     multiple = 4 * factor
     h, w = x.shape[-2:]
-    x = F.pad(x, (0, -w % multiple, 0, -h % multiple), mode="replicate")
+    if h % multiple or w % multiple:
+        x = F.pad(x, (0, -w % multiple, 0, -h % multiple), mode="replicate")
     return F.avg_pool2d(x, factor)
 
 

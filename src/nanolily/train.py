@@ -151,7 +151,7 @@ def validate(model: NanoLILY, images: PairedImages, mode: str = "bloom", stride:
     p, s = [], []
     for i in range(len(images)):
         low, high = images.full(i)
-        out = enhance_tensor(low[None], model, mode=mode, stride=stride)
+        out = enhance_tensor(low[None], model, mode=mode, stride=stride, protect_highlights=False)  # the network alone
         p.append(float(psnr(out, high[None])))
         s.append(float(ssim(out, high[None])))
     model.train(was_training)

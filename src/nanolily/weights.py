@@ -33,6 +33,7 @@ class ShippedModel:
     file: str
     sha256: str | None  # None: not trained yet, so there is nothing to load
     description: str
+    recipe: str  # the training config that made it
 
 
 SHIPPED: dict[str, ShippedModel] = {
@@ -40,6 +41,7 @@ SHIPPED: dict[str, ShippedModel] = {
         file="nanolily-v1.safetensors",
         sha256="c99dee04ff572a2292c3aec0d31eacc070de103b02dfeb069094b1cb4695f356",
         description="original NanoLILY architecture (129,016 parameters), trained on leak-free LoL-v1",
+        recipe="configs/cpu.yaml",
     ),
 }
 DEFAULT_MODEL = "nanolily-v1"

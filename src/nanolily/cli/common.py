@@ -15,9 +15,15 @@ OUTPUT_SUFFIX = "_lily"
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
+    from ..weights import DEFAULT_MODEL, SHIPPED
+
     g = p.add_argument_group("model")
-    g.add_argument("--weights", metavar="NAME|FILE", default=None,
-                   help="a shipped model name (default: nanolily-v1) or a .safetensors file")
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--model", choices=list(SHIPPED), default=None,
+                       help="a shipped model: " + "; ".join(f"{name}: {m.description}" for name, m in SHIPPED.items())
+                            + f" (default: {DEFAULT_MODEL})")
+    which.add_argument("--weights", metavar="FILE", default=None,
+                       help="your own .safetensors weights (e.g. from `nanolily train`) instead of --model")
     g.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     g.add_argument("--allow-pickle", action="store_true",
                    help="allow a .ckpt/.pt pickle checkpoint as --weights (only for files you trust)")
@@ -33,14 +39,44 @@ def add_engine_options(p: argparse.ArgumentParser, with_mode: bool = True) -> No
                             "(best measured quality and speed); bloom: blended 224x224 tiles, the "
                             "original's engine; core: the original single 224x224 pass, resized back "
                             "(default: %(default)s)")
-    g.add_argument("--strength", type=float, default=1.0,
-                   help="how far to go: 0 = the input, 1 = the model, 1.5 = half as much again (default: %(default)s)")
     g.add_argument("--stride", type=positive_int, default=DEFAULT_STRIDE,
                    help="bloom tile step in pixels, 1..224; 112 = 50%% overlap (default: %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                    help="tiles per network call (default: %(default)s)")
     g.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images, a guard against decompression bombs (default: %(default)s)")
+    add_correction_options(p)
+
+
+def add_correction_options(p: argparse.ArgumentParser) -> None:
+    from ..enhance import DEFAULT_DENOISE, DEFAULT_PROTECT_HIGHLIGHTS
+
+    g = p.add_argument_group("corrections (applied to the network's output, in this order)")
+    g.add_argument("--strength", type=non_negative_float, default=1.0,
+                   help="how far to go: 0 = the input, 1 = the model, 1.5 = half as much again (default: %(default)s)")
+    g.add_argument("--protect-highlights", action=argparse.BooleanOptionalAction, default=DEFAULT_PROTECT_HIGHLIGHTS,
+                   help="limit the lift to each pixel's headroom, so lamps and lit windows do not clip to white "
+                        "(default: %(default)s)")
+    g.add_argument("--denoise", type=non_negative_float, default=DEFAULT_DENOISE, metavar="0..1",
+                   help="smooth sensor grain and colour static, keeping edges; 0 = off, 1 = full (default: %(default)s)")
+    g.add_argument("--white-balance", action="store_true",
+                   help="restore the input's colour balance after enhancing (against colour casts)")
+
+
+def corrections(args) -> dict:
+    """The correction options as keyword arguments of :func:`nanolily.enhance.enhance_tensor`."""
+    return dict(strength=args.strength, protect_highlights=args.protect_highlights, denoise=min(args.denoise, 1.0),
+                white_balance=args.white_balance)
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -58,10 +94,15 @@ def load_model_or_none(args):
     from ..weights import WeightsError, load_model
 
     try:
-        return load_model(args.weights, device=args.device, allow_pickle=args.allow_pickle)
+        return load_model(model_source(args), device=args.device, allow_pickle=args.allow_pickle)
     except (WeightsError, ValueError) as e:
         error(str(e))
         return None
+
+
+def model_source(args) -> str | None:
+    """What the model options name: a weights file, a shipped model, or None for the default."""
+    return args.weights if args.weights is not None else args.model
 
 
 def error(message: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_engine_options, add_model_options, run_figure_verb
+from .common import add_engine_options, add_model_options, corrections, run_figure_verb
 
 
 def add_parser(sub) -> None:
@@ -20,16 +20,17 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def comparison_figure(photo, model, stride: int, batch_size: int, height: int | None = None, strength: float = 1.0):
-    """The Input | Core | Bloom | Global figure (a PIL image) for a decoded photo."""
+def comparison_figure(photo, model, stride: int, batch_size: int, height: int | None = None, **corrections):
+    """The Input | Core | Bloom | Global figure (a PIL image) for a decoded photo; ``corrections`` as
+    :func:`nanolily.enhance.enhance_tensor` takes them."""
     from ..enhance import enhance_photo
     from ..figures import side_by_side
     from ..io import photo_to_pil
 
     width, h = photo.size
-    core = enhance_photo(photo, model, mode="core", strength=strength)
-    bloom = enhance_photo(photo, model, mode="bloom", stride=stride, batch_size=batch_size, strength=strength)
-    whole = enhance_photo(photo, model, mode="global", strength=strength)
+    core = enhance_photo(photo, model, mode="core", **corrections)
+    bloom = enhance_photo(photo, model, mode="bloom", stride=stride, batch_size=batch_size, **corrections)
+    whole = enhance_photo(photo, model, mode="global", **corrections)
     return side_by_side([
         (f"Input {width}x{h}", photo_to_pil(photo)),
         (f"Core: one 224x224 pass -> {width}x{h}", photo_to_pil(core)),
@@ -40,4 +41,4 @@ def comparison_figure(photo, model, stride: int, batch_size: int, height: int | 
 
 def run(args) -> int:
     return run_figure_verb(args, "compare", lambda photo, model: comparison_figure(
-        photo, model, args.stride, args.batch_size, args.height, args.strength))
+        photo, model, args.stride, args.batch_size, args.height, **corrections(args)))

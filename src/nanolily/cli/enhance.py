@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..enhance import BACKENDS
-from .common import (Job, add_engine_options, add_model_options, error, expand_inputs, load_model_or_none,
+from .common import (Job, add_engine_options, corrections, add_model_options, error, expand_inputs, load_model_or_none,
                      plan_jobs)
 
 TILE_BAR_MIN_TILES = 64  # show a tile bar only for images big enough to take a while
@@ -107,7 +107,7 @@ def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int]:
             tiles = len(plan_tiles(max(height, 224), max(width, 224), 224, args.stride))
             out = enhance_photo(photo, model, mode=args.mode, stride=args.stride, batch_size=args.batch_size,
                                 progress=not args.quiet and args.mode == "bloom" and tiles >= TILE_BAR_MIN_TILES,
-                                predictor=predictor, strength=args.strength)
+                                predictor=predictor, **corrections(args))
             job.target.parent.mkdir(parents=True, exist_ok=True)
             write_image(job.target, out, quality=args.quality, overwrite=args.overwrite)
             done += 1

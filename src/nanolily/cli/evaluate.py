@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_model_options
+from .common import add_correction_options, add_model_options
 
 EPILOG = """examples:
   nanolily evaluate --data ../shared/datasets/lol-v2-real
@@ -38,6 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--gallery", metavar="DIR", help="write Input | Output | Target triptychs here")
     p.add_argument("--gallery-ids", nargs="+", default=[], metavar="ID", help="ids for the gallery (default: first 4)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_correction_options(p)
     add_model_options(p)
     p.set_defaults(run=run, parser=p)
 
@@ -49,7 +50,7 @@ def run(args) -> int:
     from ..metrics import LPIPS
     from ..train import DEFAULT_VGG
     from ..weights import feature_weights_path
-    from .common import error, load_model_or_none
+    from .common import corrections, error, load_model_or_none
 
     try:
         if args.subset:
@@ -69,7 +70,8 @@ def run(args) -> int:
         except FileNotFoundError as e:
             error(f"{e} (or pass --no-lpips)")
             return 1
-    rows, summary = evaluate(model, pairs, args.mode, args.protocol, args.stride, lpips, vgg, progress=not args.quiet)
+    rows, summary = evaluate(model, pairs, args.mode, args.protocol, args.stride, lpips, vgg, progress=not args.quiet,
+                             corrections=corrections(args))
     name = Path(getattr(model, "weights_path", "model")).stem
     out = Path(args.out or f"eval/{name}-{args.protocol}-{args.mode}")
     title = f"{name} on {args.data}" + (f" ({args.subset})" if args.subset else "")
@@ -79,7 +81,7 @@ def run(args) -> int:
     if args.gallery:
         ids = args.gallery_ids or [p.id for p in pairs[:4]]
         try:
-            written = write_gallery(model, pairs, ids, args.gallery, args.mode, args.stride)
+            written = write_gallery(model, pairs, ids, args.gallery, args.mode, args.stride, corrections(args))
         except ValueError as e:
             error(str(e))
             return 1

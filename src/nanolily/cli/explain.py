@@ -51,7 +51,7 @@ def run(args) -> int:
 
     def figure(photo, model):
         if not hasattr(model, "branches"):
-            raise ImageError(args.weights, f"{type(model).__name__} has no spatial / frequency branches to show; "
+            raise ImageError(model.weights_path, f"{type(model).__name__} has no spatial / frequency branches to show; "
                                            "explain draws the original NanoLILY's")
         return explain_figure(photo, model)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_model_options
+from .common import add_model_options, model_source
 
 
 def add_parser(sub) -> None:
@@ -12,31 +12,36 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import json
+
     import torch
 
     from .. import __version__
-    from ..model import NanoLILY
-    from ..weights import WeightsError, available_models, file_sha256, read_metadata, resolve_device, resolve_weights
+    from ..weights import (DEFAULT_MODEL, WeightsError, available_models, build_model, file_sha256, read_metadata,
+                           resolve_device, resolve_weights)
 
-    arch = NanoLILY()
     print(f"nanolily {__version__}, torch {torch.__version__}")
-    print(f"architecture: NanoLILY {arch.config_dict()}")
-    print(f"parameters:   {arch.num_parameters():,}")
-    print(f"models:       {', '.join(available_models())}")
+    print(f"models:       {', '.join(available_models())} (default: {DEFAULT_MODEL})")
     try:
         device = resolve_device(args.device)
     except ValueError as e:
         print(f"error: {e}")
         return 1
     print(f"device:       {device} (threads: {torch.get_num_threads()})")
+    source = model_source(args)
     try:
-        path, expected = resolve_weights(args.weights)
+        path, expected = resolve_weights(source)
     except WeightsError as e:
         print(f"weights:      none: {e}")
-        return 0 if args.weights is None else 1
+        return 0 if source is None else 1
     print(f"weights:      {path}")
     print(f"sha256:       {file_sha256(path)}" + (" (verified)" if expected and file_sha256(path) == expected else ""))
     if path.suffix == ".safetensors":
-        for key, value in read_metadata(path).items():
+        metadata = read_metadata(path)
+        architecture = metadata.get("architecture", "NanoLILY")
+        model = build_model(architecture, json.loads(metadata.get("config", "{}")))
+        print(f"architecture: {architecture} {model.config_dict()}")
+        print(f"parameters:   {model.num_parameters():,}")
+        for key, value in metadata.items():
             print(f"  {key}: {value}")
     return 0
