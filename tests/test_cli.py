@@ -201,4 +201,4 @@ def test_correction_options(photos, random_weights, tmp_path):
         assert np.abs(outs[name] - outs["default"]).max() > 0, name
     assert (outs["raw"] == 255).sum() > (outs["strong"] == 255).sum()  # protection keeps pixels off white
     with pytest.raises(SystemExit):
-        run(["enhance", str(photos / "a.jpg"), "--denoise", "-0.5"], random_weights)
+        run(["enhance", str(photos / "a.jpg"), "--denoise", "1.5"], random_weights)

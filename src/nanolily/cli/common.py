@@ -57,26 +57,31 @@ def add_correction_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--protect-highlights", action=argparse.BooleanOptionalAction, default=DEFAULT_PROTECT_HIGHLIGHTS,
                    help="limit the lift to each pixel's headroom, so lamps and lit windows do not clip to white "
                         "(default: %(default)s)")
-    g.add_argument("--denoise", type=non_negative_float, default=DEFAULT_DENOISE, metavar="0..1",
-                   help="smooth sensor grain and colour static, keeping edges; 0 = off, 1 = full (default: %(default)s)")
+    g.add_argument("--denoise", type=unit_float, default=DEFAULT_DENOISE, metavar="0..1",
+                   help="smooth sensor grain and colour static, keeping edges; 0 = off, 1 = full "
+                        "(default: %(default)s)")
     g.add_argument("--white-balance", action="store_true",
                    help="restore the input's colour balance after enhancing (against colour casts)")
 
 
 def corrections(args) -> dict:
     """The correction options as keyword arguments of :func:`nanolily.enhance.enhance_tensor`."""
-    return dict(strength=args.strength, protect_highlights=args.protect_highlights, denoise=min(args.denoise, 1.0),
+    return dict(strength=args.strength, protect_highlights=args.protect_highlights, denoise=args.denoise,
                 white_balance=args.white_balance)
 
 
-def non_negative_float(text: str) -> float:
+def non_negative_float(text: str, top: float = float("inf")) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    if not 0 <= value <= top:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to {top}, got {value}")
     return value
+
+
+def unit_float(text: str) -> float:
+    return non_negative_float(text, top=1.0)
 
 
 def positive_int(text: str) -> int:

@@ -7,8 +7,8 @@ import sys
 import time
 
 from ..enhance import BACKENDS
-from .common import (Job, add_engine_options, corrections, add_model_options, error, expand_inputs, load_model_or_none,
-                     plan_jobs)
+from .common import (Job, add_engine_options, add_model_options, corrections, error, expand_inputs,
+                     load_model_or_none, plan_jobs)
 
 TILE_BAR_MIN_TILES = 64  # show a tile bar only for images big enough to take a while
 

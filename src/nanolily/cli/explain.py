@@ -51,8 +51,8 @@ def run(args) -> int:
 
     def figure(photo, model):
         if not hasattr(model, "branches"):
-            raise ImageError(model.weights_path, f"{type(model).__name__} has no spatial / frequency branches to show; "
-                                           "explain draws the original NanoLILY's")
+            raise ImageError(model.weights_path, f"{type(model).__name__} has no spatial / frequency branches "
+                                                 "to show; explain draws the original NanoLILY's")
         return explain_figure(photo, model)
 
     return run_figure_verb(args, "explain", figure)
