@@ -89,3 +89,20 @@ def test_cli_export_and_onnxruntime_backend(onnx_file, random_weights, tmp_path,
     assert main(["enhance", str(photo), "-o", str(tmp_path / "x.png"), "--mode", "bloom", "--backend",
                  "onnxruntime", "--onnx", str(tmp_path / "missing.onnx")] + args) == 1
     assert "missing.onnx" in capsys.readouterr().err
+
+
+def test_nanolily_v2_exports_with_parity(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from nanolily.export import OnnxPredictor, export_onnx
+    from nanolily.model_v2 import NanoLILYv2, NanoLILYv2Config
+
+    torch.manual_seed(3)
+    model = NanoLILYv2(NanoLILYv2Config(widths=(8, 16, 24), refine=4, head="curve", priors=True))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0, 0.05)
+    path = tmp_path / "v2.onnx"
+    assert export_onnx(model, path) <= 1e-4
+    tiles = torch.rand(3, 3, 224, 224)  # another batch size than the export's example
+    with torch.no_grad():
+        assert (OnnxPredictor(path)(tiles) - model(tiles)).abs().max() <= 1e-4
