@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   nanolily enhance shots/ -r -o bright/         a folder tree, mirrored into bright/
   nanolily enhance 'trip/*.jpg' --mode core     a glob (quote it), the original 224x224 pass
   nanolily enhance big.tif --mode bloom --backend onnxruntime   tiles through ONNX Runtime
+  nanolily enhance noisy.jpg --denoise 0.5      smooth sensor grain and colour static
+  nanolily enhance night.jpg --model nanolily-v1   the original NanoLILY architecture
 
 exit status: 0 all done, 1 some inputs failed, 2 usage error"""
 
