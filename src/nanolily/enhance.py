@@ -28,8 +28,8 @@ BACKENDS = ("torch", "onnxruntime")
 GLOBAL_BLOCK = 256  # global mode's conv-branch block (images larger than one block)
 DEFAULT_STRIDE = 112
 DEFAULT_BATCH_SIZE = 1  # one tile per call measured fastest on CPU (docs/performance.md)
-DEFAULT_PROTECT_HIGHLIGHTS = True  # chosen on the validation split (docs/quality.md)
-DEFAULT_DENOISE = 0.0
+DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
+DEFAULT_DENOISE = 0.5
 CORRECTION_STRIP = 256  # rows per strip of the corrections, which bounds their memory on large photos
 _default_models: dict[str, NanoLILY] = {}
 
