@@ -119,7 +119,7 @@ def make_input(width: int, height: int) -> torch.Tensor:
 
 def case_runner(case: str, onnx_path: str | None):
     """(run(x) -> output, tile counter) for a case."""
-    from nanolily.enhance import DEFAULT_STRIDE, enhance_tensor
+    from nanolily.enhance import DEFAULT_STRIDE, NO_CORRECTIONS, enhance_tensor
     from nanolily.weights import load_model
 
     model = load_model(None, device="cpu").eval()
@@ -137,9 +137,9 @@ def case_runner(case: str, onnx_path: str | None):
         original = original_model(model.state_dict())
         return (lambda x: original_bloom(counted(original), x)), calls
     if case == "bloom112":
-        return (lambda x: enhance_tensor(x, model, mode="bloom", stride=112, predictor=counted(model))), calls
+        return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom", stride=112, predictor=counted(model))), calls
     if case == "bloom":
-        return (lambda x: enhance_tensor(x, model, mode="bloom", stride=DEFAULT_STRIDE,
+        return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom", stride=DEFAULT_STRIDE,
                                          predictor=counted(model))), calls
     if case == "monai":
         from monai.inferers import sliding_window_inference
@@ -150,12 +150,12 @@ def case_runner(case: str, onnx_path: str | None):
                                                 mode="gaussian").clamp(0, 1)
         return run, calls
     if case == "global":
-        return (lambda x: enhance_tensor(x, model, mode="global")), calls
+        return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="global")), calls
     if case == "onnx":
         from nanolily.export import OnnxPredictor
 
         predictor = counted(OnnxPredictor(onnx_path))
-        return (lambda x: enhance_tensor(x, model, mode="bloom", stride=DEFAULT_STRIDE, predictor=predictor)), calls
+        return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom", stride=DEFAULT_STRIDE, predictor=predictor)), calls
     raise ValueError(case)
 
 

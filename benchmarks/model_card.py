@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from nanolily.data import all_pairs, find_pairs
+from nanolily.enhance import NO_CORRECTIONS
 from nanolily.evaluate import evaluate, markdown_table
 from nanolily.losses import VGGPerceptual
 from nanolily.metrics import LPIPS
@@ -28,7 +29,6 @@ from nanolily.weights import DEFAULT_MODEL, SHIPPED, feature_weights_path, file_
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [("full", "global"), ("full", "bloom"), ("full", "core"), ("resize224", "core")]
-NO_CORRECTIONS = {"protect_highlights": False, "denoise": 0.0, "white_balance": False}
 
 # Published LoL-v2-real results, as reported by their authors (not re-measured here).
 PUBLISHED = [
@@ -88,7 +88,8 @@ def evaluate_model(name: str, data: Path, weights_dir: str | None) -> dict:
     lpips = LPIPS.from_dir(weights_dir, data)
     vgg = VGGPerceptual(feature_weights_path(DEFAULT_VGG, weights_dir, data))
     results = []
-    for protocol, mode in RUNS:
+    # core (one 224x224 pass, resized back) exists for the original's 224 grid; NanoLILYv2 has none
+    for protocol, mode in RUNS if type(model).__name__ == "NanoLILY" else [r for r in RUNS if r != ("full", "core")]:
         start = time.perf_counter()
         _, summary = evaluate(model, pairs, mode, protocol, lpips=lpips, vgg=vgg, progress=True,
                               corrections=NO_CORRECTIONS)
@@ -188,7 +189,8 @@ def model_section(record: dict, meta: dict, val: dict, training: dict, by: dict)
 
 {table}
 Rows: **global** is one pass over the whole image (the default mode); **bloom** the original's engine,
-224x224 tiles at stride 112, blended; **core** one 224x224 pass resized back; **resize224** the original's
+224x224 tiles at stride 112, blended; **core** (nanolily-v1 only) one 224x224 pass resized back;
+**resize224** the original's
 measurement (images resized to 224x224, unclamped, PSNR pooled over all images: {r224['psnr_pooled']:.2f} dB),
 comparable only with the original's own 19.19 dB, measured the same way but with 89 of the 100 test
 images in its training set.

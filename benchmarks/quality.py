@@ -26,7 +26,8 @@ import torch
 
 from nanolily import losses
 from nanolily.data import all_pairs, find_pairs, load_rgb_uint8
-from nanolily.enhance import DEFAULT_DENOISE, DEFAULT_PROTECT_HIGHLIGHTS, apply_corrections, enhance_tensor
+from nanolily.enhance import (DEFAULT_DENOISE, DEFAULT_PROTECT_HIGHLIGHTS, NO_CORRECTIONS, apply_corrections,
+                              enhance_tensor)
 from nanolily.metrics import LPIPS, psnr, ssim
 from nanolily.synthesis import linear_to_srgb, srgb_to_linear
 from nanolily.weights import load_model
@@ -34,7 +35,7 @@ from nanolily.weights import load_model
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = 0.98  # a channel at or above this reads as clipped to white
 TILE = 224
-NONE = {"protect_highlights": False, "denoise": 0.0, "white_balance": False}
+NONE = NO_CORRECTIONS
 DEFAULTS = {"protect_highlights": DEFAULT_PROTECT_HIGHLIGHTS, "denoise": DEFAULT_DENOISE, "white_balance": False}
 # the correction settings compared on validation
 CHOICES = {
@@ -255,6 +256,9 @@ def markdown(results: dict) -> str:
                         f"{test[s]['test']['sigma'] / test[s]['test']['sigma_ref']:.2f}",
                         f"{test[s]['test']['lpips']:.4f}", f"{test[s]['test']['ssim']:.4f}"]),
         "\n### 4. Colour casts\n",
+        "Mean CIEDE2000 (sRGB to CIELAB, D65) and the cosine colour error against the reference. "
+        "`--white-balance` is not in these rows: on validation it made every metric worse (part 1), so it "
+        "is off by default; here the engines and models are what differ.\n",
         "| system | CIEDE2000 | colour error (1 - cos) | PSNR |",
         "|---|---|---|---|",
         rows(lambda s: [f"{test[s]['test']['ciede2000']:.2f}", f"{test[s]['test']['color']:.4f}",

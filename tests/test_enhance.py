@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from nanolily import enhance
-from nanolily.enhance import enhance_tensor
+from nanolily.enhance import NO_CORRECTIONS, enhance_tensor
 
 from .conftest import dark_image
 
@@ -81,9 +81,9 @@ def test_global_mode_blocks_equal_one_pass(model, monkeypatch):
     x = torch.rand(1, 3, 300, 200)
     with torch.no_grad():
         single = model(x).clamp(0, 1)
-    assert torch.allclose(enhance_tensor(x, model, mode="global", protect_highlights=False), single, atol=5e-5)
+    assert torch.allclose(enhance_tensor(x, model, mode="global", **NO_CORRECTIONS), single, atol=5e-5)
     monkeypatch.setattr(E, "GLOBAL_BLOCK", 64)
-    assert torch.allclose(enhance_tensor(x, model, mode="global", protect_highlights=False), single, atol=5e-5)
+    assert torch.allclose(enhance_tensor(x, model, mode="global", **NO_CORRECTIONS), single, atol=5e-5)
 
 
 def test_strength_scales_the_change_monotonically(model):
@@ -96,9 +96,9 @@ def test_strength_scales_the_change_monotonically(model):
     assert change == sorted(change) and change[-1] > change[1]
     with torch.no_grad():
         raw = model(x)  # global mode on an image under one block is a single pass
-    half = enhance_tensor(x, model, strength=0.5, protect_highlights=False)
+    half = enhance_tensor(x, model, strength=0.5, **NO_CORRECTIONS)
     assert torch.allclose(half, (x + 0.5 * (raw - x)).clamp(0, 1), atol=1e-6)
-    outs = [enhance_tensor(x, model, strength=s) for s in (0.5, 1.0, 2.0, 4.0)]  # highlights protected
+    outs = [enhance_tensor(x, model, strength=s, denoise=0) for s in (0.5, 1.0, 2.0, 4.0)]  # highlights protected
     brighter = raw > x  # where the model lifts, a higher strength lifts at least as far
     for weaker, stronger in zip(outs, outs[1:]):
         assert (stronger[brighter] >= weaker[brighter] - 1e-6).all()

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,8 +29,9 @@ def test_config_travels_with_the_weights(tmp_path):
 
 
 def test_unshipped_default_gives_a_clear_error(monkeypatch):
-    monkeypatch.setitem(W.SHIPPED, "nanolily-v1", W.ShippedModel("nanolily-v1.safetensors", None, "x", "configs/cpu.yaml"))
-    with pytest.raises(W.WeightsError, match="no trained weights ship for 'nanolily-v1'.*nanolily train --config"):
+    name = W.DEFAULT_MODEL
+    monkeypatch.setitem(W.SHIPPED, name, W.ShippedModel(f"{name}.safetensors", None, "x", "configs/cpu.yaml"))
+    with pytest.raises(W.WeightsError, match=f"no trained weights ship for '{name}'.*nanolily train --config"):
         W.load_model()
 
 
@@ -48,9 +50,10 @@ def test_shipped_models_load_and_verify():
         if shipped.sha256 is None:
             continue
         model = W.load_model(name, device="cpu")
-        assert model.num_parameters() == 129_016
         meta = W.read_metadata(W.ASSETS / shipped.file)
+        assert model.num_parameters() == int(meta["parameters"]) <= 129_016
         assert meta["version"] == name and json.loads(meta["metrics"])
+        assert (Path(__file__).resolve().parents[1] / shipped.recipe).exists()  # the config that made it
 
 
 def test_unknown_name_lists_the_models():

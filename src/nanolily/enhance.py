@@ -30,6 +30,7 @@ DEFAULT_STRIDE = 112
 DEFAULT_BATCH_SIZE = 1  # one tile per call measured fastest on CPU (docs/performance.md)
 DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
 DEFAULT_DENOISE = 0.5
+NO_CORRECTIONS = {"protect_highlights": False, "denoise": 0.0, "white_balance": False}  # the network's output alone
 CORRECTION_STRIP = 256  # rows per strip of the corrections, which bounds their memory on large photos
 _default_models: dict[str, NanoLILY] = {}
 
@@ -90,6 +91,7 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
     reads ``adjust.DENOISE_HALO`` rows beyond each strip, so a strip's result is written back only once
     no later strip reads its rows, which keeps the strips exact.
     """
+    denoise *= min(strength, 1.0)  # the denoiser fades in with the strength: strength 0 is the input itself
     height = out.shape[-2]
     halo = adjust.DENOISE_HALO if denoise else 0
     pending: list[tuple[int, int, torch.Tensor]] = []  # (top, bottom, result) not yet written back

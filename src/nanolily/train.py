@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from .data import DatasetSpec, PairedImages, find_overlaps, pairs_from_spec
-from .enhance import enhance_tensor
+from .enhance import NO_CORRECTIONS, enhance_tensor
 from .losses import CompositeLoss
 from .metrics import psnr, ssim
 from .model import NanoLILY
@@ -151,7 +151,7 @@ def validate(model: NanoLILY, images: PairedImages, mode: str = "bloom", stride:
     p, s = [], []
     for i in range(len(images)):
         low, high = images.full(i)
-        out = enhance_tensor(low[None], model, mode=mode, stride=stride, protect_highlights=False)  # the network alone
+        out = enhance_tensor(low[None], model, mode=mode, stride=stride, **NO_CORRECTIONS)
         p.append(float(psnr(out, high[None])))
         s.append(float(ssim(out, high[None])))
     model.train(was_training)
