@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+MODEL = "nanolily-v1"  # the original architecture: the model the original loop (a) can run
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CASES = {
@@ -122,7 +123,7 @@ def case_runner(case: str, onnx_path: str | None):
     from nanolily.enhance import DEFAULT_STRIDE, NO_CORRECTIONS, enhance_tensor
     from nanolily.weights import load_model
 
-    model = load_model(None, device="cpu").eval()
+    model = load_model(MODEL, device="cpu").eval()
     calls = {"tiles": 0}
 
     def counted(predictor):
@@ -251,7 +252,7 @@ def stride_sweep(args, strides=(112, 128, 160, 192, 224)) -> list[dict]:
     from nanolily.evaluate import evaluate
     from nanolily.weights import load_model
 
-    model = load_model(None, device="cpu")
+    model = load_model(MODEL, device="cpu")
     pairs = all_pairs(Path(args.data) / "lol-v1", "lol-v1", Path(args.data) / "splits/lol-v1-val.txt")
     rows = []
     for stride in strides:
@@ -404,7 +405,7 @@ def main() -> None:
     print(f"peak: {results['peak']}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = str(Path(tmp) / "nanolily.onnx")
-        export_onnx(load_model(None, device="cpu"), onnx_path)
+        export_onnx(load_model(MODEL, device="cpu"), onnx_path)
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))
             outputs, rows = {}, {}
@@ -468,7 +469,7 @@ def _cpu_name() -> str:
 
 def _import_rss() -> float:
     """Peak RSS of a process that only imports torch and nanolily and loads the model (MB)."""
-    code = ("import nanolily; nanolily.load_model(None, device='cpu'); "
+    code = ("import nanolily; nanolily.load_model('nanolily-v1', device='cpu'); "
             "print(next(int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')))")
     return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
