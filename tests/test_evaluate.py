@@ -9,7 +9,7 @@ from nanolily.data import find_pairs
 from nanolily.evaluate import evaluate, markdown_table
 from nanolily.metrics import LPIPS
 
-from .conftest import SHARED
+from .conftest import SHARED, dark_image
 from .test_data import make_layout
 
 WEIGHTS = SHARED / "weights"
@@ -76,3 +76,14 @@ def test_explain_figure(tmp_path, random_weights, capsys):
     Image.fromarray(dark_image(100, 150)).save(tmp_path / "x.png")
     assert main(["explain", str(tmp_path / "x.png"), "-o", str(tmp_path / "e.png"), "--weights", str(random_weights)]) == 0
     assert Image.open(tmp_path / "e.png").size[0] > 5 * 224
+
+
+def test_explain_defaults_to_the_model_with_branches(tmp_path):
+    from nanolily.cli.explain import EXPLAINED_MODEL
+    from nanolily.weights import SHIPPED
+
+    if SHIPPED[EXPLAINED_MODEL].sha256 is None:
+        pytest.skip("no shipped weights in this version")
+    Image.fromarray(dark_image(60, 80)).save(tmp_path / "x.png")
+    assert main(["explain", str(tmp_path / "x.png"), "-o", str(tmp_path / "e.png")]) == 0
+    assert Image.open(tmp_path / "e.png").width > 4 * 224

@@ -2,7 +2,8 @@
 
 Panels, on the photo resized to the model's 224x224 grid: input; spatial-branch output and
 frequency-branch output (each stretched to its own min..max for display); the residual added to the
-input (mid-grey = 0, brighter = lifted); the output."""
+input (mid-grey = 0, brighter = lifted); the output. Without --model or --weights it explains
+nanolily-v1, the model that has these branches (the default model, nanolily-v2, has none)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,14 @@ def explain_figure(photo, model):
     ], height=size)
 
 
+EXPLAINED_MODEL = "nanolily-v1"
+
+
 def run(args) -> int:
     from ..io import ImageError
+
+    if args.model is None and args.weights is None:
+        args.model = EXPLAINED_MODEL
 
     def figure(photo, model):
         if not hasattr(model, "branches"):
