@@ -108,7 +108,7 @@ def validate_model(name: str, data: Path) -> dict:
 
 
 def model_card(records: list[dict]) -> str:
-    summary = ["| model | parameters | training (2 CPU cores) | val PSNR / SSIM (global) | "
+    summary = ["| model | parameters | training CPU time | val PSNR / SSIM (global) | "
                "test PSNR / SSIM / LPIPS (global) | test bloom | test resize224 pooled |",
                "|---|---|---|---|---|---|---|"]
     sections = []
@@ -137,7 +137,8 @@ records in `benchmarks/results/`; do not edit by hand.*
 Both models ship in the package: `nanolily enhance --model NAME`, `load_model("NAME")`. The default,
 **{DEFAULT_MODEL}**, is the one that measured better on the validation split (nothing is chosen on the
 test set). Both were trained by nanolily's own pipeline on the same leak-free LoL-v1 split (359 pairs),
-selected on the held-out lol-v1-val split (40 pairs, whole scenes), within 90 CPU-minutes on 2 cores.
+selected on the held-out lol-v1-val split (40 pairs, whole scenes), each in under 90 minutes on 2 CPU
+cores (CPU time in the table).
 Test figures: LoL-v2-real Test, 100 pairs, none of whose images or scenes is in the training or
 validation data (`nanolily data check`, docs/training.md); every image at full resolution, outputs
 clamped, metrics per image then averaged; the network's output, without the corrections that
