@@ -35,16 +35,15 @@ from nanolily.weights import load_model
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = 0.98  # a channel at or above this reads as clipped to white
 TILE = 224
-NONE = NO_CORRECTIONS
 DEFAULTS = {"protect_highlights": DEFAULT_PROTECT_HIGHLIGHTS, "denoise": DEFAULT_DENOISE, "white_balance": False}
 # the correction settings compared on validation
 CHOICES = {
-    "none": NONE,
-    "protect highlights": {**NONE, "protect_highlights": True},
-    "denoise 0.5": {**NONE, "denoise": 0.5},
-    "denoise 1": {**NONE, "denoise": 1.0},
-    "white balance": {**NONE, "white_balance": True},
-    "protect + denoise 0.5": {**NONE, "protect_highlights": True, "denoise": 0.5},
+    "none": NO_CORRECTIONS,
+    "protect highlights": {**NO_CORRECTIONS, "protect_highlights": True},
+    "denoise 0.5": {**NO_CORRECTIONS, "denoise": 0.5},
+    "denoise 1": {**NO_CORRECTIONS, "denoise": 1.0},
+    "white balance": {**NO_CORRECTIONS, "white_balance": True},
+    "protect + denoise 0.5": {**NO_CORRECTIONS, "protect_highlights": True, "denoise": 0.5},
 }
 
 
@@ -137,7 +136,7 @@ def load(path) -> torch.Tensor:
 
 def raw(model, low: torch.Tensor, mode: str) -> torch.Tensor:
     """The network's output through the engine, no corrections."""
-    return enhance_tensor(low, model, mode=mode, **NONE)
+    return enhance_tensor(low, model, mode=mode, **NO_CORRECTIONS)
 
 
 def corrected(low: torch.Tensor, out: torch.Tensor, settings: dict) -> torch.Tensor:
@@ -294,7 +293,7 @@ def main() -> None:
         test = find_pairs(data / "lol-v2-real", "lol-v2", "Test")[:args.limit]
         lpips = LPIPS.from_dir(args.weights_dir, data)
         v1, v2 = load_model(args.v1, device="cpu"), load_model(args.v2, device="cpu")
-        systems = {"v1 as original": (v1, "bloom", NONE), "v1 fixed": (v1, "global", DEFAULTS),
+        systems = {"v1 as original": (v1, "bloom", NO_CORRECTIONS), "v1 fixed": (v1, "global", DEFAULTS),
                    "v2": (v2, "global", DEFAULTS)}
         with torch.inference_mode():
             if args.validation_only:
