@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanolily import losses
 from nanolily.data import all_pairs, find_pairs, load_rgb_uint8
 from nanolily.enhance import (DEFAULT_DENOISE, DEFAULT_PROTECT_HIGHLIGHTS, NO_CORRECTIONS, apply_corrections,
                               enhance_tensor)
+from nanolily.evaluate import image_metrics, to_float
 from nanolily.metrics import LPIPS, psnr, ssim
 from nanolily.synthesis import linear_to_srgb, srgb_to_linear
 from nanolily.weights import load_model
@@ -93,10 +93,9 @@ def tile_brightness_spread(out: torch.Tensor, ref: torch.Tensor, tile: int = TIL
 
 
 def full_metrics(out, ref, lpips) -> dict:
-    return {"psnr": float(psnr(out, ref)), "ssim": float(ssim(out, ref)),
-            "lpips": float(lpips(out, ref)) if lpips is not None else float("nan"),
-            "newly_clipped": newly_clipped(out, ref), "sigma": noise_sigma(out),
-            "sigma_ref": noise_sigma(ref), "ciede2000": ciede2000(out, ref), "color": float(losses.color(out, ref))}
+    """``nanolily evaluate``'s metrics plus the four limitations' own."""
+    return {**image_metrics(out, ref, lpips), "newly_clipped": newly_clipped(out, ref), "sigma": noise_sigma(out),
+            "sigma_ref": noise_sigma(ref), "ciede2000": ciede2000(out, ref)}
 
 
 def mean_rows(rows: list[dict]) -> dict:
@@ -131,7 +130,7 @@ def night_with_lights(reference: torch.Tensor, seed: int, exposure: float = 0.06
 # --- running the systems ------------------------------------------------------------------------------
 
 def load(path) -> torch.Tensor:
-    return load_rgb_uint8(path).float()[None] / 255
+    return to_float(load_rgb_uint8(path))  # (1, 3, H, W) in [0, 1]
 
 
 def raw(model, low: torch.Tensor, mode: str) -> torch.Tensor:

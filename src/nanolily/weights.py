@@ -117,7 +117,7 @@ def resolve_weights(weights: str | os.PathLike | None) -> tuple[Path, str | None
         if shipped.sha256 is None or not path.exists():
             raise WeightsError(
                 f"no trained weights ship for {name!r} in this version of nanolily. Train them with "
-                "`nanolily train --config configs/cpu.yaml --data ../shared/datasets` (see docs/training.md), "
+                f"`nanolily train --config {shipped.recipe} --data ../shared/datasets` (see docs/training.md), "
                 "then pass the result with --weights FILE (API: load_model('FILE.safetensors'))")
         return path, shipped.sha256
     path = Path(name).expanduser()
