@@ -7,7 +7,7 @@ from PIL import Image
 from nanolily.cli import main
 from nanolily.data import find_pairs
 from nanolily.evaluate import evaluate, markdown_table
-from nanolily.metrics import LPIPS
+from nanolily.metrics import LPIPS, gt_mean_match, psnr
 
 from .conftest import SHARED, dark_image
 from .test_data import make_layout
@@ -38,8 +38,22 @@ def test_evaluate_full_and_resize224(tmp_path):
     assert summary["psnr"] == pytest.approx(sum(r["psnr"] for r in rows) / 2)
     _, s224 = evaluate(Identity(), pairs, protocol="resize224")
     assert "psnr_pooled" in s224 and s224["mode"] == "resize224 forward"
+    assert summary["psnr_gt_mean"] >= summary["psnr"] - 1e-3  # generated pairs differ mostly in exposure
     table = markdown_table([("identity", summary), ("identity", s224)])
     assert table.count("\n") == 4 and "psnr_pooled" in table
+
+
+def test_gt_mean_match_removes_exposure_and_only_exposure():
+    torch.manual_seed(0)
+    ref = torch.rand(2, 3, 16, 16) * 0.6
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    matched = gt_mean_match(ref * torch.tensor([0.5, 1.5]).view(2, 1, 1, 1), ref)
+    assert torch.allclose(matched, ref, atol=1e-6)  # a pure exposure error vanishes
+    noisy = (ref + 0.1 * torch.randn_like(ref)).clamp(0, 1)
+    matched = gt_mean_match(noisy * 0.5, ref)
+    assert torch.allclose((matched * luma).sum(1).mean((1, 2)), (ref * luma).sum(1).mean((1, 2)), atol=1e-3)
+    assert (psnr(matched, ref) < 40).all()  # structure errors stay
+    assert gt_mean_match(torch.ones(1, 3, 4, 4), torch.ones(1, 3, 4, 4) * 2).max() == 1  # clamped
 
 
 def test_evaluate_rejects_unknown_protocol(tmp_path):

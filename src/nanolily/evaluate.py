@@ -9,7 +9,10 @@ Protocols:
 
 Metrics (all fp32): PSNR; SSIM (Gaussian 11x11, sigma 1.5, per RGB channel, data range 1, valid region);
 LPIPS (AlexNet, v0.1); and the original's loss terms as metrics: VGG19 relu3_4 perceptual MSE,
-Charbonnier, FFT amplitude L1, colour (1 - cosine of RGB vectors), TV of the output.
+Charbonnier, FFT amplitude L1, colour (1 - cosine of RGB vectors), TV of the output. And, labelled
+apart, ``psnr_gt_mean`` / ``ssim_gt_mean``: PSNR and SSIM after the output's mean grey level is matched
+to the reference's (:func:`nanolily.metrics.gt_mean_match`, the literature's "GT-mean" protocol), which
+separate exposure from everything else.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from . import losses
 from .bloom import resize
 from .data import Pair, load_rgb_uint8
 from .enhance import enhance_tensor
-from .metrics import LPIPS, psnr, ssim
+from .metrics import LPIPS, gt_mean_match, psnr, ssim
 from .model import NanoLILY
 
 PROTOCOLS = ("full", "resize224")
@@ -78,6 +81,8 @@ def image_metrics(out: torch.Tensor, ref: torch.Tensor, lpips: LPIPS | None = No
                   vgg: losses.VGGPerceptual | None = None) -> dict[str, float]:
     """All metrics for one (1, 3, H, W) output against its reference."""
     m = {"psnr": float(psnr(out, ref)), "ssim": float(ssim(out, ref))}
+    matched = gt_mean_match(out.clamp(0, 1), ref)
+    m["psnr_gt_mean"], m["ssim_gt_mean"] = float(psnr(matched, ref)), float(ssim(matched, ref))
     if lpips is not None:
         m["lpips"] = float(lpips(out.clamp(0, 1), ref))
     if vgg is not None:
@@ -105,13 +110,13 @@ def write_report(out_dir: str | os.PathLike, rows: list[dict], summary: dict, ti
 
 def markdown_table(results: list[tuple[str, dict]]) -> str:
     """A markdown table with one row per (name, summary)."""
-    columns = ["psnr", "psnr_pooled", "ssim", "lpips", "vgg", "charbonnier", "fft", "color", "tv"]
+    columns = ["psnr", "psnr_pooled", "ssim", "lpips", "vgg", "charbonnier", "fft", "color", "tv",
+               "psnr_gt_mean", "ssim_gt_mean"]
     columns = [c for c in columns if any(c in s for _, s in results)]
     lines = ["| run | protocol | mode | images | " + " | ".join(columns) + " |",
              "|---|---|---|---|" + "---|" * len(columns)]
     for name, s in results:
-        cells = [f"{s[c]:.4f}" if c in s and c not in ("psnr", "psnr_pooled") else (f"{s[c]:.2f}" if c in s else "")
-                 for c in columns]
+        cells = [("" if c not in s else f"{s[c]:.2f}" if c.startswith("psnr") else f"{s[c]:.4f}") for c in columns]
         mode = s["mode"] + (f", stride {s['stride']}" if s.get("stride") else "")
         lines.append(f"| {name} | {s['protocol']} | {mode} | {s['images']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
