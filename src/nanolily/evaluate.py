@@ -12,7 +12,8 @@ LPIPS (AlexNet, v0.1); and the original's loss terms as metrics: VGG19 relu3_4 p
 Charbonnier, FFT amplitude L1, colour (1 - cosine of RGB vectors), TV of the output. And, labelled
 apart, ``psnr_gt_mean`` / ``ssim_gt_mean``: PSNR and SSIM after the output's mean grey level is matched
 to the reference's (:func:`nanolily.metrics.gt_mean_match`, the literature's "GT-mean" protocol), which
-separate exposure from everything else.
+separate exposure from everything else; ``brightness_ratio``, the output's mean grey level over the
+reference's.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from . import losses
 from .bloom import resize
 from .data import Pair, load_rgb_uint8
 from .enhance import enhance_tensor
-from .metrics import LPIPS, gt_mean_match, psnr, ssim
+from .metrics import LPIPS, gt_mean_match, mean_grey, psnr, ssim
 from .model import NanoLILY
 
 PROTOCOLS = ("full", "resize224")
@@ -83,6 +84,7 @@ def image_metrics(out: torch.Tensor, ref: torch.Tensor, lpips: LPIPS | None = No
     m = {"psnr": float(psnr(out, ref)), "ssim": float(ssim(out, ref))}
     matched = gt_mean_match(out.clamp(0, 1), ref)
     m["psnr_gt_mean"], m["ssim_gt_mean"] = float(psnr(matched, ref)), float(ssim(matched, ref))
+    m["brightness_ratio"] = float(mean_grey(out.clamp(0, 1)) / mean_grey(ref))  # > 1: brighter than the reference
     if lpips is not None:
         m["lpips"] = float(lpips(out.clamp(0, 1), ref))
     if vgg is not None:

@@ -46,9 +46,14 @@ def gt_mean_match(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.
         True
     """
     _check_pair(x, y)
-    luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    gain = (y * luma).sum(1).flatten(1).mean(1) / ((x * luma).sum(1).flatten(1).mean(1) + eps)  # (N,)
+    gain = mean_grey(y) / (mean_grey(x) + eps)  # (N,)
     return (x * gain.view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def mean_grey(x: torch.Tensor) -> torch.Tensor:
+    """Mean BT.601 luma per image, ``(N,)``: the image's overall brightness."""
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * luma).sum(1).flatten(1).mean(1)
 
 
 def gaussian_kernel(size: int = 11, sigma: float = 1.5, dtype=torch.float32, device=None) -> torch.Tensor:
