@@ -27,6 +27,10 @@ def test_ycc_round_trip_and_box_filter():
     assert torch.allclose(adjust.box_filter(torch.full((1, 2, 3, 20), 0.4), 4), torch.full((1, 2, 3, 20), 0.4))
     ramp = torch.arange(20.0).view(1, 1, 1, 20).expand(1, 1, 5, 20)
     assert torch.allclose(adjust.box_filter(ramp, 2)[..., 2:-2], ramp[..., 2:-2])  # a mean of a ramp
+    for radius in (1, 4):  # against the direct 2-D window mean of the edge-padded image
+        padded = torch.nn.functional.pad(x, (radius,) * 4, mode="replicate")
+        direct = torch.nn.functional.avg_pool2d(padded, 2 * radius + 1, stride=1)
+        assert torch.allclose(adjust.box_filter(x, radius), direct, atol=1e-6)
 
 
 def test_denoise_removes_grain_and_colour_static_but_keeps_an_edge():
