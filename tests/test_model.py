@@ -77,6 +77,24 @@ def test_blocks_equal_a_single_pass(height, width, size):
         m.spatial.forward_blocks(x, 33)
 
 
+@pytest.mark.parametrize("height,width", [(4, 4), (9, 30), (224, 224), (131, 257)])
+def test_composed_decoder_equals_the_direct_layers(height, width):
+    torch.manual_seed(2)
+    spatial = NanoLILY().spatial
+    for p in spatial.parameters():  # trained-looking weights, not the initial ones
+        p.data.normal_(0, 0.1)
+    d = torch.randn(2, 64, height // 2, width // 2)
+    s1 = torch.randn(2, 32, height // 2 * 2, width // 2 * 2)
+    direct = spatial.decode(d, s1)  # gradients on: the direct form
+    with torch.no_grad():
+        composed = spatial.decode(d, s1)
+        assert torch.allclose(composed, direct, atol=1e-5)
+        spatial.up.weight.mul_(2)  # the cached composition follows weight updates
+        updated = spatial.decode(d, s1)
+        assert not torch.allclose(updated, composed, atol=1e-3)
+    assert torch.allclose(updated, spatial.decode(d, s1), atol=1e-5)
+
+
 def test_config_variant_is_a_configuration():
     m = NanoLILY(NanoLILYConfig(size=64, width=8))
     assert m(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)

@@ -42,8 +42,30 @@ class SpatialBranch(nn.Module):
         x = _pad_to_even(x).contiguous(memory_format=torch.channels_last)  # stride-2 down/up need even sizes
         s1 = F.leaky_relu(_instance_norm(self.conv_in(x)), self.negative_slope)  # (B, w, H, W)
         d = F.leaky_relu(_instance_norm(self.down(s1)), self.negative_slope)  # (B, 2w, H/2, W/2)
-        u = self.up(d) + s1  # (B, w, H, W)
-        return self.conv_out(u)[..., :h, :w]  # (B, C, H, W)
+        return self.decode(d, s1)[..., :h, :w]  # (B, C, H, W)
+
+    def decode(self, d: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        """``conv_out(up(d) + s1)``: (B, 2w, H/2, W/2) and (B, w, H, W) -> (B, C, H, W).
+
+        Without gradients it runs the same linear maps rearranged: ``conv_out . up`` is one 3x3
+        convolution on the half-resolution map whose 4C outputs are the four sub-pixel phases
+        (:func:`compose_up_conv`), which skips the 64->32 transposed convolution, the largest layer, and
+        its full-resolution map. ``conv_out`` zero-pads ``up(d)`` at the border, which the composed
+        kernel does not see, so the outermost ring of pixels is recomputed the direct way from thin
+        strips. Equal to the direct form to float rounding (tested). Training (gradients on) and traced
+        graphs (ONNX export, ``torch.compile``) use the direct form.
+        """
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.conv_out(self.up(d) + s1)
+        fused = compose_up_conv(self.up, self.conv_out)
+        out = F.pixel_shuffle(F.conv2d(d, *fused, padding=1), 2)  # (B, C, H, W), up's and conv_out's biases
+        out += F.conv2d(s1, self.conv_out.weight, padding=1)
+        direct = self.conv_out
+        out[..., :1, :] = direct(self.up(d[..., :2, :]) + s1[..., :4, :])[..., :1, :]
+        out[..., -1:, :] = direct(self.up(d[..., -2:, :]) + s1[..., -4:, :])[..., -1:, :]
+        out[..., :, :1] = direct(self.up(d[..., :, :2]) + s1[..., :, :4])[..., :, :1]
+        out[..., :, -1:] = direct(self.up(d[..., :, -2:]) + s1[..., :, -4:])[..., :, -1:]
+        return out
 
     def blocks(self, x: torch.Tensor, size: int = 256, halo: int = 6, cache_bytes: int = BLOCK_CACHE_BYTES):
         """Yield ``(y0, y1, x0, x1, out[..., y0:y1, x0:x1])`` of :meth:`forward` for one image
@@ -106,7 +128,7 @@ class SpatialBranch(nn.Module):
                 top, left = (y0 - crop[1].start) // 2, (x0 - crop[2].start) // 2  # block + halo, halved
                 kept = cache[..., top:top + s1.shape[-2] // 2, left:left + s1.shape[-1] // 2]
                 d = F.leaky_relu(kept * scale + shift, slope)
-            out = self.conv_out(self.up(d) + s1)[crop]
+            out = self.decode(d, s1)[crop]
             yield y0, y1, x0, x1, out[..., :y1 - y0, :x1 - x0]
 
     def forward_blocks(self, x: torch.Tensor, size: int = 256, halo: int = 6,
@@ -117,6 +139,38 @@ class SpatialBranch(nn.Module):
             for y0, y1, x0, x1, block in self.blocks(x[i:i + 1], size, halo, cache_bytes):
                 out[i, :, y0:y1, x0:x1] = block[0]
         return out
+
+
+_composed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # compose_up_conv's results, by weight version
+
+
+def compose_up_conv(up: nn.ConvTranspose2d, conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """``conv(up(d))`` away from the border, as ``pixel_shuffle(conv2d(d, weight, bias, padding=1), 2)``.
+
+    ``up``: a 4x4, stride-2, padding-1 transposed convolution (Cin -> M); ``conv``: 3x3, padding 1
+    (M -> C). Each output pixel ``(2i + p, 2j + q)`` depends on ``d`` at rows i-1..i+1 and columns
+    j-1..j+1 only, so the pair is one 3x3 convolution on ``d`` with 4C outputs (channel ``4c + 2p + q``).
+    The kernel comes from running both layers on unit impulses, in float64. Cached until either layer's
+    parameters change. Returns ``(weight (4C, Cin, 3, 3), bias (4C,))``.
+    """
+    params = (up.weight, up.bias, conv.weight, conv.bias)
+    key = tuple((id(t), t._version) for t in params)
+    if key not in _composed:
+        if up.kernel_size != (4, 4) or up.stride != (2, 2) or up.padding != (1, 1) or conv.kernel_size != (3, 3):
+            raise ValueError("compose_up_conv expects a 4x4/2 transposed conv (padding 1) and a 3x3 conv")
+        cin, c = up.in_channels, conv.out_channels
+        impulses = torch.zeros(cin, cin, 5, 5, dtype=torch.float64, device=up.weight.device)
+        impulses[range(cin), range(cin), 2, 2] = 1  # one per input channel, at half-resolution (2, 2)
+        response = F.conv2d(F.conv_transpose2d(impulses, up.weight.double(), stride=2, padding=1),
+                            conv.weight.double(), padding=1)  # (Cin, C, 10, 10)
+        # output (2i + p, 2j + q) sees the impulse at offset (2 - i, 2 - j) = kernel tap (3 - i, 3 - j)
+        taps = response[:, :, 2:8, 2:8].reshape(cin, c, 3, 2, 3, 2).flip(2, 4)  # (Cin, C, a, p, b, q)
+        weight = taps.permute(1, 3, 5, 0, 2, 4).reshape(4 * c, cin, 3, 3)
+        bias = (conv.bias.double() + conv.weight.double().sum((2, 3)) @ up.bias.double()).repeat_interleave(4)
+        if len(_composed) > 8:
+            _composed.clear()
+        _composed[key] = (weight.to(up.weight.dtype), bias.to(up.weight.dtype))
+    return _composed[key]
 
 
 def _instance_norm(t: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
