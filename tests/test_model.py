@@ -92,7 +92,7 @@ def test_composed_decoder_equals_the_direct_layers(height, width):
         spatial.up.weight.mul_(2)  # the cached composition follows weight updates
         updated = spatial.decode(d, s1)
         assert not torch.allclose(updated, composed, atol=1e-3)
-    assert torch.allclose(updated, spatial.decode(d, s1), atol=1e-5)
+    assert torch.allclose(updated, spatial.decode(d, s1), atol=1e-4)  # |values| up to ~20 here
 
 
 def test_config_variant_is_a_configuration():

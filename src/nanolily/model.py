@@ -154,7 +154,8 @@ def compose_up_conv(up: nn.ConvTranspose2d, conv: nn.Conv2d) -> tuple[torch.Tens
     parameters change. Returns ``(weight (4C, Cin, 3, 3), bias (4C,))``.
     """
     params = (up.weight, up.bias, conv.weight, conv.bias)
-    key = tuple((id(t), t._version) for t in params)
+    # the version counter misses writes through ``.data``; a checksum of the values catches them
+    key = tuple((id(t), t._version, float(t.detach().sum())) for t in params)
     if key not in _composed:
         if up.kernel_size != (4, 4) or up.stride != (2, 2) or up.padding != (1, 1) or conv.kernel_size != (3, 3):
             raise ValueError("compose_up_conv expects a 4x4/2 transposed conv (padding 1) and a 3x3 conv")
