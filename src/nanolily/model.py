@@ -44,27 +44,35 @@ class SpatialBranch(nn.Module):
         d = F.leaky_relu(_instance_norm(self.down(s1)), self.negative_slope)  # (B, 2w, H/2, W/2)
         return self.decode(d, s1)[..., :h, :w]  # (B, C, H, W)
 
-    def decode(self, d: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+    def decode(self, d: torch.Tensor, s1: torch.Tensor, border: tuple[bool, bool, bool, bool] = (True,) * 4
+               ) -> torch.Tensor:
         """``conv_out(up(d) + s1)``: (B, 2w, H/2, W/2) and (B, w, H, W) -> (B, C, H, W).
 
         Without gradients it runs the same linear maps rearranged: ``conv_out . up`` is one 3x3
         convolution on the half-resolution map whose 4C outputs are the four sub-pixel phases
         (:func:`compose_up_conv`), which skips the 64->32 transposed convolution, the largest layer, and
         its full-resolution map. ``conv_out`` zero-pads ``up(d)`` at the border, which the composed
-        kernel does not see, so the outermost ring of pixels is recomputed the direct way from thin
-        strips. Equal to the direct form to float rounding (tested). Training (gradients on) and traced
-        graphs (ONNX export, ``torch.compile``) use the direct form.
+        kernel does not see, so the outermost row or column on each side flagged in ``border`` (top,
+        bottom, left, right) is recomputed the direct way from a thin strip; a side whose pixels are
+        cropped away later (a block's halo) needs no fix. Equal to the direct form to float rounding
+        (tested). Training (gradients on) and traced graphs (ONNX export, ``torch.compile``) use the
+        direct form.
         """
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self.conv_out(self.up(d) + s1)
         fused = compose_up_conv(self.up, self.conv_out)
         out = F.pixel_shuffle(F.conv2d(d, *fused, padding=1), 2)  # (B, C, H, W), up's and conv_out's biases
         out += F.conv2d(s1, self.conv_out.weight, padding=1)
+        top, bottom, left, right = border
         direct = self.conv_out
-        out[..., :1, :] = direct(self.up(d[..., :2, :]) + s1[..., :4, :])[..., :1, :]
-        out[..., -1:, :] = direct(self.up(d[..., -2:, :]) + s1[..., -4:, :])[..., -1:, :]
-        out[..., :, :1] = direct(self.up(d[..., :, :2]) + s1[..., :, :4])[..., :, :1]
-        out[..., :, -1:] = direct(self.up(d[..., :, -2:]) + s1[..., :, -4:])[..., :, -1:]
+        if top:
+            out[..., :1, :] = direct(self.up(d[..., :2, :]) + s1[..., :4, :])[..., :1, :]
+        if bottom:
+            out[..., -1:, :] = direct(self.up(d[..., -2:, :]) + s1[..., -4:, :])[..., -1:, :]
+        if left:
+            out[..., :, :1] = direct(self.up(d[..., :, :2]) + s1[..., :, :4])[..., :, :1]
+        if right:
+            out[..., :, -1:] = direct(self.up(d[..., :, -2:]) + s1[..., :, -4:])[..., :, -1:]
         return out
 
     def blocks(self, x: torch.Tensor, size: int = 256, halo: int = 6, cache_bytes: int = BLOCK_CACHE_BYTES):
@@ -128,7 +136,9 @@ class SpatialBranch(nn.Module):
                 top, left = (y0 - crop[1].start) // 2, (x0 - crop[2].start) // 2  # block + halo, halved
                 kept = cache[..., top:top + s1.shape[-2] // 2, left:left + s1.shape[-1] // 2]
                 d = F.leaky_relu(kept * scale + shift, slope)
-            out = self.decode(d, s1)[crop]
+            top, left = y0 - crop[1].start, x0 - crop[2].start  # where the block with its halo starts
+            sides = (top == 0, top + s1.shape[-2] == height, left == 0, left + s1.shape[-1] == width)
+            out = self.decode(d, s1, sides)[crop]  # only the image's own border needs decode's fix
             yield y0, y1, x0, x1, out[..., :y1 - y0, :x1 - x0]
 
     def forward_blocks(self, x: torch.Tensor, size: int = 256, halo: int = 6,
