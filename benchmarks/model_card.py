@@ -163,7 +163,9 @@ n/c: not checked in this project yet.
 Both models learned from 359 indoor LoL-v1 scenes: outdoor night scenes with light sources, strong
 colour casts and heavy sensor noise are outside their training data. The LoL-v2-real test references
 are darker on average than LoL-v1's (median image mean 0.38 against 0.47), and both models brighten to
-the LoL-v1 level, which costs PSNR there. nanolily-v1's 224x224 frequency mask makes each bloom tile
+the LoL-v1 level, which costs PSNR there: docs/exposure.md (`python benchmarks/exposure.py`) measures
+it, with PSNR/SSIM after matching each output's mean grey level to its reference's ("GT-mean", a
+diagnosis that uses the reference). nanolily-v1's 224x224 frequency mask makes each bloom tile
 estimate its own illumination. docs/quality.md measures four documented failure modes and their fixes.
 """
 
