@@ -13,6 +13,7 @@ Cases, all with the same shipped weights and the same inputs:
 and, with the other shipped model, what `nanolily enhance` runs by default:
   g  v2         nanolily-v2 (the default model), global mode, the network alone
   h  default    `nanolily enhance` defaults: nanolily-v2, global, highlight protection and denoising
+  i  v2onnx     nanolily-v2, global, the whole image run by ONNX Runtime
 
 Each (case, size) runs once in its own subprocess, so peak resident memory (VmHWM) is that case's alone;
 times come from one process running the cases round-robin (medians over rounds, after a warm-up on a
@@ -50,8 +51,10 @@ CASES = {
     "onnx": "(f) nanolily bloom, ONNX Runtime",
     "v2": "(g) nanolily-v2 global (default model)",
     "default": "(h) nanolily enhance defaults (v2 + corrections)",
+    "v2onnx": "(i) nanolily-v2 global, ONNX Runtime",
 }
-DEFAULT_MODEL_CASES = {"v2": "nanolily-v2", "default": "nanolily-v2"}  # not the weights (a)-(f) share
+DEFAULT_MODEL_CASES = {"v2": "nanolily-v2", "default": "nanolily-v2", "v2onnx": "nanolily-v2"}  # not (a)-(f)'s weights
+ONNX_FILES = {"onnx": "nanolily-v1.onnx", "v2onnx": "nanolily-v2.onnx"}  # exported once per run, in onnx_dir
 SIZES = "600x400,1920x1080,3840x2160,7680x4320"
 SAMPLE = ROOT / "src/nanolily/assets/samples/astronaut_dark.png"
 
@@ -124,7 +127,7 @@ def make_input(width: int, height: int) -> torch.Tensor:
     return planes[None].float().div_(255)
 
 
-def case_runner(case: str, onnx_path: str | None):
+def case_runner(case: str, onnx_dir: str | None):
     """(run(x) -> output, tile counter) for a case."""
     from nanolily.enhance import DEFAULT_STRIDE, NO_CORRECTIONS, enhance_tensor
     from nanolily.weights import load_model
@@ -161,12 +164,17 @@ def case_runner(case: str, onnx_path: str | None):
     if case == "onnx":
         from nanolily.export import OnnxPredictor
 
-        predictor = counted(OnnxPredictor(onnx_path))
+        predictor = counted(OnnxPredictor(Path(onnx_dir) / ONNX_FILES[case]))
         return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom", stride=DEFAULT_STRIDE, predictor=predictor)), calls
     if case == "v2":
         return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="global")), calls
     if case == "default":
         return (lambda x: enhance_tensor(x, model)), calls
+    if case == "v2onnx":
+        from nanolily.export import OnnxPredictor
+
+        predictor = OnnxPredictor(Path(onnx_dir) / ONNX_FILES[case])
+        return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="global", predictor=predictor)), calls
     raise ValueError(case)
 
 
@@ -206,11 +214,11 @@ def worker(args) -> None:
                       "rss_before_input_mb": rss_before, "counted_conv_flops": counter["flops"]}))
 
 
-def interleaved_times(cases: list[str], width: int, height: int, args, onnx_path: str | None) -> dict:
+def interleaved_times(cases: list[str], width: int, height: int, args, onnx_dir: str | None) -> dict:
     """Wall times of every case in this one process, round-robin (a, b, c, ..., a, b, c, ...), so a slow
     spell of the machine hits all cases alike. Stops after ``repeats`` rounds or once a round took more
     than ``max_seconds``."""
-    runners = {case: case_runner(case, onnx_path)[0] for case in cases}
+    runners = {case: case_runner(case, onnx_dir)[0] for case in cases}
     small = make_input(600, 400)
     for run in runners.values():  # warm-up
         run(small)
@@ -236,9 +244,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_case(case: str, size: str, args, onnx_path: str | None, out_npy: Path) -> dict:
+def run_case(case: str, size: str, args, onnx_dir: str | None, out_npy: Path) -> dict:
     command = [sys.executable, __file__, "--worker", case, "--size", size, "--threads", str(args.threads),
-               "--output-npy", str(out_npy)] + (["--onnx", onnx_path] if onnx_path else [])
+               "--output-npy", str(out_npy)] + (["--onnx", onnx_dir] if onnx_dir else [])
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{case} at {size} failed:\n{done.stderr[-2000:]}")
@@ -247,12 +255,12 @@ def run_case(case: str, size: str, args, onnx_path: str | None, out_npy: Path) -
 
 # ----------------------------------------------------------------------------- quality on LoL-v2-real
 
-def quality(args, onnx_path: str | None) -> dict:
+def quality(args, onnx_dir: str | None) -> dict:
     from nanolily.data import find_pairs, load_rgb_uint8
     from nanolily.metrics import psnr, ssim
 
     pairs = find_pairs(Path(args.data) / "lol-v2-real", "lol-v2", "Test")
-    runners = {case: case_runner(case, onnx_path)[0] for case in CASES}
+    runners = {case: case_runner(case, onnx_dir)[0] for case in CASES}
     sums = {case: {"psnr": 0.0, "ssim": 0.0} for case in CASES}
     worst = {case: 0.0 for case in CASES}
     from tqdm.auto import tqdm
@@ -282,6 +290,7 @@ def stride_sweep(args, strides=(112, 128, 160, 192, 224)) -> list[dict]:
     and the tile count of a 3840x2160 image."""
     from nanolily.bloom import plan_tiles
     from nanolily.data import all_pairs
+    from nanolily.enhance import NO_CORRECTIONS
     from nanolily.evaluate import evaluate
     from nanolily.weights import load_model
 
@@ -289,10 +298,10 @@ def stride_sweep(args, strides=(112, 128, 160, 192, 224)) -> list[dict]:
     pairs = all_pairs(Path(args.data) / "lol-v1", "lol-v1", Path(args.data) / "splits/lol-v1-val.txt")
     rows = []
     for stride in strides:
-        _, summary = evaluate(model, pairs, mode="bloom", stride=stride)
+        _, summary = evaluate(model, pairs, mode="bloom", stride=stride, corrections=NO_CORRECTIONS)
         rows.append({"stride": stride, "val_psnr": summary["psnr"], "val_ssim": summary["ssim"],
                      "tiles_4k": len(plan_tiles(2160, 3840, 224, stride))})
-    _, summary = evaluate(model, pairs, mode="global")
+    _, summary = evaluate(model, pairs, mode="global", corrections=NO_CORRECTIONS)
     rows.append({"stride": "global", "val_psnr": summary["psnr"], "val_ssim": summary["ssim"], "tiles_4k": None})
     return rows
 
@@ -350,8 +359,9 @@ def write_doc(results: dict, path: Path) -> None:
         "GFLOP/s is the model's convolution work per second, counted as the original model computes it "
         "(tiles x 1.46 GFLOP for tiled cases; global mode's three passes over halo-padded blocks), so it is "
         "an effective rate: nanolily's engines execute fewer FLOPs for the same result (the composed "
-        "decoder below), and their rate can exceed what the hardware does; for (g) and (h), the "
-        "convolutions counted by a forward hook during the memory run; "
+        "decoder below), and their rate can exceed what the hardware does; for (g)-(i), the "
+        "convolutions a forward hook counts during the case's memory run ((g)'s for (i), whose "
+        "convolutions run in ONNX Runtime); "
         f"% of peak is against the theoretical peak, {p['theoretical_gflops']:.0f} GFLOP/s = "
         f"{p['cores_used']} cores x {p['flop_per_cycle_per_core']} FLOP/cycle (AVX2: two 8-wide FMA units) x "
         f"{p['clock_mhz']:.0f} MHz; a 2048x2048 fp32 matrix product reaches {p['gemm_gflops']:.0f} GFLOP/s "
@@ -385,10 +395,11 @@ def write_doc(results: dict, path: Path) -> None:
         "the convolution before it. Equal to a single pass to float rounding (tested), at "
         "~1.2x the convolutions of one pass with the kept map and ~1.6x without, against bloom's ~3.9x "
         "at stride 112.\n"
-        "- **the default model.** (g) and (h) run nanolily-v2, which `nanolily enhance` uses unless told "
+        "- **the default model.** (g)-(i) run nanolily-v2, which `nanolily enhance` uses unless told "
         "otherwise: other weights, so no max abs diff vs (b); its quality is in the next section. It computes "
         "most of its features at 1/4 to 1/16 of the pixels, so a 4K photo costs a fraction of NanoLILY's "
-        "convolutions; (h) adds highlight protection and the guided-filter denoiser, in strips.\n"
+        "convolutions; (h) adds highlight protection and the guided-filter denoiser, in strips; (i) runs "
+        "it in ONNX Runtime, exported for whole images of any size (`nanolily export`).\n"
         "- **ONNX.** The exported graph computes the FFT branch as products with fixed DFT matrices: ONNX "
         "Runtime's `DFT` operator took ~65 ms of a ~100 ms tile on this CPU.\n",
     ]
@@ -411,7 +422,7 @@ def main() -> None:
                         help="datasets root (lol-v2-real/, lol-v1/, splits/) for the quality sections")
     parser.add_argument("--sizes", default=SIZES, help="comma-separated WIDTHxHEIGHT (default: %(default)s)")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ",".join(CASES))
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per size (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per size (default: %(default)s)")
     parser.add_argument("--max-seconds", type=float, default=240,
                         help="no further rounds once a round over all cases took this long (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
@@ -453,25 +464,28 @@ def main() -> None:
     }
     print(f"peak: {results['peak']}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = str(Path(tmp) / "nanolily.onnx")
-        export_onnx(load_model(MODEL, device="cpu"), onnx_path)
+        onnx_dir = tmp
+        for case, name in ONNX_FILES.items():
+            export_onnx(load_model(DEFAULT_MODEL_CASES.get(case, MODEL), device="cpu"), Path(tmp) / name)
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))
             outputs, rows = {}, {}
             for case in cases:  # one process each: peak memory, output, tile count
                 out_npy = Path(tmp) / f"{case}.npy"
-                rows[case] = run_case(case, size, args, onnx_path, out_npy)
+                rows[case] = run_case(case, size, args, onnx_dir, out_npy)
                 outputs[case] = out_npy
                 print(f"{size} {case}: own process {rows[case]['own_process_s']:.2f} s, {rows[case]['tiles']} "
                       f"tiles, peak RSS {rows[case]['peak_rss_mb']:.0f} MB", file=sys.stderr)
-            times = interleaved_times(cases, width, height, args, onnx_path)
+            times = interleaved_times(cases, width, height, args, onnx_dir)
             for case, r in rows.items():
                 r["times"] = times[case]
                 r["median_s"] = statistics.median(r["times"])
                 r["ms_per_mp"] = 1000 * r["median_s"] / (width * height / 1e6)
                 from nanolily.enhance import GLOBAL_BLOCK
 
-                if case in DEFAULT_MODEL_CASES:
+                if case == "v2onnx":  # ONNX Runtime's convolutions are not hooked: (g) runs the same ones
+                    flops = rows["v2"]["counted_conv_flops"] if "v2" in rows else 0
+                elif case in DEFAULT_MODEL_CASES:
                     flops = r["counted_conv_flops"]
                 elif case == "global":
                     flops = global_flops(config, height, width, GLOBAL_BLOCK, 6, _cached(height, width))
@@ -493,7 +507,7 @@ def main() -> None:
                 npy.unlink(missing_ok=True)
             results["speed"][size] = rows
         if args.data and not args.no_quality:
-            results["quality"] = quality(args, onnx_path)
+            results["quality"] = quality(args, onnx_dir)
     if args.data and not args.no_stride_sweep:
         results["stride_sweep"] = stride_sweep(args)
 

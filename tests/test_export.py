@@ -59,7 +59,7 @@ def test_onnx_bloom_equals_torch_bloom_on_a_small_image(model, onnx_file):
     tiles = torch.rand(5, 3, 224, 224)  # dynamic batch
     with torch.no_grad():
         assert (predictor(tiles) - model(tiles)).abs().max() <= 1e-4
-    with pytest.raises(ValueError, match="global mode runs the PyTorch model"):
+    with pytest.raises(ValueError, match="use --mode bloom or core"):
         enhance_tensor(x, model, mode="global", predictor=predictor)
 
 
@@ -91,18 +91,34 @@ def test_cli_export_and_onnxruntime_backend(onnx_file, random_weights, tmp_path,
     assert "missing.onnx" in capsys.readouterr().err
 
 
-def test_nanolily_v2_exports_with_parity(tmp_path):
+def test_nanolily_v2_exports_for_whole_images_of_any_size(tmp_path, monkeypatch, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from nanolily.export import OnnxPredictor, export_onnx
     from nanolily.model_v2 import NanoLILYv2, NanoLILYv2Config
+    from nanolily.weights import save_weights
 
     torch.manual_seed(3)
-    model = NanoLILYv2(NanoLILYv2Config(widths=(8, 16, 24), refine=4, head="curve", priors=True))
+    model = NanoLILYv2(NanoLILYv2Config(widths=(8, 16, 24), refine=4, head="gain", priors=True))
     for p in model.parameters():
         torch.nn.init.normal_(p, 0, 0.05)
     path = tmp_path / "v2.onnx"
     assert export_onnx(model, path) <= 1e-4
-    tiles = torch.rand(3, 3, 224, 224)  # another batch size than the export's example
+    predictor = OnnxPredictor(path)
+    x = torch.from_numpy(dark_image(97, 211)).permute(2, 0, 1)[None].float() / 255  # not the example's size
     with torch.no_grad():
-        assert (OnnxPredictor(path)(tiles) - model(tiles)).abs().max() <= 1e-4
+        assert (predictor(x) - model(x)).abs().max() <= 1e-4
+    ours = enhance_tensor(x, model, mode="global")
+    assert (enhance_tensor(x, model, mode="global", predictor=predictor) - ours).abs().max() <= 1e-4
+
+    weights = tmp_path / "v2.safetensors"  # from the CLI: the default mode, global, through ONNX Runtime
+    save_weights(model, weights, version="test")
+    photo = tmp_path / "night.png"
+    Image.fromarray(dark_image(90, 140)).save(photo)
+    assert main(["export", "-o", str(tmp_path / "cli.onnx"), "--weights", str(weights)]) == 0
+    assert "input (batch, 3, height, width)" in capsys.readouterr().out
+    for backend, name in (("torch", "torch.png"), ("onnxruntime", "ort.png")):
+        assert main(["enhance", str(photo), "-o", str(tmp_path / name), "-q", "--weights", str(weights),
+                     "--backend", backend] + (["--onnx", str(tmp_path / "cli.onnx")] if backend != "torch" else [])) == 0
+    a, b = (np.asarray(Image.open(tmp_path / n)).astype(int) for n in ("torch.png", "ort.png"))
+    assert np.abs(a - b).max() <= 1

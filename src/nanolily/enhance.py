@@ -57,13 +57,14 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     balance (:mod:`nanolily.adjust`).
 
     The canvas stays on ``images.device``; tiles run on the model's device. ``predictor`` (e.g. an
-    :class:`nanolily.export.OnnxPredictor`) runs the tiles of bloom and core modes instead of ``model``.
+    :class:`nanolily.export.OnnxPredictor`) runs instead of ``model``: the tiles of bloom and core modes,
+    or, for a resolution-free model (nanolily-v2), the whole image in global mode.
     """
     device = next(model.parameters()).device if predictor is None else torch.device("cpu")
     patch = model.patch_size
-    if predictor is not None and mode == "global":
-        raise ValueError("global mode runs the PyTorch model (any image size); other backends take "
-                         f"{patch}x{patch} tiles: use --mode bloom or core with them")
+    if predictor is not None and mode == "global" and not model.resolution_free:
+        raise ValueError(f"this model's other backends take {patch}x{patch} tiles: use --mode bloom or core "
+                         "with them (global mode runs nanolily-v1 in PyTorch only)")
     if not strength >= 0:
         raise ValueError(f"strength must be >= 0, got {strength}")
     predictor = predictor if predictor is not None else model
@@ -73,6 +74,8 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
                         progress=progress)
         elif mode == "core":
             out = core(predictor, images, patch=patch, device=device)
+        elif mode == "global" and predictor is not model:
+            out = predictor(images.to(device)).to(images.device, images.dtype)
         elif mode == "global":
             block = GLOBAL_BLOCK if images.shape[-2] * images.shape[-1] > GLOBAL_BLOCK ** 2 else None
             out = model(images.to(device), block=block).to(images.device, images.dtype)
@@ -150,8 +153,9 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
             clip to white (:func:`nanolily.adjust.protect_highlights`).
         denoise: 0 (off) to 1: smooth sensor grain and colour static, keeping edges.
         white_balance: restore the input's colour balance after enhancing.
-        backend: ``"torch"``, or ``"onnxruntime"`` (bloom and core modes; the ``[onnx]`` extra): the model
-            is exported to ONNX once per set of weights and cached (:func:`nanolily.export.onnx_predictor`).
+        backend: ``"torch"``, or ``"onnxruntime"`` (the ``[onnx]`` extra; nanolily-v1 in bloom and core
+            modes only): the model is exported to ONNX once per set of weights and cached
+            (:func:`nanolily.export.onnx_predictor`).
 
     Returns:
         The enhanced image, of the type, dtype and shape of ``image`` (alpha passed through untouched).

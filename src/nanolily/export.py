@@ -1,7 +1,8 @@
 """ONNX export of NanoLILY and an ONNX Runtime predictor for LILY Bloom.
 
-The exported graph takes ``(batch, 3, 224, 224)`` tiles (dynamic batch) and returns the enhanced tiles,
-unclamped, exactly like :class:`nanolily.model.NanoLILY`. One change of form, not of maths: the frequency
+The exported NanoLILY graph takes ``(batch, 3, 224, 224)`` tiles (dynamic batch) and returns the enhanced
+tiles, unclamped, exactly like :class:`nanolily.model.NanoLILY`; nanolily-v2's takes whole images of any
+size (``(batch, 3, height, width)``, all dynamic), its natural mode. One change of form, not of maths: the frequency
 branch's ``rfft2 -> mask -> irfft2`` is written as products with fixed DFT matrices
 (:class:`MatrixDFTFrequency`), because ONNX Runtime's ``DFT`` operator is slow on CPU (measured: ~65 ms
 of a ~100 ms tile), while its matrix products are fast. Parity with PyTorch is checked on export.
@@ -108,9 +109,10 @@ class ExportableNanoLILY(nn.Module):
 
 
 def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True) -> float | None:
-    """Write ``model`` as ONNX for ``(batch, 3, S, S)`` tiles (dynamic batch), atomically.
+    """Write ``model`` as ONNX, atomically: NanoLILY for ``(batch, 3, S, S)`` tiles (dynamic batch); a
+    resolution-free model (nanolily-v2) for whole images, ``(batch, 3, height, width)``, all dynamic.
 
-    With ``check``, runs the file in ONNX Runtime on random and structured tiles and raises if it
+    With ``check``, runs the file in ONNX Runtime on random and structured inputs and raises if it
     differs from PyTorch by more than ``PARITY_TOLERANCE``. Returns that largest difference (None
     without ``check``).
     """
@@ -118,14 +120,19 @@ def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True) ->
     size = model.patch_size
     model = model.float().cpu().eval()
     module = ExportableNanoLILY(model).eval() if isinstance(model, NanoLILY) else model  # NanoLILYv2 as it is
-    example = torch.rand(2, 3, size, size)
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    dims = {0: torch.export.Dim("batch", min=1, max=4096)}
+    if model.resolution_free:
+        dims.update({2: torch.export.Dim("height", min=16, max=65536), 3: torch.export.Dim("width", min=16, max=65536)})
+        example = torch.rand(2, 3, 192, 256)
+    else:
+        example = torch.rand(2, 3, size, size)
     tmp = Path(tempfile.mkdtemp(dir=path.parent if path.parent.exists() else None)) / path.name
     try:
         with torch.no_grad(), _quiet_exporter():
-            torch.onnx.export(module, (example,), tmp, dynamo=True, dynamic_shapes=({0: batch},),
-                              input_names=["tiles"], output_names=["enhanced"], opset_version=ONNX_OPSET,
-                              external_data=False, verbose=False)
+            torch.onnx.export(module, (example,), tmp, dynamo=True, dynamic_shapes=(dims,),
+                              input_names=["images" if model.resolution_free else "tiles"],
+                              output_names=["enhanced"], opset_version=ONNX_OPSET, external_data=False,
+                              verbose=False)
         worst = None
         if check:
             worst = parity(model, OnnxPredictor(tmp))
@@ -153,22 +160,26 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def parity(model: NanoLILY, predictor, tiles: torch.Tensor | None = None) -> float:
-    """Largest |difference| between ``predictor`` and ``model`` on ``tiles`` (default: dark random and
-    smooth tiles, batch of 3)."""
+def parity(model: NanoLILY, predictor, inputs: list[torch.Tensor] | None = None) -> float:
+    """Largest |difference| between ``predictor`` and ``model`` over ``inputs`` (default: dark random
+    and smooth S x S tiles, batch of 3; for a resolution-free model also whole images of odd sizes)."""
     size = model.patch_size
-    if tiles is None:
+    if inputs is None:
         g = torch.Generator().manual_seed(0)
         ramp = torch.linspace(0, 0.4, size)
-        tiles = torch.stack([torch.rand(3, size, size, generator=g) * 0.3,
-                             (ramp[None, :, None] * ramp[None, None, :]).expand(3, size, size),
-                             torch.rand(3, size, size, generator=g)])
+        inputs = [torch.stack([torch.rand(3, size, size, generator=g) * 0.3,
+                               (ramp[None, :, None] * ramp[None, None, :]).expand(3, size, size),
+                               torch.rand(3, size, size, generator=g)])]
+        if model.resolution_free:
+            inputs += [torch.rand(1, 3, 131, 257, generator=g) * 0.3, torch.rand(2, 3, 400, 600, generator=g) * 0.2]
+    model = model.float().cpu().eval()
     with torch.no_grad():
-        return float((predictor(tiles) - model.float().cpu().eval()(tiles)).abs().max())
+        return max(float((predictor(x) - model(x)).abs().max()) for x in inputs)
 
 
 class OnnxPredictor:
-    """An ONNX Runtime session as a Bloom predictor: ``(B, 3, S, S)`` tensor in, tensor out (CPU).
+    """An ONNX Runtime session as a predictor: ``(B, 3, S, S)`` tiles (or, for nanolily-v2, whole
+    ``(B, 3, H, W)`` images) in, tensor out (CPU).
 
     Args:
         path: an ONNX file from :func:`export_onnx`.

@@ -323,6 +323,8 @@ class NanoLILY(nn.Module):
         torch.Size([2, 3, 224, 224])
     """
 
+    resolution_free = False  # the frequency mask is tied to an S x S grid (global mode resamples it)
+
     def __init__(self, config: NanoLILYConfig | None = None):
         super().__init__()
         self.config = config = config or NanoLILYConfig()

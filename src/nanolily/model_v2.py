@@ -79,6 +79,7 @@ class NanoLILYv2(nn.Module):
     """
 
     patch_size = 224  # the tile size when run through LILY Bloom (the model itself takes any size)
+    resolution_free = True  # no grid: a whole photo in one pass is its natural mode (ONNX export included)
 
     def __init__(self, config: NanoLILYv2Config | None = None):
         super().__init__()
@@ -149,8 +150,11 @@ class NanoLILYv2(nn.Module):
         the colour matrix, refine. Reads rows ``[top - 2, bottom + 2)`` of ``x`` and only the rows of
         ``maps`` that bilinear upsampling needs (one low-resolution row beyond each end)."""
         f, h, w = self.config.factor, x.shape[-2], x.shape[-1]
-        first, last = max(top - 2, 0), min(bottom + 2, h)  # the rows the refinement needs
-        lo, hi = max(first // f - 1, 0), min(last // f + 2, maps.shape[-2])
+        if top == 0 and bottom == h:  # the whole image (no size comparisons: exportable with dynamic sizes)
+            first, last, lo, hi = 0, h, 0, maps.shape[-2]
+        else:
+            first, last = max(top - 2, 0), min(bottom + 2, h)  # the rows the refinement needs
+            lo, hi = max(first // f - 1, 0), min(last // f + 2, maps.shape[-2])
         up = F.interpolate(maps[:, :, lo:hi], scale_factor=f, mode="bilinear", align_corners=False)
         up = up[:, :, first - lo * f:last - lo * f, :w].contiguous(memory_format=CHANNELS_LAST)  # (B, 6|3, rows, W)
         x = x[:, :, first:last].contiguous(memory_format=CHANNELS_LAST)
@@ -187,7 +191,7 @@ def _pool(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Average-pool by ``factor`` after edge-padding to a multiple of ``4 * factor`` (three scales)."""
     multiple = 4 * factor
     h, w = x.shape[-2:]
-    if h % multiple or w % multiple:
+    if torch.compiler.is_compiling() or h % multiple or w % multiple:  # a traced graph pads any size
         x = F.pad(x, (0, -w % multiple, 0, -h % multiple), mode="replicate")
     return F.avg_pool2d(x, factor)
 

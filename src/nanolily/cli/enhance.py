@@ -17,7 +17,8 @@ EXAMPLES = """examples:
   nanolily enhance night.jpg -o bright.png      one file, format from the extension
   nanolily enhance shots/ -r -o bright/         a folder tree, mirrored into bright/
   nanolily enhance 'trip/*.jpg' --mode core     a glob (quote it), the original 224x224 pass
-  nanolily enhance big.tif --mode bloom --backend onnxruntime   tiles through ONNX Runtime
+  nanolily enhance night.jpg --backend onnxruntime     the default model through ONNX Runtime
+  nanolily enhance big.tif --model nanolily-v1 --mode bloom --backend onnxruntime   v1's tiles through it
   nanolily enhance noisy.jpg --denoise 0.5      smooth sensor grain and colour static
   nanolily enhance night.jpg --model nanolily-v1   the original NanoLILY architecture
 
@@ -39,7 +40,7 @@ def add_parser(sub) -> None:
     add_engine_options(p)
     g = p.add_argument_group("backend")
     g.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="what runs the tiles: torch, or onnxruntime (bloom/core modes, the [onnx] extra); "
+                   help="what runs the model: torch, or onnxruntime (the [onnx] extra; nanolily-v1 in bloom/core modes only); "
                         "the model is exported to ONNX once and cached (default: %(default)s)")
     g.add_argument("--onnx", metavar="FILE", help="with --backend onnxruntime: an exported model to use "
                                                   "(from `nanolily export`) instead of the cache")
@@ -63,13 +64,13 @@ def run(args) -> int:
         args.parser.error(str(e))
     if not jobs:
         return 1
-    if args.backend == "onnxruntime" and args.mode == "global":
-        args.parser.error("--backend onnxruntime runs 224x224 tiles: use --mode bloom or core with it")
     if args.onnx and args.backend != "onnxruntime":
         args.parser.error("--onnx needs --backend onnxruntime")
     model = load_model_or_none(args)
     if model is None:
         return 1
+    if args.backend == "onnxruntime" and args.mode == "global" and not model.resolution_free:
+        args.parser.error("nanolily-v1 runs in ONNX Runtime as 224x224 tiles: use --mode bloom or core with it")
     predictor = None
     if args.backend == "onnxruntime":
         from ..export import onnx_predictor

@@ -1,8 +1,9 @@
 """nanolily export: the model as an ONNX file for ONNX Runtime and other inference engines.
 
-The graph takes (batch, 3, 224, 224) float tiles in [0, 1] (dynamic batch) and returns the enhanced
-tiles, unclamped; run bigger images through it with LILY Bloom (`nanolily enhance --backend
-onnxruntime --onnx FILE`) or your own tiling. The export is checked against PyTorch in ONNX Runtime
+nanolily-v2 (the default) exports for whole images: (batch, 3, height, width) float in [0, 1], all
+dynamic, the enhanced image out, unclamped. nanolily-v1's graph takes (batch, 3, 224, 224) tiles
+(dynamic batch); run bigger images through it with LILY Bloom (`nanolily enhance --model nanolily-v1
+--mode bloom --backend onnxruntime --onnx FILE`) or your own tiling. The export is checked against PyTorch in ONNX Runtime
 (max |difference| <= 1e-4) before the file is written.
 """
 
@@ -14,7 +15,8 @@ from pathlib import Path
 from .common import add_model_options, error, load_model_or_none
 
 EXAMPLES = """examples:
-  nanolily export -o nanolily.onnx                        the shipped weights
+  nanolily export -o nanolily.onnx                        the default model, nanolily-v2
+  nanolily export --model nanolily-v1 -o nanolily-v1.onnx  224x224 tiles
   nanolily export --weights runs/cpu/best.safetensors -o mine.onnx
   nanolily enhance night.jpg --backend onnxruntime --onnx nanolily.onnx"""
 
@@ -54,5 +56,6 @@ def run(args) -> int:
         return 1
     size_kb = output.stat().st_size / 1024
     checked = "" if worst is None else f", max |diff| vs PyTorch {worst:.1e} (<= {PARITY_TOLERANCE:g})"
-    print(f"wrote {output} ({size_kb:.0f} KiB, input (batch, 3, {model.patch_size}, {model.patch_size}){checked})")
+    shape = "height, width" if model.resolution_free else f"{model.patch_size}, {model.patch_size}"
+    print(f"wrote {output} ({size_kb:.0f} KiB, input (batch, 3, {shape}){checked})")
     return 0
