@@ -58,21 +58,29 @@ class SpatialBranch(nn.Module):
         (tested). Training (gradients on) and traced graphs (ONNX export, ``torch.compile``) use the
         direct form.
         """
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if not _composing():
             return self.conv_out(self.up(d) + s1)
-        fused = compose_up_conv(self.up, self.conv_out)
-        out = F.pixel_shuffle(F.conv2d(d, *fused, padding=1), 2)  # (B, C, H, W), up's and conv_out's biases
-        out += F.conv2d(s1, self.conv_out.weight, padding=1)
+        return self._decode_composed(d, F.conv2d(s1, self.conv_out.weight, padding=1), border)
+
+    def _decode_composed(self, d: torch.Tensor, skip: torch.Tensor, border: tuple[bool, bool, bool, bool]
+                         ) -> torch.Tensor:
+        """:meth:`decode` from ``d`` and ``skip = conv_out(s1)`` without its bias, (B, C, H, W): the
+        direct form is ``conv_out(up(d)) + skip``, both terms zero-padded, so the border fix needs no
+        ``s1``."""
+        out = F.pixel_shuffle(F.conv2d(d, *compose_up_conv(self.up, self.conv_out), padding=1), 2).add_(skip)
         top, bottom, left, right = border
-        direct = self.conv_out
+
+        def direct(strip: torch.Tensor) -> torch.Tensor:
+            return self.conv_out(self.up(strip))
+
         if top:
-            out[..., :1, :] = direct(self.up(d[..., :2, :]) + s1[..., :4, :])[..., :1, :]
+            out[..., :1, :] = direct(d[..., :2, :])[..., :1, :] + skip[..., :1, :]
         if bottom:
-            out[..., -1:, :] = direct(self.up(d[..., -2:, :]) + s1[..., -4:, :])[..., -1:, :]
+            out[..., -1:, :] = direct(d[..., -2:, :])[..., -1:, :] + skip[..., -1:, :]
         if left:
-            out[..., :, :1] = direct(self.up(d[..., :, :2]) + s1[..., :, :4])[..., :, :1]
+            out[..., :, :1] = direct(d[..., :, :2])[..., :, :1] + skip[..., :, :1]
         if right:
-            out[..., :, -1:] = direct(self.up(d[..., :, -2:]) + s1[..., :, -4:])[..., :, -1:]
+            out[..., :, -1:] = direct(d[..., :, -2:])[..., :, -1:] + skip[..., :, -1:]
         return out
 
     def blocks(self, x: torch.Tensor, size: int = 256, halo: int = 6, cache_bytes: int = BLOCK_CACHE_BYTES):
@@ -86,7 +94,9 @@ class SpatialBranch(nn.Module):
         gathered first (pass 1 for the first norm, pass 2 for the second) and then folded into the
         convolution before each norm (a norm with fixed statistics is a per-channel affine map); pass 3
         computes the output. When the half-resolution map of pass 2 fits in ``cache_bytes`` (a 4K photo's
-        takes 0.5 GB), pass 2 keeps it and pass 3 reads it instead of repeating the stride-2 convolution.
+        takes 0.5 GB), pass 2 keeps it and pass 3 reads it instead of repeating the stride-2 convolution;
+        in inference it also keeps the skip connection's ``conv_out(s1)`` (3 channels), so pass 3 then
+        runs only the composed decoder (:meth:`decode`).
         """
         if size % 2 or halo % 2 or halo < 6:  # receptive field 5; even sizes keep the stride-2 grid aligned
             raise ValueError(f"size and halo must be even and halo >= 6, got {size} and {halo}")
@@ -104,23 +114,31 @@ class SpatialBranch(nn.Module):
                 xs = x[..., a:min(height, y1 + halo), b:min(width, x1 + halo)]
                 crop = (..., slice(y0 - a, y1 - a), slice(x0 - b, x1 - b))
                 half = (..., slice((y0 - a) // 2, (y1 - a) // 2), slice((x0 - b) // 2, (x1 - b) // 2))
-                yield (y0, y1, x0, x1), xs.contiguous(memory_format=torch.channels_last), crop, half
+                yield (y0, y1, x0, x1), xs, crop, half
+
+        def nhwc(t: torch.Tensor) -> torch.Tensor:
+            return t.contiguous(memory_format=torch.channels_last)
 
         slope = self.negative_slope
         stats = _Moments()
         for _, xs, crop, _ in blocks():  # pass 1: statistics of conv_in
-            stats.add(self.conv_in(xs)[crop])
+            stats.add(self.conv_in(nhwc(xs))[crop])
         conv_in = _fold_norm(self.conv_in, *stats.result())
         half_shape = (1, self.down.out_channels, height // 2, width // 2)
-        cache = None
+        cache = skips = None
         if math.prod(half_shape) * x.element_size() <= cache_bytes:
             cache = torch.empty(half_shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+            if _composing():  # pass 3 then needs neither conv_in nor s1 again
+                skips = torch.empty(1, self.conv_out.out_channels, height, width, dtype=x.dtype, device=x.device)
         stats = _Moments()
-        for (y0, y1, x0, x1), xs, _, half in blocks():  # pass 2: statistics of down
-            d = self.down(F.leaky_relu(conv_in(xs), slope))[half]
+        for (y0, y1, x0, x1), xs, crop, half in blocks():  # pass 2: statistics of down
+            s1 = F.leaky_relu(conv_in(nhwc(xs)), slope, inplace=True)
+            d = self.down(s1)[half]
             stats.add(d)
             if cache is not None:
                 cache[..., y0 // 2:y1 // 2, x0 // 2:x1 // 2] = d
+            if skips is not None:
+                skips[..., y0:y1, x0:x1] = F.conv2d(s1, self.conv_out.weight, padding=1)[crop]
         mean, var = stats.result()
         down = _fold_norm(self.down, mean, var)
         scale = torch.rsqrt(var + 1e-5).to(x.dtype)[None, :, None, None]  # the same norm, for cached maps
@@ -129,17 +147,20 @@ class SpatialBranch(nn.Module):
             y1, x1 = min(y1, h), min(x1, w)  # without the rows / columns _pad_to_even added
             if y0 >= y1 or x0 >= x1:
                 continue
-            s1 = F.leaky_relu(conv_in(xs), slope)
-            if cache is None:
-                d = F.leaky_relu(down(s1), slope)
-            else:
-                top, left = (y0 - crop[1].start) // 2, (x0 - crop[2].start) // 2  # block + halo, halved
-                kept = cache[..., top:top + s1.shape[-2] // 2, left:left + s1.shape[-1] // 2]
-                d = F.leaky_relu(kept * scale + shift, slope)
             top, left = y0 - crop[1].start, x0 - crop[2].start  # where the block with its halo starts
-            sides = (top == 0, top + s1.shape[-2] == height, left == 0, left + s1.shape[-1] == width)
-            out = self.decode(d, s1, sides)[crop]  # only the image's own border needs decode's fix
-            yield y0, y1, x0, x1, out[..., :y1 - y0, :x1 - x0]
+            rows, cols = xs.shape[-2:]
+            sides = (top == 0, top + rows == height, left == 0, left + cols == width)  # the image's own border
+            if cache is not None:
+                kept = cache[..., top // 2:(top + rows) // 2, left // 2:(left + cols) // 2]
+                d = F.leaky_relu(torch.addcmul(shift, kept, scale), slope, inplace=True)
+            if skips is not None:
+                out = self._decode_composed(d, skips[..., top:top + rows, left:left + cols], sides)
+            else:
+                s1 = F.leaky_relu(conv_in(nhwc(xs)), slope, inplace=True)
+                if cache is None:
+                    d = F.leaky_relu(down(s1), slope, inplace=True)
+                out = self.decode(d, s1, sides)  # only the image's own border needs decode's fix
+            yield y0, y1, x0, x1, out[crop][..., :y1 - y0, :x1 - x0]
 
     def forward_blocks(self, x: torch.Tensor, size: int = 256, halo: int = 6,
                        cache_bytes: int = BLOCK_CACHE_BYTES) -> torch.Tensor:
@@ -152,6 +173,13 @@ class SpatialBranch(nn.Module):
 
 
 _composed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # compose_up_conv's results, by weight version
+
+
+def _composing() -> bool:
+    """Whether :meth:`SpatialBranch.decode` takes its composed form: eager inference only (training
+    needs the direct form's gradients; traced graphs should not capture the composition's float64
+    impulse responses)."""
+    return not (torch.is_grad_enabled() or torch.compiler.is_compiling())
 
 
 def compose_up_conv(up: nn.ConvTranspose2d, conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
