@@ -36,16 +36,17 @@ class SpatialBranch(nn.Module):
         self.conv_out = nn.Conv2d(width, channels, 3, padding=1)
         self.negative_slope = negative_slope
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, composed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``composed``: see :meth:`decode`."""
         h, w = x.shape[-2:]
         # channels_last: oneDNN's convolutions (the transposed one above all) run ~3x faster on CPU
         x = _pad_to_even(x).contiguous(memory_format=torch.channels_last)  # stride-2 down/up need even sizes
         s1 = F.leaky_relu(_instance_norm(self.conv_in(x)), self.negative_slope)  # (B, w, H, W)
         d = F.leaky_relu(_instance_norm(self.down(s1)), self.negative_slope)  # (B, 2w, H/2, W/2)
-        return self.decode(d, s1)[..., :h, :w]  # (B, C, H, W)
+        return self.decode(d, s1, composed=composed)[..., :h, :w]  # (B, C, H, W)
 
-    def decode(self, d: torch.Tensor, s1: torch.Tensor, border: tuple[bool, bool, bool, bool] = (True,) * 4
-               ) -> torch.Tensor:
+    def decode(self, d: torch.Tensor, s1: torch.Tensor, border: tuple[bool, bool, bool, bool] = (True,) * 4,
+               composed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``conv_out(up(d) + s1)``: (B, 2w, H/2, W/2) and (B, w, H, W) -> (B, C, H, W).
 
         Without gradients it runs the same linear maps rearranged: ``conv_out . up`` is one 3x3
@@ -55,19 +56,21 @@ class SpatialBranch(nn.Module):
         kernel does not see, so the outermost row or column on each side flagged in ``border`` (top,
         bottom, left, right) is recomputed the direct way from a thin strip; a side whose pixels are
         cropped away later (a block's halo) needs no fix. Equal to the direct form to float rounding
-        (tested). Training (gradients on) and traced graphs (ONNX export, ``torch.compile``) use the
-        direct form.
+        (tested). Training (gradients on) and traced graphs use the direct form, unless given the
+        ``composed`` weights (:func:`compose_up_conv`) to use, as the ONNX export is (ONNX Runtime runs
+        a tile ~30 % faster so).
         """
-        if not _composing():
+        if composed is None and not _composing():
             return self.conv_out(self.up(d) + s1)
-        return self._decode_composed(d, F.conv2d(s1, self.conv_out.weight, padding=1), border)
+        return self._decode_composed(d, F.conv2d(s1, self.conv_out.weight, padding=1), border, composed)
 
-    def _decode_composed(self, d: torch.Tensor, skip: torch.Tensor, border: tuple[bool, bool, bool, bool]
-                         ) -> torch.Tensor:
+    def _decode_composed(self, d: torch.Tensor, skip: torch.Tensor, border: tuple[bool, bool, bool, bool],
+                         composed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """:meth:`decode` from ``d`` and ``skip = conv_out(s1)`` without its bias, (B, C, H, W): the
         direct form is ``conv_out(up(d)) + skip``, both terms zero-padded, so the border fix needs no
         ``s1``."""
-        out = F.pixel_shuffle(F.conv2d(d, *compose_up_conv(self.up, self.conv_out), padding=1), 2).add_(skip)
+        composed = composed if composed is not None else compose_up_conv(self.up, self.conv_out)
+        out = F.pixel_shuffle(F.conv2d(d, *composed, padding=1), 2).add_(skip)
         top, bottom, left, right = border
 
         def direct(strip: torch.Tensor) -> torch.Tensor:
@@ -309,7 +312,8 @@ class FrequencyBranch(nn.Module):
         self.size = size
         self.mask = nn.Parameter(torch.full((1, channels, size, size // 2 + 1), mask_init))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, composed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``composed``: see :meth:`decode`."""
         h, w = x.shape[-2:]
         if (h, w) == (self.size, self.size):
             return torch.fft.irfft2(torch.fft.rfft2(x) * self.mask, s=(h, w))  # (B, C, S, S)
