@@ -39,7 +39,7 @@ def test_strips_equal_one_pass(head):
     x = torch.rand(2, 3, 101, 67)
     with torch.no_grad():
         whole = model(x)
-        for block in (1, 5, 16, 50, 100):  # strips of `block` rows, down to single rows
+        for block in (1, 5, 16, 50, 100):  # strips of `block` rows (the 1/4-resolution decoder too), down to 1
             assert torch.allclose(model(x, block=block), whole, atol=1e-6), block
 
 

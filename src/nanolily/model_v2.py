@@ -116,7 +116,7 @@ class NanoLILYv2(nn.Module):
         convolutions see 2 rows each way). The rest runs at 1/16 of the pixels and is computed once."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"NanoLILYv2 expects a (B, 3, H, W) tensor, got {tuple(x.shape)}")
-        maps, matrix = self.low_resolution(x)
+        maps, matrix = self.low_resolution(x, block)
         h = x.shape[-2]
         if block is None or block >= h:
             return self.full_resolution(x, maps, matrix, 0, h)
@@ -126,9 +126,10 @@ class NanoLILYv2(nn.Module):
             out[:, :, top:bottom] = self.full_resolution(x, maps, matrix, top, bottom)
         return out
 
-    def low_resolution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def low_resolution(self, x: torch.Tensor, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder-decoder at 1/4 to 1/16 of the pixels: the head's maps ``(B, 6 or 3, h/4, w/4)``
-        (padded to a multiple of 4 * factor) and the global colour matrix ``(B, 3, 3)``."""
+        (padded to a multiple of 4 * factor) and the global colour matrix ``(B, 3, 3)``. ``block``
+        (rows at this 1/4 resolution) runs the last decoder stage, the largest maps, in strips."""
         slope = self.config.slope
         small = _pool(x, self.config.factor).contiguous(memory_format=CHANNELS_LAST)  # (B, 3, h/4, w/4)
         if self.config.priors:
@@ -140,9 +141,28 @@ class NanoLILYv2(nn.Module):
         scale, shift = self.film(g)[..., None, None].chunk(2, dim=1)
         e3 = e3 * (1 + scale) + shift
         d2 = F.leaky_relu(_conv_of_concat(self.dec2, _up(e3, e2), e2), slope, inplace=True)  # (B, w2, h/8, w/8)
-        d1 = F.leaky_relu(_conv_of_concat(self.dec1, _up(d2, e1), e1), slope, inplace=True)  # (B, w1, h/4, w/4)
+        d1 = self._decode_top(d2, e1, block)  # (B, w1, h/4, w/4)
         matrix = torch.eye(3, device=x.device, dtype=x.dtype) + self.colour(g).view(-1, 3, 3)  # (B, 3, 3)
         return self.head(d1), matrix
+
+    def _decode_top(self, d2: torch.Tensor, e1: torch.Tensor, block: int | None) -> torch.Tensor:
+        """``leaky(dec1([up(d2), e1]))``; with ``block``, ``block`` rows at a time, so the upsampled
+        ``d2`` (the largest map here: 265 MB for an 8K photo) never exists whole. Exact: each strip
+        reads one row of ``e1`` beyond each end (the 3x3 convolution) and the rows of ``d2`` that bilinear
+        upsampling needs for them (one more each way)."""
+        slope, height = self.config.slope, e1.shape[-2]
+        if block is None or block >= height or torch.compiler.is_compiling():
+            return F.leaky_relu(_conv_of_concat(self.dec1, _up(d2, e1), e1), slope, inplace=True)
+        out = torch.empty(e1.shape[0], self.dec1.out_channels, *e1.shape[-2:], dtype=e1.dtype, device=e1.device,
+                          memory_format=CHANNELS_LAST)
+        for top in range(0, height, block):
+            bottom = min(top + block, height)
+            first, last = max(top - 1, 0), min(bottom + 1, height)  # the rows the convolution reads
+            lo, hi = max(first // 2 - 1, 0), min(last // 2 + 2, d2.shape[-2])  # the rows upsampling reads
+            up = F.interpolate(d2[:, :, lo:hi], scale_factor=2, mode="bilinear", align_corners=False)
+            part = _conv_of_concat(self.dec1, up[:, :, first - 2 * lo:last - 2 * lo], e1[:, :, first:last])
+            out[:, :, top:bottom] = F.leaky_relu(part[:, :, top - first:bottom - first], slope, inplace=True)
+        return out
 
     def full_resolution(self, x: torch.Tensor, maps: torch.Tensor, matrix: torch.Tensor, top: int,
                         bottom: int) -> torch.Tensor:
