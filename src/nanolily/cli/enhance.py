@@ -40,8 +40,9 @@ def add_parser(sub) -> None:
     add_engine_options(p)
     g = p.add_argument_group("backend")
     g.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="what runs the model: torch, or onnxruntime (the [onnx] extra; nanolily-v1 in bloom/core modes only); "
-                        "the model is exported to ONNX once and cached (default: %(default)s)")
+                   help="what runs the model: torch, or onnxruntime (the [onnx] extra: nanolily-v2 as whole "
+                        "images, which takes more memory than torch on very large photos; nanolily-v1 as tiles, "
+                        "bloom/core modes only); the model is exported to ONNX once and cached (default: %(default)s)")
     g.add_argument("--onnx", metavar="FILE", help="with --backend onnxruntime: an exported model to use "
                                                   "(from `nanolily export`) instead of the cache")
     add_model_options(p)
