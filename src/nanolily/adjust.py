@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 # BT.601 luma weights; the chroma pair is (B - Y, R - Y)
-_LUMA = (0.299, 0.587, 0.114)
+LUMA = (0.299, 0.587, 0.114)
 DENOISE_HALO = 8  # rows either side that :func:`denoise` reads: twice its largest filter radius
 
 
@@ -55,7 +55,7 @@ def protect_highlights(x: torch.Tensor, y: torch.Tensor, knee: float = 0.7) -> t
 def rgb_to_ycc(image: torch.Tensor) -> torch.Tensor:
     """``(B, 3, H, W)`` RGB -> luma and two colour differences ``(Y, B - Y, R - Y)``, BT.601 weights."""
     r, g, b = image.unbind(1)
-    luma = _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b
+    luma = LUMA[0] * r + LUMA[1] * g + LUMA[2] * b
     return torch.stack([luma, b - luma, r - luma], 1)
 
 
@@ -63,7 +63,7 @@ def ycc_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`rgb_to_ycc`."""
     luma, cb, cr = ycc.unbind(1)
     r, b = cr + luma, cb + luma
-    g = (luma - _LUMA[0] * r - _LUMA[2] * b) / _LUMA[1]
+    g = (luma - LUMA[0] * r - LUMA[2] * b) / LUMA[1]
     return torch.stack([r, g, b], 1)
 
 
@@ -132,7 +132,7 @@ def denoise(image: torch.Tensor, strength: float = 1.0, luma_sigma: float = 0.02
 def white_balance_gains(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """Per-channel gains ``(B, 3)`` that give ``y``'s channel means the ratios of ``x``'s, at ``y``'s
     mean luminance."""
-    weights = torch.tensor(_LUMA, dtype=y.dtype, device=y.device)
+    weights = torch.tensor(LUMA, dtype=y.dtype, device=y.device)
     mean_x = x.mean(dim=(-2, -1)) + eps  # (B, 3)
     mean_y = y.mean(dim=(-2, -1)) + eps
     target = mean_x * (mean_y @ weights / (mean_x @ weights))[:, None]  # x's balance at y's luminance

@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .adjust import LUMA
+
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape != y.shape or x.ndim != 4:
@@ -52,7 +54,7 @@ def gt_mean_match(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.
 
 def mean_grey(x: torch.Tensor) -> torch.Tensor:
     """Mean BT.601 luma per image, ``(N,)``: the image's overall brightness."""
-    luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    luma = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * luma).sum(1).flatten(1).mean(1)
 
 
