@@ -79,7 +79,9 @@ def tile_flops(config) -> float:
 
 
 def global_flops(config, height: int, width: int, block: int, halo: int, cached: bool) -> float:
-    """The convolution work global mode executes: 3 passes over halo-padded blocks (see model.blocks)."""
+    """The convolution work of global mode's 3 passes over halo-padded blocks (see model.blocks), counted
+    in the layers' direct form (the composed decoder does up + conv_out in fewer FLOPs, so the rates
+    derived from this are effective rates); ``cached``: pass 3 reuses pass 2's maps."""
     f = conv_flops_per_pixel(config)
     height, width = height + height % 2, width + width % 2
     total = 0.0
@@ -87,7 +89,7 @@ def global_flops(config, height: int, width: int, block: int, halo: int, cached:
         for x in range(0, width, block):
             area = ((min(height, y + block + halo) - max(0, y - halo))
                     * (min(width, x + block + halo) - max(0, x - halo)))
-            pass3 = f["conv_in"] + f["up"] + f["conv_out"] + (0 if cached else f["down"])
+            pass3 = f["up"] + f["conv_out"] + (0 if cached else f["conv_in"] + f["down"])
             total += area * (f["conv_in"] + (f["conv_in"] + f["down"]) + pass3)
     return total + f["fuse"] * height * width
 
@@ -380,8 +382,10 @@ def write_doc(results: dict, path: Path) -> None:
         "applied as one 3x3 convolution on the half-resolution map with 12 outputs, the four sub-pixel "
         "phases of the 3 output channels, plus the 32->3 convolution of the skip connection: the same "
         "linear maps, regrouped, in 16.2k instead of 29.1k FLOP per pixel. Where the 3x3 convolution's "
-        "zero padding differs (the outermost row and column) the direct form recomputes them from thin "
-        "strips; equal to the direct form to float rounding (tested). The ONNX export uses it too (fixed "
+        "zero padding differs (the outermost row and column) the composed kernel has seen one ring of "
+        "`up(d)` outside the image where the direct form sees zeros, so `conv_out`'s outer taps on that "
+        "ring (each side's ring from `d`'s outermost row or column through one row of the transposed "
+        "kernel) are subtracted: equal to the direct form to float rounding (tested). The ONNX export uses it too (fixed "
         "weights); training keeps the direct form. In global mode, pass 2 also keeps the skip connection's "
         "3-channel `conv_out(s1)`, so pass 3 runs only the composed decoder.\n"
         "- **InstanceNorm as group norm** (one channel per group, each channel first shifted by a rough mean "
@@ -391,8 +395,9 @@ def write_doc(results: dict, path: Path) -> None:
         "batch size is 1.\n"
         "- **global mode in cache-sized blocks.** The whole image in one pass, but the conv branch runs in "
         "256x256 blocks with a 6-pixel halo (the branch's receptive field reaches 5): pass 1 gathers the "
-        "first InstanceNorm's whole-image statistics, pass 2 the second's (keeping its half-resolution map "
-        "when it fits in 768 MB), pass 3 writes the output; each norm with fixed statistics is folded into "
+        "first InstanceNorm's whole-image statistics, pass 2 the second's (keeping each block's "
+        "half-resolution map with its halo, which is exact where pass 3 reads it, when they fit in 768 MB: "
+        "0.6 GB at 4K), pass 3 writes the output; each norm with fixed statistics is folded into "
         "the convolution before it. Equal to a single pass to float rounding (tested), at "
         "~1.2x the convolutions of one pass with the kept map and ~1.6x without, against bloom's ~3.9x "
         "at stride 112.\n"
@@ -524,10 +529,11 @@ def main() -> None:
 
 
 def _cached(height: int, width: int) -> bool:
-    """Whether global mode's pass 2 keeps its half-resolution map (see SpatialBranch.blocks)."""
-    from nanolily.model import BLOCK_CACHE_BYTES
+    """Whether global mode's pass 2 keeps its maps for pass 3 (see SpatialBranch.blocks)."""
+    from nanolily.enhance import GLOBAL_BLOCK
+    from nanolily.model import BLOCK_CACHE_BYTES, NanoLILY
 
-    return 64 * ((height + height % 2) // 2) * ((width + width % 2) // 2) * 4 <= BLOCK_CACHE_BYTES
+    return NanoLILY().spatial.kept_bytes(height, width, GLOBAL_BLOCK) * 4 <= BLOCK_CACHE_BYTES
 
 
 def _cpu_name() -> str:

@@ -15,7 +15,6 @@ whole image run in one pass.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -108,10 +107,11 @@ class SpatialBranch(nn.Module):
         receptive field reaches 5 pixels). InstanceNorm needs whole-image statistics, so they are
         gathered first (pass 1 for the first norm, pass 2 for the second) and then folded into the
         convolution before each norm (a norm with fixed statistics is a per-channel affine map); pass 3
-        computes the output. When the half-resolution map of pass 2 fits in ``cache_bytes`` (a 4K photo's
-        takes 0.5 GB), pass 2 keeps it and pass 3 reads it instead of repeating the stride-2 convolution;
-        in inference it also keeps the skip connection's ``conv_out(s1)`` (3 channels), so pass 3 then
-        runs only the composed decoder (:meth:`decode`).
+        computes the output. When pass 2's half-resolution maps fit in ``cache_bytes``
+        (:meth:`kept_bytes`; a 4K photo's take 0.6 GB), pass 2 keeps each block's (with its halo,
+        which is exact where pass 3 reads it) and pass 3 reads it instead of repeating the stride-2
+        convolution; in inference it also keeps the skip connection's ``conv_out(s1)`` (3 channels), so
+        pass 3 then runs only the composed decoder (:meth:`decode`).
         """
         if size % 2 or halo % 2 or halo < 6:  # receptive field 5; even sizes keep the stride-2 grid aligned
             raise ValueError(f"size and halo must be even and halo >= 6, got {size} and {halo}")
@@ -139,43 +139,48 @@ class SpatialBranch(nn.Module):
         for _, xs, crop, _ in blocks():  # pass 1: statistics of conv_in
             stats.add(self.conv_in(nhwc(xs))[crop])
         conv_in = _fold_norm(self.conv_in, *stats.result())
-        half_shape = (1, self.down.out_channels, height // 2, width // 2)
-        cache = skips = None
-        if math.prod(half_shape) * x.element_size() <= cache_bytes:
-            cache = torch.empty(half_shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
-            if _composing():  # pass 3 then needs neither conv_in nor s1 again
-                skips = torch.empty(1, self.conv_out.out_channels, height, width, dtype=x.dtype, device=x.device)
+        composing = _composing()
+        keep = self.kept_bytes(height, width, size, halo, composing) * x.element_size() <= cache_bytes
+        kept = {}  # block -> (its down map, with halo; its skip conv_out(s1), with halo, or None)
         stats = _Moments()
-        for (y0, y1, x0, x1), xs, crop, half in blocks():  # pass 2: statistics of down
+        for span, xs, crop, half in blocks():  # pass 2: statistics of down
             s1 = F.leaky_relu(conv_in(nhwc(xs)), slope, inplace=True)
-            d = self.down(s1)[half]
-            stats.add(d)
-            if cache is not None:
-                cache[..., y0 // 2:y1 // 2, x0 // 2:x1 // 2] = d
-            if skips is not None:
-                skips[..., y0:y1, x0:x1] = F.conv2d(s1, self.conv_out.weight, padding=1)[crop]
+            d = self.down(s1)
+            stats.add(d[half])
+            if keep:
+                kept[span] = d, F.conv2d(s1, self.conv_out.weight, padding=1) if composing else None
         mean, var = stats.result()
         down = _fold_norm(self.down, mean, var)
-        scale = torch.rsqrt(var + 1e-5).to(x.dtype)[None, :, None, None]  # the same norm, for cached maps
+        scale = torch.rsqrt(var + 1e-5).to(x.dtype)[None, :, None, None]  # the same norm, for kept maps
         shift = -mean.to(x.dtype)[None, :, None, None] * scale
-        for (y0, y1, x0, x1), xs, crop, _ in blocks():  # pass 3: the output
+        for span, xs, crop, _ in blocks():  # pass 3: the output
+            y0, y1, x0, x1 = span
+            d, skip = kept.pop(span, (None, None))
             y1, x1 = min(y1, h), min(x1, w)  # without the rows / columns _pad_to_even added
             if y0 >= y1 or x0 >= x1:
                 continue
             top, left = y0 - crop[1].start, x0 - crop[2].start  # where the block with its halo starts
             rows, cols = xs.shape[-2:]
             sides = (top == 0, top + rows == height, left == 0, left + cols == width)  # the image's own border
-            if cache is not None:
-                kept = cache[..., top // 2:(top + rows) // 2, left // 2:(left + cols) // 2]
-                d = F.leaky_relu(torch.addcmul(shift, kept, scale), slope, inplace=True)
-            if skips is not None:
-                out = self._decode_composed(d, skips[..., top:top + rows, left:left + cols], sides)
+            if d is not None:
+                d = F.leaky_relu(torch.addcmul(shift, d, scale), slope, inplace=True)
+            if skip is not None:
+                out = self._decode_composed(d, skip, sides)
             else:
                 s1 = F.leaky_relu(conv_in(nhwc(xs)), slope, inplace=True)
-                if cache is None:
+                if d is None:
                     d = F.leaky_relu(down(s1), slope, inplace=True)
                 out = self.decode(d, s1, sides)  # only the image's own border needs decode's fix
             yield y0, y1, x0, x1, out[crop][..., :y1 - y0, :x1 - x0]
+
+    def kept_bytes(self, height: int, width: int, size: int = 256, halo: int = 6, skips: bool = True) -> int:
+        """Elements (x4 for bytes in float32) of the maps :meth:`blocks` keeps from pass 2 for an H x W
+        image: each block's half-resolution map with its halo, and with ``skips`` its ``conv_out(s1)``."""
+        height, width = height + height % 2, width + width % 2
+        rows = sum(min(y + size + halo, height) - max(0, y - halo) for y in range(0, height, size))
+        cols = sum(min(x + size + halo, width) - max(0, x - halo) for x in range(0, width, size))
+        per_pixel = self.down.out_channels / 4 + (self.conv_out.out_channels if skips else 0)
+        return int(rows * cols * per_pixel)
 
     def forward_blocks(self, x: torch.Tensor, size: int = 256, halo: int = 6,
                        cache_bytes: int = BLOCK_CACHE_BYTES) -> torch.Tensor:
