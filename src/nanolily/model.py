@@ -54,8 +54,8 @@ class SpatialBranch(nn.Module):
         (:func:`compose_up_conv`), which skips the 64->32 transposed convolution, the largest layer, and
         its full-resolution map. ``conv_out`` zero-pads ``up(d)`` at the border, which the composed
         kernel does not see, so the outermost row or column on each side flagged in ``border`` (top,
-        bottom, left, right) is recomputed the direct way from a thin strip; a side whose pixels are
-        cropped away later (a block's halo) needs no fix. Equal to the direct form to float rounding
+        bottom, left, right) is corrected (:meth:`_decode_composed`); a side whose pixels are cropped
+        away later (a block's halo) needs no fix. Equal to the direct form to float rounding
         (tested). Training (gradients on) and traced graphs use the direct form, unless given the
         ``composed`` weights (:func:`compose_up_conv`) to use, as the ONNX export is (ONNX Runtime runs
         a tile ~30 % faster so).
