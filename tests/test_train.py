@@ -56,6 +56,21 @@ def test_resume_gives_the_same_next_steps(data):
     assert ckpt["config"]["max_steps"] == 4 and ckpt["state"]["step"] == 4
 
 
+def test_weight_average_is_validated_saved_and_resumed(data):
+    config = tiny_config(ema=0.5, val_every=4)  # one validation, at the last step
+    train(config, data, data / "straight", progress=False)
+    ckpt = torch.load(data / "straight" / "last.ckpt", weights_only=True)
+    best = load_model(data / "straight" / "best.safetensors", device="cpu").state_dict()
+    assert all(torch.equal(best[k], v) for k, v in ckpt["ema"].items())  # the average is what ships
+    assert not all(torch.equal(ckpt["model"][k], v) for k, v in ckpt["ema"].items())
+    train(config, data, data / "split", progress=False, until=2)
+    train(config, data, data / "split", resume=True, progress=False)
+    resumed = torch.load(data / "split" / "last.ckpt", weights_only=True)["ema"]
+    assert all(torch.allclose(resumed[k], v, atol=1e-6) for k, v in ckpt["ema"].items())
+    with pytest.raises(ValueError, match="ema must be a decay"):
+        tiny_config(ema=1.5)
+
+
 def test_config_rejects_unknown_keys_and_choices():
     with pytest.raises(ValueError, match=r"unknown config keys \['learning_rate'\]"):
         TrainConfig.from_dict({"learning_rate": 1})

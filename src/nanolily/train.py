@@ -69,6 +69,7 @@ class TrainConfig:
     plateau_patience: int = 5
     plateau_start_epoch: int = 0
     grad_clip: float | None = 0.5
+    ema: float | None = None  # decay of an exponential moving average of the weights, validated and saved
     # loss
     loss: dict = field(default_factory=lambda: {"l1": 1.0, "ssim": 0.2, "vgg": 0.05, "fft": 0.05})
     loss_schedule: dict = field(default_factory=dict)  # term -> [[from_epoch, weight], ...]
@@ -115,6 +116,8 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ValueError(f"ema must be a decay in (0, 1), e.g. 0.998, got {self.ema}")
         build_model(self.architecture, self.model)
         for spec in self.train + self.val + self.leakage_test:
             DatasetSpec(**spec)
@@ -245,6 +248,8 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
     model = load_model(config.init_from, device="cpu") if config.init_from else build_model(config.architecture,
                                                                                               config.model)
     model = model.to(dist.device).train()
+    ema = WeightAverage(model, config.ema) if config.ema else None
+    evaluated = ema.model if ema else model  # what is validated and saved as best.safetensors
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if dist.world > 1 else model
     criterion = CompositeLoss(config.loss, resolve_vgg(config, data, weights_dir), config.vgg_convention).to(dist.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -264,6 +269,8 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         ckpt = torch.load(last, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if ema:
+            ema.model.load_state_dict(ckpt["ema"])
         state = ckpt["state"]
         log(f"resumed from {last} at step {state['step']}")
 
@@ -273,7 +280,8 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         tmp = path.with_name(path.name + ".tmp")
         torch.save({"model": model.state_dict(), "architecture": type(model).__name__,
                     "model_config": model.config_dict(),
-                    "optimizer": optimizer.state_dict(), "state": state, "config": asdict(config)}, tmp)
+                    "optimizer": optimizer.state_dict(), "state": state, "config": asdict(config),
+                    **({"ema": ema.model.state_dict()} if ema else {})}, tmp)
         os.replace(tmp, path)
 
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
@@ -297,6 +305,8 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
+        if ema:
+            ema.update(model, step)
         state["step"] = step = step + 1
         state["elapsed"] = time.perf_counter() - start
         state["cpu"] = time.process_time() - cpu_start
@@ -313,12 +323,12 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         if step % val_every == 0 or step == total:  # the same steps on every rank
             timed_out = config.max_minutes is not None and state["elapsed"] > 60 * config.max_minutes
             if dist.main:
-                metrics = validate(model, val_set, config.val_mode, config.val_stride)
+                metrics = validate(evaluated, val_set, config.val_mode, config.val_stride)
                 improved = metrics[config.select] > state["best"] + config.early_stop_min_delta
                 if improved:
                     state.update(best=metrics[config.select], best_metrics={**metrics, "step": step, "epoch": epoch},
                                  stale=0)
-                    save_weights(model, out / "best.safetensors", version=config.name,
+                    save_weights(evaluated, out / "best.safetensors", version=config.name,
                                  training_data=_describe(config.train),
                                  metrics={"val": _describe(config.val), "val_mode": config.val_mode, **metrics},
                                  extra={"step": step, "train_config": asdict(config)})
@@ -349,6 +359,39 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         log(f"{stop_reason}; best {config.select} {state['best']:.4f} -> {out / 'best.safetensors'}")
     dist.close()
     return summary
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (``ema`` in a config): validated and saved in
+    place of the raw weights, it smooths out the step-to-step wander that makes one checkpoint look
+    better than its neighbours on a small validation set. The decay warms up as ``(1 + n) / (10 + n)``
+    so the early average is not dominated by the initial weights.
+
+    Example:
+        >>> model = torch.nn.Linear(2, 1)
+        >>> average = WeightAverage(model, 0.9)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.add_(1.0)
+        >>> average.update(model, step=100)
+        >>> bool(torch.allclose(average.model.weight, model.weight - 0.9))
+        True
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        averaged, current = self.model.state_dict().values(), model.state_dict().values()
+        for a, c in zip(averaged, current):
+            if a.is_floating_point():
+                a.lerp_(c, 1 - decay)
+            else:
+                a.copy_(c)
 
 
 def _plateau_step(state: dict, metric: float, config: TrainConfig, threshold: float = 1e-4) -> None:
