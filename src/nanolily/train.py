@@ -11,6 +11,7 @@ Every step's batch and augmentation are drawn from generators seeded by (seed, e
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -378,8 +379,6 @@ class WeightAverage:
     """
 
     def __init__(self, model: nn.Module, decay: float):
-        import copy
-
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
