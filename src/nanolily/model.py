@@ -333,8 +333,7 @@ class FrequencyBranch(nn.Module):
         self.size = size
         self.mask = nn.Parameter(torch.full((1, channels, size, size // 2 + 1), mask_init))
 
-    def forward(self, x: torch.Tensor, composed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """``composed``: see :meth:`decode`."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         if (h, w) == (self.size, self.size):
             return torch.fft.irfft2(torch.fft.rfft2(x) * self.mask, s=(h, w))  # (B, C, S, S)
