@@ -56,6 +56,19 @@ def test_resume_gives_the_same_next_steps(data):
     assert ckpt["config"]["max_steps"] == 4 and ckpt["state"]["step"] == 4
 
 
+def test_resume_after_a_kill_drops_the_rows_logged_after_the_checkpoint(data):
+    config = tiny_config()
+    train(config, data, data / "run", progress=False, until=2)
+    at_step_2 = (data / "run" / "last.ckpt").read_bytes()
+    train(config, data, data / "run", resume=True, progress=False)
+    (data / "run" / "last.ckpt").write_bytes(at_step_2)  # as if killed after step 4 before saving it
+    train(config, data, data / "run", resume=True, progress=False)
+    for log in ("train_log.csv", "val_log.csv"):
+        with open(data / "run" / log) as f:
+            steps = [int(r["step"]) for r in csv.DictReader(f)]
+        assert steps == sorted(set(steps)) and steps[-1] == 4
+
+
 def test_weight_average_is_validated_saved_and_resumed(data):
     config = tiny_config(ema=0.5, val_every=4)  # one validation, at the last step
     train(config, data, data / "straight", progress=False)

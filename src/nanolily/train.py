@@ -286,8 +286,9 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         os.replace(tmp, path)
 
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    train_log = _CsvLog(out / "train_log.csv", resume)
-    val_log = _CsvLog(out / "val_log.csv", resume)
+    resumed_at = state["step"] if resume else None
+    train_log = _CsvLog(out / "train_log.csv", resumed_at)
+    val_log = _CsvLog(out / "val_log.csv", resumed_at)
     bar = tqdm(total=total, initial=state["step"], unit="step", disable=not (progress and dist.main), desc=config.name)
     start = time.perf_counter() - state["elapsed"]
     cpu_start = time.process_time() - state["cpu"]  # CPU seconds of all threads: honest under contention
@@ -424,14 +425,18 @@ def _describe(specs: list) -> str:
 
 
 class _CsvLog:
-    """Append rows to a CSV file; new columns (e.g. a loss term turned on later) extend the header."""
+    """Append rows to a CSV file; new columns (e.g. a loss term turned on later) extend the header.
 
-    def __init__(self, path: Path, append: bool):
+    ``resumed_at``: a resumed run keeps the rows up to that step and drops later ones (written by a run
+    stopped after its last checkpoint, they are written again).
+    """
+
+    def __init__(self, path: Path, resumed_at: int | None):
         self.path = path
         self.rows: list[dict] = []
-        if append and path.exists():
+        if resumed_at is not None and path.exists():
             with open(path, newline="") as f:
-                self.rows = list(csv.DictReader(f))
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_at]
         elif path.exists():
             path.unlink()
 
