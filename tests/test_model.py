@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nanolily.model import NanoLILY, NanoLILYConfig, resample_mask
+from nanolily.model import NanoLILY, NanoLILYConfig, compose_up_conv, resample_mask
 
 
 def test_parameter_count_is_the_original():
@@ -93,6 +93,15 @@ def test_composed_decoder_equals_the_direct_layers(height, width):
         updated = spatial.decode(d, s1)
         assert not torch.allclose(updated, composed, atol=1e-3)
     assert torch.allclose(updated, spatial.decode(d, s1), atol=1e-4)  # |values| up to ~20 here
+
+
+def test_composed_kernel_padding_adds_only_zero_channels():
+    spatial = NanoLILY().spatial
+    weight, bias = compose_up_conv(spatial.up, spatial.conv_out)
+    padded_weight, padded_bias = compose_up_conv(spatial.up, spatial.conv_out, pad_to=8)
+    assert weight.shape[0] == 12 and padded_weight.shape[0] == 16
+    assert torch.equal(padded_weight[:12], weight) and torch.equal(padded_bias[:12], bias)
+    assert not padded_weight[12:].any() and not padded_bias[12:].any()
 
 
 def test_config_variant_is_a_configuration():

@@ -76,8 +76,10 @@ class SpatialBranch(nn.Module):
         column coming from ``d``'s outermost row or column through one row of the transposed kernel
         (the corners belong to the top and bottom rows).
         """
-        composed = composed if composed is not None else compose_up_conv(self.up, self.conv_out)
-        out = F.pixel_shuffle(F.conv2d(d, *composed, padding=1), 2).add_(skip)
+        # 16 output channels rather than 12: oneDNN's kernels run a quarter faster on a multiple of 8
+        composed = composed if composed is not None else compose_up_conv(self.up, self.conv_out, pad_to=8)
+        phases = F.conv2d(d, *composed, padding=1)  # (B, >= 4C, H/2, W/2)
+        out = F.pixel_shuffle(phases[:, :4 * skip.shape[1]], 2).add_(skip)
         top, bottom, left, right = border
         up, conv = self.up.weight, self.conv_out.weight  # (2w, w, 4, 4), (C, w, 3, 3)
         bias = self.up.bias
@@ -202,18 +204,19 @@ def _composing() -> bool:
     return not (torch.is_grad_enabled() or torch.compiler.is_compiling())
 
 
-def compose_up_conv(up: nn.ConvTranspose2d, conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+def compose_up_conv(up: nn.ConvTranspose2d, conv: nn.Conv2d, pad_to: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """``conv(up(d))`` away from the border, as ``pixel_shuffle(conv2d(d, weight, bias, padding=1), 2)``.
 
     ``up``: a 4x4, stride-2, padding-1 transposed convolution (Cin -> M); ``conv``: 3x3, padding 1
     (M -> C). Each output pixel ``(2i + p, 2j + q)`` depends on ``d`` at rows i-1..i+1 and columns
     j-1..j+1 only, so the pair is one 3x3 convolution on ``d`` with 4C outputs (channel ``4c + 2p + q``).
     The kernel comes from running both layers on unit impulses, in float64. Cached until either layer's
-    parameters change. Returns ``(weight (4C, Cin, 3, 3), bias (4C,))``.
+    parameters change. Returns ``(weight (4C, Cin, 3, 3), bias (4C,))``, with zero output channels
+    appended up to a multiple of ``pad_to``.
     """
     params = (up.weight, up.bias, conv.weight, conv.bias)
     # the version counter misses writes through ``.data``; a checksum of the values catches them
-    key = tuple((id(t), t._version, float(t.detach().sum())) for t in params)
+    key = (pad_to, *((id(t), t._version, float(t.detach().sum())) for t in params))
     if key not in _composed:
         if up.kernel_size != (4, 4) or up.stride != (2, 2) or up.padding != (1, 1) or conv.kernel_size != (3, 3):
             raise ValueError("compose_up_conv expects a 4x4/2 transposed conv (padding 1) and a 3x3 conv")
@@ -226,6 +229,8 @@ def compose_up_conv(up: nn.ConvTranspose2d, conv: nn.Conv2d) -> tuple[torch.Tens
         taps = response[:, :, 2:8, 2:8].reshape(cin, c, 3, 2, 3, 2).flip(2, 4)  # (Cin, C, a, p, b, q)
         weight = taps.permute(1, 3, 5, 0, 2, 4).reshape(4 * c, cin, 3, 3)
         bias = (conv.bias.double() + conv.weight.double().sum((2, 3)) @ up.bias.double()).repeat_interleave(4)
+        extra = -len(bias) % pad_to
+        weight, bias = F.pad(weight, (0, 0, 0, 0, 0, 0, 0, extra)), F.pad(bias, (0, extra))
         if len(_composed) > 8:
             _composed.clear()
         _composed[key] = (weight.to(up.weight.dtype), bias.to(up.weight.dtype))
@@ -324,6 +329,7 @@ def _interpolate(t: torch.Tensor, positions: torch.Tensor, dim: int) -> torch.Te
     matrix[rows, left] = 1 - weight
     matrix[rows, left + 1] = weight
     return matrix @ t if dim == -2 else t @ matrix.T
+
 
 class FrequencyBranch(nn.Module):
     """Learnable real gain on the rfft2 amplitude grid of an S x S input: global illumination."""
