@@ -60,6 +60,15 @@ def test_many_inputs_to_one_file_is_a_usage_error(photos, random_weights, tmp_pa
     assert e.value.code == 2
 
 
+def test_precision_option(photos, random_weights, tmp_path, capsys):
+    assert run(["enhance", str(photos / "a.jpg"), "-o", str(tmp_path / "half.png"), "--precision", "bf16", "-q"],
+               random_weights) == 0
+    assert Image.open(tmp_path / "half.png").size == (160, 120)
+    with pytest.raises(SystemExit) as e:
+        run(["enhance", str(photos / "a.jpg"), "--precision", "fp16"], random_weights)
+    assert e.value.code == 2 and "--precision fp16 needs a GPU" in capsys.readouterr().err
+
+
 def test_bad_files_do_not_stop_the_batch(photos, random_weights, tmp_path, capsys):
     (photos / "empty.png").write_bytes(b"")
     (photos / "text.jpg").write_text("not an image")

@@ -7,6 +7,7 @@ from PIL import Image
 
 from nanolily import enhance
 from nanolily.enhance import NO_CORRECTIONS, enhance_tensor
+from nanolily.weights import load_model
 
 from .conftest import dark_image
 
@@ -104,3 +105,24 @@ def test_strength_scales_the_change_monotonically(model):
         assert (stronger[brighter] >= weaker[brighter] - 1e-6).all()
     with pytest.raises(ValueError, match="strength must be >= 0"):
         enhance_tensor(x, model, strength=-1)
+
+
+@pytest.mark.parametrize("name", ["nanolily-v1", "nanolily-v2"])
+def test_bf16_precision_is_close_to_fp32(name, monkeypatch):
+    E = importlib.import_module("nanolily.enhance")
+    monkeypatch.setattr(E, "GLOBAL_BLOCK", 64)  # v1's global mode in blocks, with kept maps
+    model = load_model(name, device="cpu")
+    x = torch.from_numpy(dark_image(150, 230)).permute(2, 0, 1)[None].float() / 255
+    for mode in ("global", "bloom") + (("core",) if not model.resolution_free else ()):
+        full = enhance_tensor(x, model, mode=mode, **NO_CORRECTIONS)
+        half = enhance_tensor(x, model, mode=mode, precision="bf16", **NO_CORRECTIONS)
+        assert half.dtype == torch.float32 and 0 < (half - full).abs().max() < 0.03
+        assert (half - full).abs().mean() < 0.005
+
+
+def test_precision_is_checked(model):
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        enhance_tensor(x, model, precision="fp16")
+    with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'bf16', 'fp16'\), got 'int8'"):
+        enhance_tensor(x, model, precision="int8")
