@@ -73,17 +73,22 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
                          "with them (global mode runs nanolily-v1 in PyTorch only)")
     if not strength >= 0:
         raise ValueError(f"strength must be >= 0, got {strength}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("fp16 needs a GPU (--device cuda); on the CPU use fp32 or bf16")
-    if precision != "fp32" and predictor is not None:
-        raise ValueError("precision applies to the torch backend; ONNX Runtime runs the exported fp32 model")
+    check_precision(precision, device, torch_backend=predictor is None)
     predictor = predictor if predictor is not None else model
     with torch.inference_mode():
         with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
             out = _run(predictor, model, images, mode, stride, batch_size, device, progress)
         return apply_corrections(images, out, strength, protect_highlights, denoise, white_balance)
+
+
+def check_precision(precision: str, device: torch.device, torch_backend: bool = True) -> None:
+    """Raise ``ValueError`` unless ``precision`` can run on ``device`` with that backend."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision fp16 needs a GPU (--device cuda); on the CPU use fp32 or bf16")
+    if precision != "fp32" and not torch_backend:
+        raise ValueError("precision applies to the torch backend (ONNX Runtime runs the exported fp32 model)")
 
 
 def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str, stride: int, batch_size: int,

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from ..enhance import BACKENDS, PRECISIONS
+from ..enhance import BACKENDS, PRECISIONS, check_precision
 from .common import (Job, add_engine_options, add_model_options, corrections, error, expand_inputs,
                      load_model_or_none, plan_jobs)
 
@@ -75,10 +75,10 @@ def run(args) -> int:
     model = load_model_or_none(args)
     if model is None:
         return 1
-    if args.precision != "fp32" and args.backend != "torch":
-        args.parser.error("--precision applies to the torch backend (ONNX Runtime runs the exported fp32 model)")
-    if args.precision == "fp16" and next(model.parameters()).device.type == "cpu":
-        args.parser.error("--precision fp16 needs a GPU (--device cuda); on the CPU use fp32 or bf16")
+    try:
+        check_precision(args.precision, next(model.parameters()).device, args.backend == "torch")
+    except ValueError as e:
+        args.parser.error(f"--{e}")  # "--precision ..."
     if args.backend == "onnxruntime" and args.mode == "global" and not model.resolution_free:
         args.parser.error("nanolily-v1 runs in ONNX Runtime as 224x224 tiles: use --mode bloom or core with it")
     predictor = None
