@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .model import NanoLILY, compose_up_conv
+from .model import NanoLILY
 
 ONNX_OPSET = 20
 PARITY_TOLERANCE = 1e-4
@@ -98,7 +98,7 @@ class MatrixDFTFrequency(nn.Module):
 
 class ExportableNanoLILY(nn.Module):
     """A :class:`NanoLILY` for S x S tiles with the frequency branch as :class:`MatrixDFTFrequency` and
-    the spatial branch's decoder in its composed form (:func:`nanolily.model.compose_up_conv`, fixed
+    the spatial branch's decoder in its composed form (:meth:`nanolily.model.SpatialBranch.composed_weights`, fixed
     weights): the same maths, ~30 % less time per tile in ONNX Runtime."""
 
     def __init__(self, model: NanoLILY):
@@ -106,12 +106,14 @@ class ExportableNanoLILY(nn.Module):
         self.model = model
         self.frequency = MatrixDFTFrequency(model.frequency.mask)
         with torch.no_grad():
-            weight, bias = compose_up_conv(model.spatial.up, model.spatial.conv_out)
+            weight, bias, skip = model.spatial.composed_weights(pad_to=1)
         self.register_buffer("decoder_weight", weight.clone())
         self.register_buffer("decoder_bias", bias.clone())
+        self.register_buffer("skip_weight", skip.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S)
-        spatial = self.model.spatial(x, composed=(self.decoder_weight, self.decoder_bias))
+        composed = (self.decoder_weight, self.decoder_bias, self.skip_weight)
+        spatial = self.model.spatial(x, composed=composed)
         return x + self.model._residual(spatial, self.frequency(x))
 
 

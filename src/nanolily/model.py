@@ -46,29 +46,42 @@ class SpatialBranch(nn.Module):
         return self.decode(d, s1, composed=composed)[..., :h, :w]  # (B, C, H, W)
 
     def decode(self, d: torch.Tensor, s1: torch.Tensor, border: tuple[bool, bool, bool, bool] = (True,) * 4,
-               composed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+               composed: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """``conv_out(up(d) + s1)``: (B, 2w, H/2, W/2) and (B, w, H, W) -> (B, C, H, W).
 
-        Without gradients it runs the same linear maps rearranged: ``conv_out . up`` is one 3x3
-        convolution on the half-resolution map whose 4C outputs are the four sub-pixel phases
+        Without gradients it runs the same linear maps rearranged at half resolution, as 4C sub-pixel
+        phases put in place by one pixel shuffle: ``conv_out . up`` is one 3x3 convolution on ``d``
         (:func:`compose_up_conv`), which skips the 64->32 transposed convolution, the largest layer, and
-        its full-resolution map. ``conv_out`` zero-pads ``up(d)`` at the border, which the composed
-        kernel does not see, so the outermost row or column on each side flagged in ``border`` (top,
-        bottom, left, right) is corrected (:meth:`_decode_composed`); a side whose pixels are cropped
-        away later (a block's halo) needs no fix. Equal to the direct form to float rounding
-        (tested). Training (gradients on) and traced graphs use the direct form, unless given the
-        ``composed`` weights (:func:`compose_up_conv`) to use, as the ONNX export is (ONNX Runtime runs
-        a tile ~30 % faster so).
+        its full-resolution map; the skip connection ``conv_out(s1)`` is one 4x4 stride-2 convolution
+        on ``s1`` (:func:`phase_kernel`), which oneDNN runs ~1.6x faster than the 32->3 convolution.
+        ``conv_out`` zero-pads ``up(d)`` at the border, which the composed kernel does not see, so the
+        outermost row or column on each side flagged in ``border`` (top, bottom, left, right) is
+        corrected (:meth:`_decode_composed`); a side whose pixels are cropped away later (a block's
+        halo) needs no fix. Equal to the direct form to float rounding (tested). Training (gradients
+        on) and traced graphs use the direct form, unless given the ``composed`` weights
+        (:meth:`composed_weights`) to use, as the ONNX export is (ONNX Runtime runs a tile ~30 % faster
+        so).
         """
         if composed is None and not _composing():
             return self.conv_out(self.up(d) + s1)
-        return self._decode_composed(d, F.conv2d(s1, self.conv_out.weight, padding=1), border, composed)
+        composed = composed if composed is not None else self.composed_weights()
+        return self._decode_composed(d, self.skip_phases(s1, composed[2]), border, composed)
+
+    def composed_weights(self, pad_to: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's half-resolution form: ``(weight, bias)`` of :func:`compose_up_conv` and the skip
+        connection's :func:`phase_kernel`, each with its outputs padded to a multiple of ``pad_to``
+        (oneDNN's kernels run a quarter faster on 16 outputs than on 12)."""
+        return (*compose_up_conv(self.up, self.conv_out, pad_to), phase_kernel(self.conv_out, pad_to))
+
+    def skip_phases(self, s1: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """``conv_out(s1)`` without its bias, as sub-pixel phases: (B, w, H, W) -> (B, >= 4C, H/2, W/2)."""
+        kernel = kernel if kernel is not None else phase_kernel(self.conv_out, 8)
+        return F.conv2d(s1, kernel, stride=2, padding=1)
 
     def _decode_composed(self, d: torch.Tensor, skip: torch.Tensor, border: tuple[bool, bool, bool, bool],
-                         composed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """:meth:`decode` from ``d`` and ``skip = conv_out(s1)`` without its bias, (B, C, H, W): the
-        direct form is ``conv_out(up(d)) + skip``, both terms zero-padded, so the border fix needs no
-        ``s1``.
+                         composed: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """:meth:`decode` from ``d`` and ``skip`` = :meth:`skip_phases` of ``s1``: the direct form is
+        ``conv_out(up(d)) + conv_out(s1)``, both terms zero-padded, so the border fix needs no ``s1``.
 
         The composed kernel computes ``conv_out`` of ``up(d)`` extended by one ring of pixels outside
         the image (what the transposed convolution would put there), where the direct form sees zeros.
@@ -76,10 +89,9 @@ class SpatialBranch(nn.Module):
         column coming from ``d``'s outermost row or column through one row of the transposed kernel
         (the corners belong to the top and bottom rows).
         """
-        # 16 output channels rather than 12: oneDNN's kernels run a quarter faster on a multiple of 8
-        composed = composed if composed is not None else compose_up_conv(self.up, self.conv_out, pad_to=8)
-        phases = F.conv2d(d, *composed, padding=1)  # (B, >= 4C, H/2, W/2)
-        out = F.pixel_shuffle(phases[:, :4 * skip.shape[1]], 2).add_(skip)
+        weight, bias = (composed if composed is not None else self.composed_weights())[:2]
+        phases = F.conv2d(d, weight, bias, padding=1).add_(skip)  # (B, >= 4C, H/2, W/2)
+        out = F.pixel_shuffle(phases[:, :4 * self.conv_out.out_channels], 2)
         top, bottom, left, right = border
         up, conv = self.up.weight, self.conv_out.weight  # (2w, w, 4, 4), (C, w, 3, 3)
         bias = self.up.bias
@@ -112,7 +124,7 @@ class SpatialBranch(nn.Module):
         computes the output. When pass 2's half-resolution maps fit in ``cache_bytes``
         (:meth:`kept_bytes`; a 4K photo's take 0.6 GB), pass 2 keeps each block's (with its halo,
         which is exact where pass 3 reads it) and pass 3 reads it instead of repeating the stride-2
-        convolution; in inference it also keeps the skip connection's ``conv_out(s1)`` (3 channels), so
+        convolution; in inference it also keeps the skip connection's :meth:`skip_phases`, so
         pass 3 then runs only the composed decoder (:meth:`decode`).
         """
         if size % 2 or halo % 2 or halo < 6:  # receptive field 5; even sizes keep the stride-2 grid aligned
@@ -138,23 +150,26 @@ class SpatialBranch(nn.Module):
 
         slope = self.negative_slope
         stats = _Moments()
-        for _, xs, crop, _ in blocks():  # pass 1: statistics of conv_in
-            stats.add(self.conv_in(nhwc(xs))[crop])
+        for y0, y1, x0, x1 in spans:  # pass 1: statistics of conv_in, on each block's own pixels
+            a, b, c, e = max(y0 - 1, 0), min(y1 + 1, height), max(x0 - 1, 0), min(x1 + 1, width)
+            ring = F.pad(x[..., a:b, c:e], (c - x0 + 1, x1 + 1 - e, a - y0 + 1, y1 + 1 - b))  # zeros off the image
+            stats.add(F.conv2d(nhwc(ring), self.conv_in.weight, self.conv_in.bias - stats.shift))  # (1, w, y1-y0, x1-x0)
         conv_in = _fold_norm(self.conv_in, *stats.result())
         composing = _composing()
         keep = self.kept_bytes(height, width, size, halo, composing) * x.element_size() <= cache_bytes
-        kept = {}  # block -> (its down map, with halo; its skip conv_out(s1), with halo, or None)
+        kept = {}  # block -> (its down map, with halo; its skip_phases, with halo, or None)
         stats = _Moments()
         for span, xs, crop, half in blocks():  # pass 2: statistics of down
             s1 = F.leaky_relu(conv_in(nhwc(xs)), slope, inplace=True)
-            d = self.down(s1)
-            stats.add(d[half])
+            d = F.conv2d(s1, self.down.weight, self.down.bias - stats.shift, stride=2, padding=1)
+            stats.add(d, half)
             if keep:
-                kept[span] = d, F.conv2d(s1, self.conv_out.weight, padding=1) if composing else None
+                kept[span] = d, self.skip_phases(s1) if composing else None
+        kept_shift = stats.shift  # what the kept maps have had subtracted
         mean, var = stats.result()
         down = _fold_norm(self.down, mean, var)
         scale = torch.rsqrt(var + 1e-5).to(x.dtype)[None, :, None, None]  # the same norm, for kept maps
-        shift = -mean.to(x.dtype)[None, :, None, None] * scale
+        shift = -(mean - kept_shift).to(x.dtype)[None, :, None, None] * scale
         for span, xs, crop, _ in blocks():  # pass 3: the output
             y0, y1, x0, x1 = span
             d, skip = kept.pop(span, (None, None))
@@ -177,11 +192,11 @@ class SpatialBranch(nn.Module):
 
     def kept_bytes(self, height: int, width: int, size: int = 256, halo: int = 6, skips: bool = True) -> int:
         """Elements (x4 for bytes in float32) of the maps :meth:`blocks` keeps from pass 2 for an H x W
-        image: each block's half-resolution map with its halo, and with ``skips`` its ``conv_out(s1)``."""
+        image: each block's half-resolution map with its halo, and with ``skips`` its :meth:`skip_phases`."""
         height, width = height + height % 2, width + width % 2
         rows = sum(min(y + size + halo, height) - max(0, y - halo) for y in range(0, height, size))
         cols = sum(min(x + size + halo, width) - max(0, x - halo) for x in range(0, width, size))
-        per_pixel = self.down.out_channels / 4 + (self.conv_out.out_channels if skips else 0)
+        per_pixel = (self.down.out_channels + (len(self.composed_weights()[0]) if skips else 0)) / 4
         return int(rows * cols * per_pixel)
 
     def forward_blocks(self, x: torch.Tensor, size: int = 256, halo: int = 6,
@@ -194,7 +209,7 @@ class SpatialBranch(nn.Module):
         return out
 
 
-_composed: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # compose_up_conv's results, by weight version
+_composed: dict[tuple, object] = {}  # compose_up_conv's and phase_kernel's results, by weight version
 
 
 def _composing() -> bool:
@@ -214,9 +229,7 @@ def compose_up_conv(up: nn.ConvTranspose2d, conv: nn.Conv2d, pad_to: int = 1) ->
     parameters change. Returns ``(weight (4C, Cin, 3, 3), bias (4C,))``, with zero output channels
     appended up to a multiple of ``pad_to``.
     """
-    params = (up.weight, up.bias, conv.weight, conv.bias)
-    # the version counter misses writes through ``.data``; a checksum of the values catches them
-    key = (pad_to, *((id(t), t._version, float(t.detach().sum())) for t in params))
+    key = _cache_key("compose", pad_to, up.weight, up.bias, conv.weight, conv.bias)
     if key not in _composed:
         if up.kernel_size != (4, 4) or up.stride != (2, 2) or up.padding != (1, 1) or conv.kernel_size != (3, 3):
             raise ValueError("compose_up_conv expects a 4x4/2 transposed conv (padding 1) and a 3x3 conv")
@@ -231,10 +244,47 @@ def compose_up_conv(up: nn.ConvTranspose2d, conv: nn.Conv2d, pad_to: int = 1) ->
         bias = (conv.bias.double() + conv.weight.double().sum((2, 3)) @ up.bias.double()).repeat_interleave(4)
         extra = -len(bias) % pad_to
         weight, bias = F.pad(weight, (0, 0, 0, 0, 0, 0, 0, extra)), F.pad(bias, (0, extra))
-        if len(_composed) > 8:
-            _composed.clear()
-        _composed[key] = (weight.to(up.weight.dtype), bias.to(up.weight.dtype))
+        _store(key, (weight.to(up.weight.dtype), bias.to(up.weight.dtype)))
     return _composed[key]
+
+
+def phase_kernel(conv: nn.Conv2d, pad_to: int = 1) -> torch.Tensor:
+    """A 3x3, padding-1 convolution (Cin -> C, without its bias) as a 4x4, stride-2, padding-1 one with 4C
+    outputs, channel ``4c + 2p + q`` holding output pixel ``(2i + p, 2j + q)``: ``pixel_shuffle`` of
+    the result is the convolution, exactly (the same products and zero padding). That pixel's 3x3
+    window starts at input row ``2i + p - 1``, which is kernel row ``p``. Returns ``(4C, Cin, 4, 4)``
+    with zero output channels appended up to a multiple of ``pad_to``; cached like
+    :func:`compose_up_conv`.
+
+    Example:
+        >>> conv = nn.Conv2d(8, 3, 3, padding=1, bias=False)
+        >>> s = torch.randn(1, 8, 6, 10)
+        >>> phases = F.conv2d(s, phase_kernel(conv), stride=2, padding=1)  # (1, 12, 3, 5)
+        >>> bool(torch.allclose(F.pixel_shuffle(phases, 2), conv(s), atol=1e-6))
+        True
+    """
+    key = _cache_key("phase", pad_to, conv.weight)
+    if key not in _composed:
+        if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1):
+            raise ValueError("phase_kernel expects a 3x3 convolution with stride 1 and padding 1")
+        c, cin = conv.out_channels, conv.in_channels
+        kernel = conv.weight.new_zeros(c, 2, 2, cin, 4, 4)  # (C, p, q, Cin, 4, 4)
+        for p in range(2):
+            for q in range(2):
+                kernel[:, p, q, :, p:p + 3, q:q + 3] = conv.weight.detach()
+        _store(key, F.pad(kernel.reshape(4 * c, cin, 4, 4), (0, 0, 0, 0, 0, 0, 0, -4 * c % pad_to)))
+    return _composed[key]
+
+
+def _cache_key(kind: str, pad_to: int, *params: torch.Tensor) -> tuple:
+    # the version counter misses writes through ``.data``; a checksum of the values catches them
+    return (kind, pad_to, *((id(t), t._version, float(t.detach().sum())) for t in params))
+
+
+def _store(key: tuple, value) -> None:
+    if len(_composed) > 16:
+        _composed.clear()
+    _composed[key] = value
 
 
 def _instance_norm_(t: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -262,18 +312,28 @@ class _Moments:
     """Per-channel mean and biased variance of one image's feature map, accumulated block by block.
 
     Each block's moments come from the group-norm kernel (several times faster on CPU than reductions
-    such as ``var_mean``) and are merged in float64 with Chan et al.'s pairwise update, which stays
-    exact where the mean is large against the spread.
+    such as ``var_mean``), which computes E[x^2] - E[x]^2 and so cancels badly where |mean| >> std. So
+    blocks are taken shifted by :attr:`shift`, a rough mean of the first block (which :meth:`add`
+    subtracts in place, then fixes): the caller subtracts it from the bias of the convolution that
+    makes later blocks, for free. Blocks are merged in float64 with Chan et al.'s pairwise update.
     """
 
     def __init__(self):
         self.n, self.mean, self.m2 = 0, 0.0, 0.0
+        self.shift: torch.Tensor | float = 0.0  # (C,) once the first block is in
 
-    def add(self, t: torch.Tensor) -> None:  # t: (1, C, h, w)
+    def add(self, t: torch.Tensor, crop: tuple = (...,)) -> None:
+        """Add ``t[crop]``; ``t``: (1, C, h, w), a fresh map less :attr:`shift` (the first one is shifted
+        in place, all of it, so a kept map's halo matches its crop)."""
+        if not self.n:
+            self.shift = _rough_mean(t[crop]).flatten()
+            t.sub_(self.shift[:, None, None])
+        t = t[crop]
+        if not (t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)):
+            t = t.contiguous(memory_format=torch.channels_last)
         c, n = t.shape[1], t.shape[-2] * t.shape[-1]
-        shift = _rough_mean(t)  # see _instance_norm_
-        _, mean, rstd = torch.native_group_norm(t - shift, None, None, 1, c, n, c, 1e-20)
-        mean, var = mean[0].double() + shift.flatten().double(), rstd[0].double().pow(-2)  # (C,)
+        _, mean, rstd = torch.native_group_norm(t, None, None, 1, c, n, c, 1e-20)
+        mean, var = mean[0].double() + self.shift.double(), rstd[0].double().pow(-2)  # (C,)
         total = self.n + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
