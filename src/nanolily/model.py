@@ -15,6 +15,7 @@ whole image run in one pass.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import torch
@@ -189,6 +190,17 @@ class SpatialBranch(nn.Module):
                     d = F.leaky_relu(down(s1), slope, inplace=True)
                 out = self.decode(d, s1, sides)  # only the image's own border needs decode's fix
             yield y0, y1, x0, x1, out[crop][..., :y1 - y0, :x1 - x0]
+
+    def followed_by(self, mix: torch.Tensor, bias: torch.Tensor) -> SpatialBranch:
+        """This branch with its output mapped through ``mix @ out + bias`` (a (C, C) channel mix): the
+        same modules with ``conv_out`` replaced by its composition with the mix (for inference)."""
+        with torch.inference_mode(False), torch.no_grad():  # normal tensors: the kernel caches key on versions
+            conv = nn.Conv2d(self.conv_out.in_channels, len(mix), 3, padding=1).to(self.conv_out.weight)
+            conv.weight.copy_(torch.einsum("oc,cikl->oikl", mix, self.conv_out.weight))
+            conv.bias.copy_(mix @ self.conv_out.bias + bias)
+        branch = copy.copy(self)
+        branch._modules = {**self._modules, "conv_out": conv}
+        return branch
 
     def kept_bytes(self, height: int, width: int, size: int = 256, halo: int = 6, skips: bool = True) -> int:
         """Elements (x4 for bytes in float32) of the maps :meth:`blocks` keeps from pass 2 for an H x W
@@ -473,11 +485,16 @@ class NanoLILY(nn.Module):
         if block is None:
             return self.branches(x)["output"]
         self._check_input(x)
+        c = self.config.channels
+        # fuse is linear: its spatial half (and bias) folds into the spatial branch's last layer
+        spatial_branch = self.spatial.followed_by(self.fuse.weight[:, :c, 0, 0], self.fuse.bias)
+        mix = self.fuse.weight[:, c:, 0, 0]  # (C, C): fuse's frequency half
         out = self.frequency(x)  # (B, C, H, W); each block is overwritten by the output
         for i in range(x.shape[0]):
-            for y0, y1, x0, x1, spatial in self.spatial.blocks(x[i:i + 1], block):
+            for y0, y1, x0, x1, spatial in spatial_branch.blocks(x[i:i + 1], block):
                 frequency = out[i:i + 1, :, y0:y1, x0:x1]
-                frequency.copy_(x[i:i + 1, :, y0:y1, x0:x1] + self._residual(spatial, frequency))
+                residual = torch.einsum("oc,bchw->bohw", mix, frequency).add_(spatial).tanh_()
+                frequency.copy_(residual.add_(x[i:i + 1, :, y0:y1, x0:x1]))
         return out
 
     def _residual(self, spatial: torch.Tensor, frequency: torch.Tensor) -> torch.Tensor:
