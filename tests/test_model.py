@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nanolily.model import NanoLILY, NanoLILYConfig, compose_up_conv, resample_mask
+from nanolily.model import NanoLILY, NanoLILYConfig, compose_up_conv, phase_kernel, resample_mask
 
 
 def test_parameter_count_is_the_original():
@@ -102,6 +102,45 @@ def test_composed_kernel_padding_adds_only_zero_channels():
     assert weight.shape[0] == 12 and padded_weight.shape[0] == 16
     assert torch.equal(padded_weight[:12], weight) and torch.equal(padded_bias[:12], bias)
     assert not padded_weight[12:].any() and not padded_bias[12:].any()
+
+
+def test_phase_kernel_is_the_convolution_at_every_pixel():
+    torch.manual_seed(3)
+    conv = NanoLILY().spatial.conv_out
+    s1 = torch.randn(2, 32, 10, 14)
+    kernel = phase_kernel(conv, pad_to=8)
+    assert kernel.shape == (16, 32, 4, 4) and not kernel[12:].any()
+    phases = torch.nn.functional.conv2d(s1, kernel, stride=2, padding=1)  # (2, 16, 5, 7)
+    with torch.no_grad():
+        assert torch.allclose(torch.nn.functional.pixel_shuffle(phases[:, :12], 2), conv(s1) - conv.bias[:, None, None],
+                              atol=1e-5)
+
+
+def test_followed_by_folds_the_fuse_layer_and_follows_weight_updates():
+    torch.manual_seed(4)
+    m = NanoLILY()
+    for p in m.parameters():
+        p.data.normal_(0, 0.1)
+    x = torch.rand(1, 3, 40, 36)
+    with torch.no_grad():
+        spatial = m.spatial(x)
+        expected = torch.einsum("oc,bchw->bohw", m.fuse.weight[:, :3, 0, 0], spatial) + m.fuse.bias[:, None, None]
+        assert torch.allclose(m.spatial.followed_by(m.fuse)(x), expected, atol=1e-5)
+        assert torch.equal(m.spatial(x), spatial)  # the branch itself is untouched
+        m.fuse.weight.mul_(2)
+        assert not torch.allclose(m.spatial.followed_by(m.fuse)(x), expected, atol=1e-3)
+
+
+def test_inference_equals_the_published_layers():
+    torch.manual_seed(5)
+    m = NanoLILY().eval()
+    for p in m.parameters():
+        p.data.normal_(0, 0.1)
+    x = torch.rand(2, 3, 224, 224)
+    published = m(x).detach()  # gradients on: the layers as published
+    with torch.inference_mode():
+        assert torch.allclose(m(x), published, atol=1e-5)
+        assert torch.allclose(m(x, block=64), published, atol=1e-5)
 
 
 def test_config_variant_is_a_configuration():

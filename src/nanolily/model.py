@@ -191,16 +191,23 @@ class SpatialBranch(nn.Module):
                 out = self.decode(d, s1, sides)  # only the image's own border needs decode's fix
             yield y0, y1, x0, x1, out[crop][..., :y1 - y0, :x1 - x0]
 
-    def followed_by(self, mix: torch.Tensor, bias: torch.Tensor) -> SpatialBranch:
-        """This branch with its output mapped through ``mix @ out + bias`` (a (C, C) channel mix): the
-        same modules with ``conv_out`` replaced by its composition with the mix (for inference)."""
-        with torch.inference_mode(False), torch.no_grad():  # normal tensors: the kernel caches key on versions
-            conv = nn.Conv2d(self.conv_out.in_channels, len(mix), 3, padding=1).to(self.conv_out.weight)
-            conv.weight.copy_(torch.einsum("oc,cikl->oikl", mix, self.conv_out.weight))
-            conv.bias.copy_(mix @ self.conv_out.bias + bias)
-        branch = copy.copy(self)
-        branch._modules = {**self._modules, "conv_out": conv}
-        return branch
+    def followed_by(self, fuse: nn.Conv2d) -> SpatialBranch:
+        """This branch followed by ``fuse``'s part on it: a 1x1 convolution whose first C inputs are this
+        branch's output (its other inputs left out, its bias kept). The same modules with ``conv_out``
+        replaced by the composition of the two, for inference; cached until the weights change, like
+        :func:`compose_up_conv`."""
+        key = _cache_key("followed_by", 0, self.conv_out.weight, self.conv_out.bias, fuse.weight, fuse.bias)
+        if key not in _composed:
+            c = self.conv_out.out_channels
+            with torch.inference_mode(False), torch.no_grad():  # normal tensors: the caches key on versions
+                mix = fuse.weight[:, :c, 0, 0]  # (C', C)
+                conv = nn.Conv2d(self.conv_out.in_channels, len(mix), 3, padding=1).to(self.conv_out.weight)
+                conv.weight.copy_(torch.einsum("oc,cikl->oikl", mix, self.conv_out.weight))
+                conv.bias.copy_(mix @ self.conv_out.bias + fuse.bias)
+            branch = copy.copy(self)
+            branch._modules = {**self._modules, "conv_out": conv}
+            _store(key, branch)
+        return _composed[key]
 
     def kept_bytes(self, height: int, width: int, size: int = 256, halo: int = 6, skips: bool = True) -> int:
         """Elements (x4 for bytes in float32) of the maps :meth:`blocks` keeps from pass 2 for an H x W
@@ -435,6 +442,12 @@ class NanoLILYConfig:
     mask_init: float = 0.01
 
 
+def _fused_output(x: torch.Tensor, spatial: torch.Tensor, frequency: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """``x + tanh(spatial + mix @ frequency)`` per pixel, in place on a fresh tensor; ``spatial`` already
+    carries fuse's spatial half and bias."""
+    return torch.einsum("oc,bchw->bohw", mix, frequency).add_(spatial).tanh_().add_(x)
+
+
 class NanoLILY(nn.Module):
     """NanoLILY network: ``output = input + tanh(fuse([spatial(x), frequency(x)]))``.
 
@@ -481,20 +494,25 @@ class NanoLILY(nn.Module):
         """``block``: run the spatial branch one ``block x block`` tile at a time (with exact whole-image
         InstanceNorm statistics, see :meth:`SpatialBranch.blocks`) and fuse each as it comes, so no
         full-size feature map exists: the same result to float rounding, faster and lighter on big images.
+
+        In inference ``fuse``, a linear map, is folded away: its spatial half (and bias) into the spatial
+        branch's last layer (:meth:`SpatialBranch.followed_by`), its frequency half a 3x3 channel mix,
+        which saves the concatenation and the 6->3 convolution. With gradients (or when traced) the
+        layers run as published, on the whole image.
         """
-        if block is None:
-            return self.branches(x)["output"]
         self._check_input(x)
+        if not _composing():
+            return self.branches(x)["output"]
         c = self.config.channels
-        # fuse is linear: its spatial half (and bias) folds into the spatial branch's last layer
-        spatial_branch = self.spatial.followed_by(self.fuse.weight[:, :c, 0, 0], self.fuse.bias)
+        spatial_branch = self.spatial.followed_by(self.fuse)
         mix = self.fuse.weight[:, c:, 0, 0]  # (C, C): fuse's frequency half
-        out = self.frequency(x)  # (B, C, H, W); each block is overwritten by the output
+        out = self.frequency(x)  # (B, C, H, W); overwritten by the output, block by block
+        if block is None:
+            return _fused_output(x, spatial_branch(x), out, mix)
         for i in range(x.shape[0]):
             for y0, y1, x0, x1, spatial in spatial_branch.blocks(x[i:i + 1], block):
                 frequency = out[i:i + 1, :, y0:y1, x0:x1]
-                residual = torch.einsum("oc,bchw->bohw", mix, frequency).add_(spatial).tanh_()
-                frequency.copy_(residual.add_(x[i:i + 1, :, y0:y1, x0:x1]))
+                frequency.copy_(_fused_output(x[i:i + 1, :, y0:y1, x0:x1], spatial, frequency, mix))
         return out
 
     def _residual(self, spatial: torch.Tensor, frequency: torch.Tensor) -> torch.Tensor:
