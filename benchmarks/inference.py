@@ -79,18 +79,19 @@ def tile_flops(config) -> float:
 
 
 def global_flops(config, height: int, width: int, block: int, halo: int, cached: bool) -> float:
-    """The convolution work of global mode's 3 passes over halo-padded blocks (see model.blocks), counted
-    in the layers' direct form (the composed decoder does up + conv_out in fewer FLOPs, so the rates
-    derived from this are effective rates); ``cached``: pass 3 reuses pass 2's maps."""
+    """The convolution work of global mode's 3 passes (see model.blocks): pass 1 over each block's own
+    pixels, passes 2 and 3 over halo-padded blocks, counted in the layers' direct form (the composed
+    decoder does up + conv_out in fewer FLOPs, so the rates derived from this are effective rates);
+    ``cached``: pass 3 reuses pass 2's maps."""
     f = conv_flops_per_pixel(config)
     height, width = height + height % 2, width + width % 2
-    total = 0.0
+    total = f["conv_in"] * height * width  # pass 1
     for y in range(0, height, block):
         for x in range(0, width, block):
             area = ((min(height, y + block + halo) - max(0, y - halo))
                     * (min(width, x + block + halo) - max(0, x - halo)))
             pass3 = f["up"] + f["conv_out"] + (0 if cached else f["conv_in"] + f["down"])
-            total += area * (f["conv_in"] + (f["conv_in"] + f["down"]) + pass3)
+            total += area * (f["conv_in"] + f["down"] + pass3)
     return total + f["fuse"] * height * width
 
 
@@ -378,25 +379,34 @@ def write_doc(results: dict, path: Path) -> None:
         "- **channels-last convolutions.** oneDNN runs the 64->32 transposed convolution about 3x faster on "
         "NHWC maps than on NCHW ones on this CPU; the spatial branch converts its input once.\n"
         "- **a composed decoder.** Without gradients, NanoLILY's last two layers (the 64->32 transposed "
-        "convolution, 56% of the model's FLOPs, and the 32->3 convolution after it) are "
-        "applied as one 3x3 convolution on the half-resolution map with 12 outputs, the four sub-pixel "
-        "phases of the 3 output channels, plus the 32->3 convolution of the skip connection: the same "
-        "linear maps, regrouped, in 16.2k instead of 29.1k FLOP per pixel. Where the 3x3 convolution's "
+        "convolution, 56% of the model's FLOPs, and the 32->3 convolution after it) run at half "
+        "resolution as the four sub-pixel phases of the 3 output channels (12 maps, put in place by one "
+        "pixel shuffle): `conv_out(up(d))` is one 3x3 convolution on `d`, and the skip connection "
+        "`conv_out(s1)` one 4x4 stride-2 convolution on `s1`, whose phases are added before the shuffle: "
+        "the same linear maps, regrouped, in 6.5k instead of 18.1k FLOP per output pixel (the skip's "
+        "phase form does more FLOPs than its 3x3 form, 3.1k against 1.7k, yet runs ~1.6x faster: oneDNN "
+        "handles 16 outputs far better than 3). Where the 3x3 convolution's "
         "zero padding differs (the outermost row and column) the composed kernel has seen one ring of "
         "`up(d)` outside the image where the direct form sees zeros, so `conv_out`'s outer taps on that "
         "ring (each side's ring from `d`'s outermost row or column through one row of the transposed "
         "kernel) are subtracted: equal to the direct form to float rounding (tested). In PyTorch the 12 "
         "outputs are padded with 4 zero channels: oneDNN runs 64->16 about a quarter faster than 64->12. "
-        "The ONNX export uses the composition too (fixed weights, 12 outputs); training keeps the direct form. In global mode, pass 2 also keeps the skip connection's "
-        "3-channel `conv_out(s1)`, so pass 3 runs only the composed decoder.\n"
+        "The ONNX export uses the composition too (fixed weights, 12 outputs); training keeps the direct "
+        "form. In global mode, pass 2 also keeps the skip connection's phases, so pass 3 runs only the "
+        "composed decoder.\n"
+        "- **fuse folded away.** The 6->3 1x1 convolution after the two branches is linear: its spatial "
+        "half and bias are folded into `conv_out` (and so into the composed kernels), its frequency half is "
+        "a 3x3 channel mix; no concatenation, no 6->3 convolution.\n"
         "- **InstanceNorm as group norm** (one channel per group, each channel first shifted by a rough mean "
         "so the channels-last kernel's E[x^2] - E[x]^2 does not cancel): the same maths, several times "
         "faster than `F.instance_norm` on channels-last maps.\n"
         "- **one tile per call.** Batching tiles made each tile slower here (cache pressure); bloom's default "
         "batch size is 1.\n"
         "- **global mode in cache-sized blocks.** The whole image in one pass, but the conv branch runs in "
-        "256x256 blocks with a 6-pixel halo (the branch's receptive field reaches 5): pass 1 gathers the "
-        "first InstanceNorm's whole-image statistics, pass 2 the second's (keeping each block's "
+        "256x256 blocks with a 4-pixel halo (the branch's receptive field): pass 1 gathers the "
+        "first InstanceNorm's whole-image statistics from each block's own pixels (no halo, no crop; the "
+        "moments are taken about a rough mean subtracted through the convolution's bias), pass 2 the "
+        "second's (keeping each block's "
         "half-resolution map with its halo, which is exact where pass 3 reads it, when they fit in 768 MB: "
         "0.6 GB at 4K), pass 3 writes the output; each norm with fixed statistics is folded into "
         "the convolution before it. Equal to a single pass to float rounding (tested), at "
@@ -454,7 +464,7 @@ def main() -> None:
     import monai
 
     from nanolily.export import export_onnx
-    from nanolily.model import NanoLILYConfig
+    from nanolily.model import BLOCK_HALO, NanoLILYConfig
     from nanolily.weights import load_model
 
     torch.set_num_threads(args.threads)
@@ -495,7 +505,7 @@ def main() -> None:
                 elif case in DEFAULT_MODEL_CASES:
                     flops = r["counted_conv_flops"]
                 elif case == "global":
-                    flops = global_flops(config, height, width, GLOBAL_BLOCK, 6, _cached(height, width))
+                    flops = global_flops(config, height, width, GLOBAL_BLOCK, BLOCK_HALO, _cached(height, width))
                 else:
                     flops = r["tiles"] * tile_flops(config)
                 r["gflop"] = flops / 1e9

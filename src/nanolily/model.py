@@ -23,6 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 BLOCK_CACHE_BYTES = 768 << 20  # SpatialBranch.blocks keeps its half-resolution map when it fits in this
+# the spatial branch's receptive field: its decoder reads d one half-resolution pixel beyond a block, that d
+# pixel (down: 3x3, stride 2) reads s1 3 pixels out, and s1 reads the input 1 more (checked: a halo of 2 is not exact)
+BLOCK_HALO = 4
 
 
 class SpatialBranch(nn.Module):
@@ -112,14 +115,14 @@ class SpatialBranch(nn.Module):
             out[..., -1:] -= F.conv2d(ring, conv[..., 2:])
         return out
 
-    def blocks(self, x: torch.Tensor, size: int = 256, halo: int = 6, cache_bytes: int = BLOCK_CACHE_BYTES):
+    def blocks(self, x: torch.Tensor, size: int = 256, halo: int = BLOCK_HALO, cache_bytes: int = BLOCK_CACHE_BYTES):
         """Yield ``(y0, y1, x0, x1, out[..., y0:y1, x0:x1])`` of :meth:`forward` for one image
         (``x``: (1, C, H, W)), one ``size x size`` block at a time: equal to :meth:`forward` to float
         rounding, with memory for one block, and faster than one pass over a big image because a block's
         feature maps stay in the CPU cache.
 
         Convolutions see a ``halo`` of real neighbouring pixels, cropped afterwards (the branch's
-        receptive field reaches 5 pixels). InstanceNorm needs whole-image statistics, so they are
+        receptive field reaches :data:`BLOCK_HALO` = 4 pixels). InstanceNorm needs whole-image statistics, so they are
         gathered first (pass 1 for the first norm, pass 2 for the second) and then folded into the
         convolution before each norm (a norm with fixed statistics is a per-channel affine map); pass 3
         computes the output. When pass 2's half-resolution maps fit in ``cache_bytes``
@@ -128,8 +131,8 @@ class SpatialBranch(nn.Module):
         convolution; in inference it also keeps the skip connection's :meth:`skip_phases`, so
         pass 3 then runs only the composed decoder (:meth:`decode`).
         """
-        if size % 2 or halo % 2 or halo < 6:  # receptive field 5; even sizes keep the stride-2 grid aligned
-            raise ValueError(f"size and halo must be even and halo >= 6, got {size} and {halo}")
+        if size % 2 or halo % 2 or halo < BLOCK_HALO:  # even sizes keep the stride-2 grid aligned
+            raise ValueError(f"size and halo must be even and halo >= {BLOCK_HALO}, got {size} and {halo}")
         if x.shape[0] != 1:
             raise ValueError(f"blocks() takes one image, (1, C, H, W); got {tuple(x.shape)}")
         h, w = x.shape[-2:]
@@ -209,7 +212,7 @@ class SpatialBranch(nn.Module):
             _store(key, branch)
         return _composed[key]
 
-    def kept_bytes(self, height: int, width: int, size: int = 256, halo: int = 6, skips: bool = True) -> int:
+    def kept_bytes(self, height: int, width: int, size: int = 256, halo: int = BLOCK_HALO, skips: bool = True) -> int:
         """Elements (x4 for bytes in float32) of the maps :meth:`blocks` keeps from pass 2 for an H x W
         image: each block's half-resolution map with its halo, and with ``skips`` its :meth:`skip_phases`."""
         height, width = height + height % 2, width + width % 2
@@ -218,7 +221,7 @@ class SpatialBranch(nn.Module):
         per_pixel = (self.down.out_channels + (len(self.composed_weights()[0]) if skips else 0)) / 4
         return int(rows * cols * per_pixel)
 
-    def forward_blocks(self, x: torch.Tensor, size: int = 256, halo: int = 6,
+    def forward_blocks(self, x: torch.Tensor, size: int = 256, halo: int = BLOCK_HALO,
                        cache_bytes: int = BLOCK_CACHE_BYTES) -> torch.Tensor:
         """:meth:`forward` computed block by block (see :meth:`blocks`), image by image."""
         out = torch.empty(x.shape[0], self.conv_out.out_channels, *x.shape[-2:], dtype=x.dtype, device=x.device)
