@@ -122,14 +122,14 @@ class SpatialBranch(nn.Module):
         feature maps stay in the CPU cache.
 
         Convolutions see a ``halo`` of real neighbouring pixels, cropped afterwards (the branch's
-        receptive field reaches :data:`BLOCK_HALO` = 4 pixels). InstanceNorm needs whole-image statistics, so they are
-        gathered first (pass 1 for the first norm, pass 2 for the second) and then folded into the
-        convolution before each norm (a norm with fixed statistics is a per-channel affine map); pass 3
-        computes the output. When pass 2's half-resolution maps fit in ``cache_bytes``
-        (:meth:`kept_bytes`; a 4K photo's take 0.6 GB), pass 2 keeps each block's (with its halo,
-        which is exact where pass 3 reads it) and pass 3 reads it instead of repeating the stride-2
-        convolution; in inference it also keeps the skip connection's :meth:`skip_phases`, so
-        pass 3 then runs only the composed decoder (:meth:`decode`).
+        receptive field reaches :data:`BLOCK_HALO` = 4 pixels). InstanceNorm needs whole-image
+        statistics, so they are gathered first (pass 1 for the first norm, from each block's own pixels
+        without a halo; pass 2 for the second) and then folded into the convolution before each norm (a
+        norm with fixed statistics is a per-channel affine map); pass 3 computes the output. When pass
+        2's half-resolution maps fit in ``cache_bytes`` (:meth:`kept_bytes`; a 4K photo's take 0.6 GB),
+        pass 2 keeps each block's (with its halo, which is exact where pass 3 reads it) and pass 3 reads
+        it instead of repeating the stride-2 convolution; in inference it also keeps the skip
+        connection's :meth:`skip_phases`, so pass 3 then runs only the composed decoder (:meth:`decode`).
         """
         if size % 2 or halo % 2 or halo < BLOCK_HALO:  # even sizes keep the stride-2 grid aligned
             raise ValueError(f"size and halo must be even and halo >= {BLOCK_HALO}, got {size} and {halo}")
@@ -157,7 +157,7 @@ class SpatialBranch(nn.Module):
         for y0, y1, x0, x1 in spans:  # pass 1: statistics of conv_in, on each block's own pixels
             a, b, c, e = max(y0 - 1, 0), min(y1 + 1, height), max(x0 - 1, 0), min(x1 + 1, width)
             ring = F.pad(x[..., a:b, c:e], (c - x0 + 1, x1 + 1 - e, a - y0 + 1, y1 + 1 - b))  # zeros off the image
-            stats.add(F.conv2d(nhwc(ring), self.conv_in.weight, self.conv_in.bias - stats.shift))  # (1, w, y1-y0, x1-x0)
+            stats.add(F.conv2d(nhwc(ring), self.conv_in.weight, self.conv_in.bias - stats.shift))  # (1, w, h', w')
         conv_in = _fold_norm(self.conv_in, *stats.result())
         composing = _composing()
         keep = self.kept_bytes(height, width, size, halo, composing) * x.element_size() <= cache_bytes
@@ -231,7 +231,7 @@ class SpatialBranch(nn.Module):
         return out
 
 
-_composed: dict[tuple, object] = {}  # compose_up_conv's and phase_kernel's results, by weight version
+_composed: dict[tuple, object] = {}  # compose_up_conv's, phase_kernel's and followed_by's results, by weight version
 
 
 def _composing() -> bool:
