@@ -13,7 +13,7 @@ Cases, all with the same shipped weights and the same inputs:
 and, with the other shipped model, what `nanolily enhance` runs by default:
   g  v2         nanolily-v2 (the default model), global mode, the network alone
   h  default    `nanolily enhance` defaults: nanolily-v2, global, highlight protection and denoising
-  i  v2onnx     nanolily-v2, global, the whole image run by ONNX Runtime
+  i  v2onnx     nanolily-v2, global, run by ONNX Runtime (the backend's two graphs, full resolution in strips)
 
 Each (case, size) runs once in its own subprocess, so peak resident memory (VmHWM) is that case's alone;
 times come from one process running the cases round-robin (medians over rounds, after a warm-up on a
@@ -51,10 +51,10 @@ CASES = {
     "onnx": "(f) nanolily bloom, ONNX Runtime",
     "v2": "(g) nanolily-v2 global (default model)",
     "default": "(h) nanolily enhance defaults (v2 + corrections)",
-    "v2onnx": "(i) nanolily-v2 global, ONNX Runtime",
+    "v2onnx": "(i) nanolily-v2 global, ONNX Runtime (strips)",
 }
 DEFAULT_MODEL_CASES = {"v2": "nanolily-v2", "default": "nanolily-v2", "v2onnx": "nanolily-v2"}  # not (a)-(f)'s weights
-ONNX_FILES = {"onnx": "nanolily-v1.onnx", "v2onnx": "nanolily-v2.onnx"}  # exported once per run, in onnx_dir
+ONNX_FILES = {"onnx": ("nanolily-v1.onnx",), "v2onnx": ("nanolily-v2-maps.onnx", "nanolily-v2-apply.onnx")}  # in onnx_dir
 SIZES = "600x400,1920x1080,3840x2160,7680x4320"
 SAMPLE = ROOT / "src/nanolily/assets/samples/astronaut_dark.png"
 
@@ -167,16 +167,16 @@ def case_runner(case: str, onnx_dir: str | None):
     if case == "onnx":
         from nanolily.export import OnnxPredictor
 
-        predictor = counted(OnnxPredictor(Path(onnx_dir) / ONNX_FILES[case]))
+        predictor = counted(OnnxPredictor(Path(onnx_dir) / ONNX_FILES[case][0]))
         return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom", stride=DEFAULT_STRIDE, predictor=predictor)), calls
     if case == "v2":
         return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="global")), calls
     if case == "default":
         return (lambda x: enhance_tensor(x, model)), calls
     if case == "v2onnx":
-        from nanolily.export import OnnxPredictor
+        from nanolily.export import StagedOnnxPredictor
 
-        predictor = OnnxPredictor(Path(onnx_dir) / ONNX_FILES[case])
+        predictor = StagedOnnxPredictor(*(Path(onnx_dir) / name for name in ONNX_FILES[case]), model.config.factor)
         return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="global", predictor=predictor)), calls
     raise ValueError(case)
 
@@ -416,7 +416,10 @@ def write_doc(results: dict, path: Path) -> None:
         "otherwise: other weights, so no max abs diff vs (b); its quality is in the next section. It computes "
         "most of its features at 1/4 to 1/16 of the pixels, so a 4K photo costs a fraction of NanoLILY's "
         "convolutions; (h) adds highlight protection and the guided-filter denoiser, in strips; (i) runs "
-        "it in ONNX Runtime, exported for whole images of any size (`nanolily export`).\n"
+        "it in ONNX Runtime as `--backend onnxruntime` does: two graphs (`export_onnx_stages`), the "
+        "low-resolution maps once and the full-resolution stage in strips of 256 rows, without ONNX "
+        "Runtime's memory arena, so memory stays bounded; `nanolily export` writes the single "
+        "whole-image graph for other runtimes.\n"
         "- **ONNX.** The exported graph computes the FFT branch as products with fixed DFT matrices: ONNX "
         "Runtime's `DFT` operator took ~65 ms of a ~100 ms tile on this CPU.\n",
     ]
@@ -463,7 +466,7 @@ def main() -> None:
     import onnxruntime
     import monai
 
-    from nanolily.export import export_onnx
+    from nanolily.export import export_onnx, export_onnx_stages
     from nanolily.model import BLOCK_HALO, NanoLILYConfig
     from nanolily.weights import load_model
 
@@ -482,8 +485,9 @@ def main() -> None:
     print(f"peak: {results['peak']}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_dir = tmp
-        for case, name in ONNX_FILES.items():
-            export_onnx(load_model(DEFAULT_MODEL_CASES.get(case, MODEL), device="cpu"), Path(tmp) / name)
+        export_onnx(load_model(MODEL, device="cpu"), Path(tmp) / ONNX_FILES["onnx"][0])
+        export_onnx_stages(load_model(DEFAULT_MODEL_CASES["v2onnx"], device="cpu"),
+                           *(Path(tmp) / name for name in ONNX_FILES["v2onnx"]))
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))
             outputs, rows = {}, {}

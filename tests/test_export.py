@@ -122,3 +122,27 @@ def test_nanolily_v2_exports_for_whole_images_of_any_size(tmp_path, monkeypatch,
                      "--backend", backend] + (["--onnx", str(tmp_path / "cli.onnx")] if backend != "torch" else [])) == 0
     a, b = (np.asarray(Image.open(tmp_path / n)).astype(int) for n in ("torch.png", "ort.png"))
     assert np.abs(a - b).max() <= 1
+
+
+def test_nanolily_v2_backend_runs_two_graphs_in_strips(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from nanolily.export import StagedOnnxPredictor, export_onnx_stages, onnx_predictor
+    from nanolily.model_v2 import NanoLILYv2, NanoLILYv2Config
+
+    torch.manual_seed(4)
+    model = NanoLILYv2(NanoLILYv2Config(widths=(8, 16, 24), refine=4, head="gain", priors=True))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0, 0.05)
+    maps, apply = tmp_path / "maps.onnx", tmp_path / "apply.onnx"
+    assert export_onnx_stages(model, maps, apply) <= 1e-4
+    x = torch.from_numpy(dark_image(150, 97)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        whole = model(x)
+    for rows in (16, 37, 1000):  # strips that split the image unevenly, and one strip
+        assert (StagedOnnxPredictor(maps, apply, model.config.factor, rows=rows)(x) - whole).abs().max() <= 1e-4
+    monkeypatch.setenv("NANOLILY_CACHE", str(tmp_path / "cache"))  # the backend exports both once, then reuses them
+    predictor = onnx_predictor(model)
+    assert isinstance(predictor, StagedOnnxPredictor)
+    assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "cache").iterdir()) == ["apply.onnx", "maps.onnx"]
+    assert (enhance_tensor(x, model, mode="global", predictor=predictor) - enhance_tensor(x, model)).abs().max() <= 1e-4

@@ -35,6 +35,7 @@ from .model import NanoLILY
 
 ONNX_OPSET = 20
 PARITY_TOLERANCE = 1e-4
+STAGE_ROWS = 256  # rows per strip of StagedOnnxPredictor's full-resolution graph
 
 
 def dft_matrices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,34 +126,89 @@ def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True) ->
     differs from PyTorch by more than ``PARITY_TOLERANCE``. Returns that largest difference (None
     without ``check``).
     """
-    path = Path(path)
-    size = model.patch_size
     model = model.float().cpu().eval()
-    module = ExportableNanoLILY(model).eval() if isinstance(model, NanoLILY) else model  # NanoLILYv2 as it is
-    dims = {0: torch.export.Dim("batch", min=1, max=4096)}
+    batch = torch.export.Dim("batch", min=1, max=4096)
     if model.resolution_free:
-        dims.update({2: torch.export.Dim("height", min=16, max=65536), 3: torch.export.Dim("width", min=16, max=65536)})
-        example = torch.rand(2, 3, 192, 256)
+        module, example, name = model, torch.rand(2, 3, 192, 256), "images"
+        dims = {0: batch, 2: torch.export.Dim("height", min=16, max=65536), 3: _width()}
     else:
-        example = torch.rand(2, 3, size, size)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent if path.parent.exists() else None)) / path.name
-    try:
-        with torch.no_grad(), _quiet_exporter():
-            torch.onnx.export(module, (example,), tmp, dynamo=True, dynamic_shapes=(dims,),
-                              input_names=["images" if model.resolution_free else "tiles"],
-                              output_names=["enhanced"], opset_version=ONNX_OPSET, external_data=False,
-                              verbose=False)
-        worst = None
-        if check:
-            worst = parity(model, OnnxPredictor(tmp))
-            if worst > PARITY_TOLERANCE:
-                raise RuntimeError(f"{path}: ONNX output differs from PyTorch by {worst:.2e} "
-                                   f"(> {PARITY_TOLERANCE:g})")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp.parent.rmdir()
+        size = model.patch_size
+        module, example, name, dims = ExportableNanoLILY(model).eval(), torch.rand(2, 3, size, size), "tiles", {0: batch}
+    with _staged(path) as (tmp,):
+        _trace(module, (example,), (dims,), [name], ["enhanced"], tmp)
+        return _checked(path, model, OnnxPredictor(tmp)) if check else None
+
+
+def export_onnx_stages(model, maps_path: str | os.PathLike, apply_path: str | os.PathLike,
+                       check: bool = True) -> float | None:
+    """nanolily-v2 as two ONNX graphs, so ONNX Runtime runs a large photo in bounded memory (see
+    :class:`StagedOnnxPredictor`): ``maps_path`` takes the image average-pooled by the model's factor
+    (:func:`nanolily.model_v2.pool`) and returns the head's maps and the colour matrix
+    (:meth:`~nanolily.model_v2.NanoLILYv2.maps_from_pooled`, at 1/4 to 1/16 of the pixels);
+    ``apply_path`` takes rows of the image with those maps upsampled to them
+    (:meth:`~nanolily.model_v2.NanoLILYv2.apply_maps`). Written atomically and checked as
+    :func:`export_onnx` is."""
+    model = model.float().cpu().eval()
+    batch, width = torch.export.Dim("batch", min=1, max=4096), _width()
+    rows = {0: batch, 2: torch.export.Dim("rows", min=2, max=65536), 3: width}
+    heads = model.head.out_channels
+    with _staged(maps_path, apply_path) as (maps_tmp, apply_tmp):
+        pooled = {0: batch, 2: 4 * torch.export.Dim("h", min=1, max=16384), 3: 4 * torch.export.Dim("w", min=1, max=16384)}
+        _trace(_MapsGraph(model).eval(), (torch.rand(2, 3, 48, 64),), (pooled,), ["pooled"], ["maps", "matrix"], maps_tmp)
+        _trace(_ApplyGraph(model).eval(), (torch.rand(2, 3, 40, 256), torch.rand(2, heads, 40, 256), torch.rand(2, 3, 3)),
+               (rows, rows, {0: batch}), ["rows", "maps", "matrix"], ["enhanced"], apply_tmp)
+        if not check:
+            return None
+        return _checked(maps_path, model, StagedOnnxPredictor(maps_tmp, apply_tmp, model.config.factor, rows=48))
+
+
+class _MapsGraph(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.maps_from_pooled(pooled)
+
+
+class _ApplyGraph(_MapsGraph):
+    def forward(self, rows: torch.Tensor, maps: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        return self.model.apply_maps(rows, maps, matrix)
+
+
+def _width() -> torch.export.Dim:
+    return torch.export.Dim("width", min=16, max=65536)
+
+
+def _trace(module: nn.Module, examples: tuple, dims: tuple, input_names: list[str], output_names: list[str],
+           path: Path) -> None:
+    with torch.no_grad(), _quiet_exporter():
+        torch.onnx.export(module, examples, path, dynamo=True, dynamic_shapes=dims, input_names=input_names,
+                          output_names=output_names, opset_version=ONNX_OPSET, external_data=False, verbose=False)
+
+
+def _checked(path: str | os.PathLike, model, predictor) -> float:
+    worst = parity(model, predictor)
+    if worst > PARITY_TOLERANCE:
+        raise RuntimeError(f"{path}: ONNX output differs from PyTorch by {worst:.2e} (> {PARITY_TOLERANCE:g})")
     return worst
+
+
+@contextlib.contextmanager
+def _staged(*paths: str | os.PathLike):
+    """Temporary paths for ``paths`` in one new folder beside the first; each replaces its path once the
+    block succeeds, so a failed export leaves nothing behind."""
+    paths = [Path(p) for p in paths]
+    folder = Path(tempfile.mkdtemp(dir=paths[0].parent if paths[0].parent.exists() else None))
+    tmps = [folder / f"{i}-{p.name}" for i, p in enumerate(paths)]
+    try:
+        yield tmps
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+        folder.rmdir()
 
 
 @contextlib.contextmanager
@@ -164,6 +220,7 @@ def _quiet_exporter():
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message="# The axis name")  # inputs sharing a dynamic dimension
             yield
     finally:
         logger.setLevel(level)
@@ -193,22 +250,58 @@ class OnnxPredictor:
     Args:
         path: an ONNX file from :func:`export_onnx`.
         threads: intra-op threads (default: ONNX Runtime's choice, the physical cores).
+        arena: ONNX Runtime's memory arena, which keeps the largest run's buffers for the next; off,
+            memory goes back after each run.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, arena: bool = True):
         try:
             import onnxruntime as ort
         except ImportError:
             raise ImportError("the onnxruntime backend needs the [onnx] extra: pip install 'nanolily[onnx]'") from None
         options = ort.SessionOptions()
+        options.enable_cpu_mem_arena = arena
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
-        array = tiles.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+        return self.run(tiles)[0]
+
+    def run(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        """All outputs of the graph for its inputs, in order."""
+        arrays = {name: t.detach().to("cpu", torch.float32).contiguous().numpy()
+                  for name, t in zip(self.input_names, inputs)}
+        return [torch.from_numpy(a) for a in self.session.run(None, arrays)]
+
+
+class StagedOnnxPredictor:
+    """nanolily-v2 in ONNX Runtime for whole images in bounded memory: the image pooled (in PyTorch, no
+    weights), the maps graph once at low resolution, then the full-resolution graph on strips of
+    ``rows`` rows (each with the 2 rows either side that its convolutions read, cropped after), as the
+    PyTorch model runs a large photo; the sessions run without ONNX Runtime's memory arena, so no
+    buffer outlives its strip. Equal to one pass to float rounding (checked on export, tested). Files
+    from :func:`export_onnx_stages`; ``factor`` is the model's first downsampling (``config.factor``)."""
+
+    def __init__(self, maps_path: str | os.PathLike, apply_path: str | os.PathLike, factor: int,
+                 rows: int = STAGE_ROWS, threads: int | None = None):
+        self.maps_graph = OnnxPredictor(maps_path, threads, arena=False)
+        self.apply_graph = OnnxPredictor(apply_path, threads, arena=False)
+        self.factor, self.rows = factor, rows
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 3, H, W)
+        from .model_v2 import pool, strip_inputs
+
+        images = images.detach().to("cpu", torch.float32)
+        maps, matrix = self.maps_graph.run(pool(images, self.factor))
+        height = images.shape[-2]
+        out = torch.empty_like(images)
+        for top in range(0, height, self.rows):
+            bottom = min(top + self.rows, height)
+            x_rows, up, offset = strip_inputs(images, maps, top, bottom, self.factor)
+            out[:, :, top:bottom] = self.apply_graph.run(x_rows, up, matrix)[0][:, :, offset:offset + bottom - top]
+        return out
 
 
 def cache_dir() -> Path:
@@ -226,9 +319,17 @@ def weights_digest(model: NanoLILY) -> str:
 
 
 def onnx_predictor(model: NanoLILY, path: str | os.PathLike | None = None,
-                   threads: int | None = None) -> OnnxPredictor:
+                   threads: int | None = None) -> OnnxPredictor | StagedOnnxPredictor:
     """An :class:`OnnxPredictor` for ``model``: from ``path`` if given, else from the cache, exporting
-    (and checking) once per set of weights."""
+    (and checking) once per set of weights; for a resolution-free model (nanolily-v2) from the cache, a
+    :class:`StagedOnnxPredictor` (:func:`export_onnx_stages`)."""
+    if path is None and model.resolution_free:  # two graphs, so a large photo runs in bounded memory
+        stem = cache_dir() / f"nanolily-{weights_digest(model)}"
+        maps, apply = stem.with_name(stem.name + "-maps.onnx"), stem.with_name(stem.name + "-apply.onnx")
+        if not (maps.exists() and apply.exists()):
+            maps.parent.mkdir(parents=True, exist_ok=True)
+            export_onnx_stages(model, maps, apply)
+        return StagedOnnxPredictor(maps, apply, model.config.factor, threads=threads)
     if path is None:
         path = cache_dir() / f"nanolily-{weights_digest(model)}.onnx"
         if not path.exists():

@@ -130,8 +130,12 @@ class NanoLILYv2(nn.Module):
         """The encoder-decoder at 1/4 to 1/16 of the pixels: the head's maps ``(B, 6 or 3, h/4, w/4)``
         (padded to a multiple of 4 * factor) and the global colour matrix ``(B, 3, 3)``. ``block``
         (rows at this 1/4 resolution) runs the last decoder stage, the largest maps, in strips."""
+        return self.maps_from_pooled(pool(x, self.config.factor), block)
+
+    def maps_from_pooled(self, small: torch.Tensor, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`low_resolution` from the image already pooled (:func:`pool`): ``(B, 3, h/4, w/4)``."""
         slope = self.config.slope
-        small = _pool(x, self.config.factor).contiguous(memory_format=CHANNELS_LAST)  # (B, 3, h/4, w/4)
+        small = small.contiguous(memory_format=CHANNELS_LAST)  # (B, 3, h/4, w/4)
         if self.config.priors:
             small = _priors(small)  # (B, 8, h/4, w/4)
         e1 = self.enc1(F.leaky_relu(self.stem(small), slope, inplace=True))  # (B, w1, h/4, w/4)
@@ -142,7 +146,7 @@ class NanoLILYv2(nn.Module):
         e3 = e3 * (1 + scale) + shift
         d2 = F.leaky_relu(_conv_of_concat(self.dec2, _up(e3, e2), e2), slope, inplace=True)  # (B, w2, h/8, w/8)
         d1 = self._decode_top(d2, e1, block)  # (B, w1, h/4, w/4)
-        matrix = torch.eye(3, device=x.device, dtype=x.dtype) + self.colour(g).view(-1, 3, 3)  # (B, 3, 3)
+        matrix = torch.eye(3, device=g.device, dtype=g.dtype) + self.colour(g).view(-1, 3, 3)  # (B, 3, 3)
         return self.head(d1), matrix
 
     def _decode_top(self, d2: torch.Tensor, e1: torch.Tensor, block: int | None) -> torch.Tensor:
@@ -166,22 +170,21 @@ class NanoLILYv2(nn.Module):
 
     def full_resolution(self, x: torch.Tensor, maps: torch.Tensor, matrix: torch.Tensor, top: int,
                         bottom: int) -> torch.Tensor:
-        """Output rows ``[top, bottom)``, ``(B, 3, bottom - top, W)``: upsample the maps, brighten, apply
-        the colour matrix, refine. Reads rows ``[top - 2, bottom + 2)`` of ``x`` and only the rows of
-        ``maps`` that bilinear upsampling needs (one low-resolution row beyond each end)."""
-        f, h, w = self.config.factor, x.shape[-2], x.shape[-1]
-        if top == 0 and bottom == h:  # the whole image (no size comparisons: exportable with dynamic sizes)
-            first, last, lo, hi = 0, h, 0, maps.shape[-2]
-        else:
-            first, last = max(top - 2, 0), min(bottom + 2, h)  # the rows the refinement needs
-            lo, hi = max(first // f - 1, 0), min(last // f + 2, maps.shape[-2])
-        up = F.interpolate(maps[:, :, lo:hi], scale_factor=f, mode="bilinear", align_corners=False)
-        up = up[:, :, first - lo * f:last - lo * f, :w].contiguous(memory_format=CHANNELS_LAST)  # (B, 6|3, rows, W)
-        x = x[:, :, first:last].contiguous(memory_format=CHANNELS_LAST)
+        """Output rows ``[top, bottom)``, ``(B, 3, bottom - top, W)``: :func:`strip_inputs`, then
+        :meth:`apply_maps`, cropped to the strip's own rows."""
+        x_rows, up, offset = strip_inputs(x, maps, top, bottom, self.config.factor)
+        return self.apply_maps(x_rows, up, matrix)[:, :, offset:offset + bottom - top]
+
+    def apply_maps(self, x: torch.Tensor, up: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        """The full-resolution stage on rows of the image: ``x`` (B, 3, R, W), the head's maps upsampled
+        to them ``up`` (B, 6|3, R, W), the colour matrix (B, 3, 3) -> (B, 3, R, W): brighten, apply the
+        matrix, refine. The refinement's 3x3 convolutions zero-pad, so only rows 2 or more from a cut
+        edge are exact (:func:`strip_inputs` adds them)."""
+        up = up.contiguous(memory_format=CHANNELS_LAST)
+        x = x.contiguous(memory_format=CHANNELS_LAST)
         y = torch.einsum("bij,bjhw->bihw", matrix, self._brighten(x, up)).contiguous(memory_format=CHANNELS_LAST)
         slope = self.config.slope
-        y = y + self.refine2(F.leaky_relu(self.refine1(torch.cat([x, y], 1)), slope))
-        return y[:, :, top - first:bottom - first]
+        return y + self.refine2(F.leaky_relu(self.refine1(torch.cat([x, y], 1)), slope))
 
     def _brighten(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """Per-pixel exposure. "gain": ``x * exp(gain) + offset``, unbounded. "curve": Zero-DCE's
@@ -197,6 +200,23 @@ class NanoLILYv2(nn.Module):
         return x
 
 
+def strip_inputs(x: torch.Tensor, maps: torch.Tensor, top: int, bottom: int,
+                 factor: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """What :meth:`NanoLILYv2.apply_maps` needs for output rows ``[top, bottom)`` of ``x`` (B, 3, H, W):
+    rows ``[top - 2, bottom + 2)`` of ``x`` (those of the image; the refinement's two 3x3 convolutions
+    read 2 rows each way), the head's ``maps`` upsampled (bilinear, by ``factor``) to the same rows from
+    only the low-resolution rows that needs (one beyond each end), and where the strip's own rows start
+    in them. Weight-free, so the ONNX Runtime backend runs it between its two graphs."""
+    h, w = x.shape[-2], x.shape[-1]
+    if top == 0 and bottom == h:  # the whole image (no size comparisons: exportable with dynamic sizes)
+        first, last, lo, hi = 0, h, 0, maps.shape[-2]
+    else:
+        first, last = max(top - 2, 0), min(bottom + 2, h)
+        lo, hi = max(first // factor - 1, 0), min(last // factor + 2, maps.shape[-2])
+    up = F.interpolate(maps[:, :, lo:hi], scale_factor=factor, mode="bilinear", align_corners=False)
+    return x[:, :, first:last], up[:, :, first - lo * factor:last - lo * factor, :w], top - first
+
+
 def _priors(x: torch.Tensor, eps: float = 1 / 255) -> torch.Tensor:
     """Analytic illumination and colour priors (as in Multinex and Retinex models), ``(B, 3, h, w)`` ->
     ``(B, 8, h, w)``: the image; its brightest channel ``V`` (the Retinex illumination estimate);
@@ -207,7 +227,7 @@ def _priors(x: torch.Tensor, eps: float = 1 / 255) -> torch.Tensor:
     return torch.cat([x, v, log_v, x / (v + eps)], 1)
 
 
-def _pool(x: torch.Tensor, factor: int) -> torch.Tensor:
+def pool(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Average-pool by ``factor`` after edge-padding to a multiple of ``4 * factor`` (three scales)."""
     multiple = 4 * factor
     h, w = x.shape[-2:]

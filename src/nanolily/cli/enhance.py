@@ -42,14 +42,15 @@ def add_parser(sub) -> None:
     g = p.add_argument_group("backend")
     g.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="what runs the model: torch, or onnxruntime (the [onnx] extra: nanolily-v2 as whole "
-                        "images, which takes more memory than torch on very large photos; nanolily-v1 as tiles, "
-                        "bloom/core modes only); the model is exported to ONNX once and cached (default: %(default)s)")
+                        "images, its full-resolution stage in strips; nanolily-v1 as tiles, bloom/core modes "
+                        "only); the model is exported to ONNX once and cached (default: %(default)s)")
     g.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
                    help="the network's arithmetic with the torch backend: bf16 or fp16 run its convolutions in "
                         "half precision, for GPUs (fp16 needs one; outputs within ~0.01 of fp32) "
                         "(default: %(default)s)")
     g.add_argument("--onnx", metavar="FILE", help="with --backend onnxruntime: an exported model to use "
-                                                  "(from `nanolily export`) instead of the cache")
+                                                  "(from `nanolily export`; nanolily-v2's runs the whole image "
+                                                  "in one graph, which needs more memory) instead of the cache")
     add_model_options(p)
     p.set_defaults(run=run, parser=p)
 
