@@ -91,17 +91,25 @@ def test_cli_export_and_onnxruntime_backend(onnx_file, random_weights, tmp_path,
     assert "missing.onnx" in capsys.readouterr().err
 
 
-def test_nanolily_v2_exports_for_whole_images_of_any_size(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def small_v2():
+    """A small nanolily-v2 with random weights."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from nanolily.export import OnnxPredictor, export_onnx
     from nanolily.model_v2 import NanoLILYv2, NanoLILYv2Config
-    from nanolily.weights import save_weights
 
     torch.manual_seed(3)
     model = NanoLILYv2(NanoLILYv2Config(widths=(8, 16, 24), refine=4, head="gain", priors=True))
     for p in model.parameters():
         torch.nn.init.normal_(p, 0, 0.05)
+    return model
+
+
+def test_nanolily_v2_exports_for_whole_images_of_any_size(small_v2, tmp_path, monkeypatch, capsys):
+    from nanolily.export import OnnxPredictor, export_onnx
+    from nanolily.weights import save_weights
+
+    model = small_v2
     path = tmp_path / "v2.onnx"
     assert export_onnx(model, path) <= 1e-4
     predictor = OnnxPredictor(path)
@@ -124,16 +132,10 @@ def test_nanolily_v2_exports_for_whole_images_of_any_size(tmp_path, monkeypatch,
     assert np.abs(a - b).max() <= 1
 
 
-def test_nanolily_v2_backend_runs_two_graphs_in_strips(tmp_path, monkeypatch):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+def test_nanolily_v2_backend_runs_two_graphs_in_strips(small_v2, tmp_path, monkeypatch):
     from nanolily.export import StagedOnnxPredictor, export_onnx_stages, onnx_predictor
-    from nanolily.model_v2 import NanoLILYv2, NanoLILYv2Config
 
-    torch.manual_seed(4)
-    model = NanoLILYv2(NanoLILYv2Config(widths=(8, 16, 24), refine=4, head="gain", priors=True))
-    for p in model.parameters():
-        torch.nn.init.normal_(p, 0, 0.05)
+    model = small_v2
     maps, apply = tmp_path / "maps.onnx", tmp_path / "apply.onnx"
     assert export_onnx_stages(model, maps, apply) <= 1e-4
     x = torch.from_numpy(dark_image(150, 97)).permute(2, 0, 1)[None].float() / 255
