@@ -2,8 +2,10 @@
 
 The exported NanoLILY graph takes ``(batch, 3, 224, 224)`` tiles (dynamic batch) and returns the enhanced
 tiles, unclamped, exactly like :class:`nanolily.model.NanoLILY`; nanolily-v2's takes whole images of any
-size (``(batch, 3, height, width)``, all dynamic), its natural mode. One change of form, not of maths: the frequency
-branch's ``rfft2 -> mask -> irfft2`` is written as products with fixed DFT matrices
+size (``(batch, 3, height, width)``, all dynamic), its natural mode; for the ``onnxruntime`` backend it is
+also exported as two graphs that run a large photo in bounded memory (:func:`export_onnx_stages`). One
+change of form, not of maths: the frequency branch's ``rfft2 -> mask -> irfft2`` is written as products
+with fixed DFT matrices
 (:class:`MatrixDFTFrequency`), because ONNX Runtime's ``DFT`` operator is slow on CPU (measured: ~65 ms
 of a ~100 ms tile), while its matrix products are fast. Parity with PyTorch is checked on export.
 
@@ -99,8 +101,9 @@ class MatrixDFTFrequency(nn.Module):
 
 class ExportableNanoLILY(nn.Module):
     """A :class:`NanoLILY` for S x S tiles with the frequency branch as :class:`MatrixDFTFrequency` and
-    the spatial branch's decoder in its composed form (:meth:`nanolily.model.SpatialBranch.composed_weights`, fixed
-    weights): the same maths, ~30 % less time per tile in ONNX Runtime."""
+    the spatial branch's decoder in its composed form (fixed weights from
+    :meth:`nanolily.model.SpatialBranch.composed_weights`): the same maths, ~30 % less time per tile in
+    ONNX Runtime."""
 
     def __init__(self, model: NanoLILY):
         super().__init__()
@@ -153,10 +156,13 @@ def export_onnx_stages(model, maps_path: str | os.PathLike, apply_path: str | os
     rows = {0: batch, 2: torch.export.Dim("rows", min=2, max=65536), 3: width}
     heads = model.head.out_channels
     with _staged(maps_path, apply_path) as (maps_tmp, apply_tmp):
-        pooled = {0: batch, 2: 4 * torch.export.Dim("h", min=1, max=16384), 3: 4 * torch.export.Dim("w", min=1, max=16384)}
-        _trace(_MapsGraph(model).eval(), (torch.rand(2, 3, 48, 64),), (pooled,), ["pooled"], ["maps", "matrix"], maps_tmp)
-        _trace(_ApplyGraph(model).eval(), (torch.rand(2, 3, 40, 256), torch.rand(2, heads, 40, 256), torch.rand(2, 3, 3)),
-               (rows, rows, {0: batch}), ["rows", "maps", "matrix"], ["enhanced"], apply_tmp)
+        pooled = {0: batch, 2: 4 * torch.export.Dim("h", min=1, max=16384),  # pool() pads to multiples of 4
+                  3: 4 * torch.export.Dim("w", min=1, max=16384)}
+        _trace(_MapsGraph(model).eval(), (torch.rand(2, 3, 48, 64),), (pooled,), ["pooled"], ["maps", "matrix"],
+               maps_tmp)
+        examples = (torch.rand(2, 3, 40, 256), torch.rand(2, heads, 40, 256), torch.rand(2, 3, 3))
+        _trace(_ApplyGraph(model).eval(), examples, (rows, rows, {0: batch}), ["rows", "maps", "matrix"],
+               ["enhanced"], apply_tmp)
         if not check:
             return None
         return _checked(maps_path, model, StagedOnnxPredictor(maps_tmp, apply_tmp, model.config.factor, rows=48))
