@@ -5,9 +5,8 @@ tiles, unclamped, exactly like :class:`nanolily.model.NanoLILY`; nanolily-v2's t
 size (``(batch, 3, height, width)``, all dynamic), its natural mode; for the ``onnxruntime`` backend it is
 also exported as two graphs that run a large photo in bounded memory (:func:`export_onnx_stages`). One
 change of form, not of maths: the frequency branch's ``rfft2 -> mask -> irfft2`` is written as products
-with fixed DFT matrices
-(:class:`MatrixDFTFrequency`), because ONNX Runtime's ``DFT`` operator is slow on CPU (measured: ~65 ms
-of a ~100 ms tile), while its matrix products are fast. Parity with PyTorch is checked on export.
+with fixed DFT matrices (:class:`MatrixDFTFrequency`), because ONNX Runtime's ``DFT`` operator is slow on
+CPU (measured: ~65 ms of a ~100 ms tile), while its matrix products are fast. Parity with PyTorch is checked on export.
 
 Example:
     >>> from nanolily import load_model
