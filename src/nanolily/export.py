@@ -271,8 +271,9 @@ class OnnxPredictor:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
-        return self.run(tiles)[0]
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The graph's first output for its inputs (the tiles or images)."""
+        return self.run(*inputs)[0]
 
     def run(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         """All outputs of the graph for its inputs, in order."""
@@ -296,17 +297,11 @@ class StagedOnnxPredictor:
         self.factor, self.rows = factor, rows
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 3, H, W)
-        from .model_v2 import pool, strip_inputs
+        from .model_v2 import in_strips, pool
 
         images = images.detach().to("cpu", torch.float32)
         maps, matrix = self.maps_graph.run(pool(images, self.factor))
-        height = images.shape[-2]
-        out = torch.empty_like(images)
-        for top in range(0, height, self.rows):
-            bottom = min(top + self.rows, height)
-            x_rows, up, offset = strip_inputs(images, maps, top, bottom, self.factor)
-            out[:, :, top:bottom] = self.apply_graph.run(x_rows, up, matrix)[0][:, :, offset:offset + bottom - top]
-        return out
+        return in_strips(self.apply_graph, images, maps, matrix, self.factor, self.rows)
 
 
 def cache_dir() -> Path:

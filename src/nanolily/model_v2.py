@@ -117,14 +117,7 @@ class NanoLILYv2(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"NanoLILYv2 expects a (B, 3, H, W) tensor, got {tuple(x.shape)}")
         maps, matrix = self.low_resolution(x, block)
-        h = x.shape[-2]
-        if block is None or block >= h:
-            return self.full_resolution(x, maps, matrix, 0, h)
-        out = torch.empty_like(x)
-        for top in range(0, h, block):
-            bottom = min(top + block, h)
-            out[:, :, top:bottom] = self.full_resolution(x, maps, matrix, top, bottom)
-        return out
+        return in_strips(self.apply_maps, x, maps, matrix, self.config.factor, block)
 
     def low_resolution(self, x: torch.Tensor, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder-decoder at 1/4 to 1/16 of the pixels: the head's maps ``(B, 6 or 3, h/4, w/4)``
@@ -168,18 +161,11 @@ class NanoLILYv2(nn.Module):
             out[:, :, top:bottom] = F.leaky_relu(part[:, :, top - first:bottom - first], slope, inplace=True)
         return out
 
-    def full_resolution(self, x: torch.Tensor, maps: torch.Tensor, matrix: torch.Tensor, top: int,
-                        bottom: int) -> torch.Tensor:
-        """Output rows ``[top, bottom)``, ``(B, 3, bottom - top, W)``: :func:`strip_inputs`, then
-        :meth:`apply_maps`, cropped to the strip's own rows."""
-        x_rows, up, offset = strip_inputs(x, maps, top, bottom, self.config.factor)
-        return self.apply_maps(x_rows, up, matrix)[:, :, offset:offset + bottom - top]
-
     def apply_maps(self, x: torch.Tensor, up: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         """The full-resolution stage on rows of the image: ``x`` (B, 3, R, W), the head's maps upsampled
         to them ``up`` (B, 6|3, R, W), the colour matrix (B, 3, 3) -> (B, 3, R, W): brighten, apply the
         matrix, refine. The refinement's 3x3 convolutions zero-pad, so only rows 2 or more from a cut
-        edge are exact (:func:`strip_inputs` adds them)."""
+        edge are exact (:func:`strip_inputs` adds them; :func:`in_strips` runs it so)."""
         up = up.contiguous(memory_format=CHANNELS_LAST)
         x = x.contiguous(memory_format=CHANNELS_LAST)
         y = torch.einsum("bij,bjhw->bihw", matrix, self._brighten(x, up)).contiguous(memory_format=CHANNELS_LAST)
@@ -198,6 +184,22 @@ class NanoLILYv2(nn.Module):
         for _ in range(self.config.iterations):
             x = x + alpha * x * (1 - x)
         return x
+
+
+def in_strips(apply_maps, x: torch.Tensor, maps: torch.Tensor, matrix: torch.Tensor, factor: int,
+              rows: int | None = None) -> torch.Tensor:
+    """The full-resolution stage of ``x`` (B, 3, H, W), ``apply_maps`` (:meth:`NanoLILYv2.apply_maps`
+    or a runtime's copy of it) run on strips of ``rows`` rows (the whole image at once without
+    ``rows``), each given its :func:`strip_inputs` and cropped to its own rows: exact."""
+    h = x.shape[-2]
+    if rows is None or rows >= h:
+        return apply_maps(*strip_inputs(x, maps, 0, h, factor)[:2], matrix)
+    out = torch.empty_like(x)
+    for top in range(0, h, rows):
+        bottom = min(top + rows, h)
+        x_rows, up, offset = strip_inputs(x, maps, top, bottom, factor)
+        out[:, :, top:bottom] = apply_maps(x_rows, up, matrix)[:, :, offset:offset + bottom - top]
+    return out
 
 
 def strip_inputs(x: torch.Tensor, maps: torch.Tensor, top: int, bottom: int,
