@@ -127,13 +127,13 @@ def _split(tmp_path, *ids):
 
 
 def test_exposure_augmentation_darkens_only_the_low_image(tmp_path):
-    from nanolily.data import darken_linear
+    from nanolily.data import expose_linear
     from nanolily.synthesis import linear_to_srgb, srgb_to_linear
 
     x = torch.rand(3, 8, 8)
-    assert torch.allclose(darken_linear(x, 1.0), x, atol=1e-5)
+    assert torch.allclose(expose_linear(x, 1.0), x, atol=1e-5)
     expected = linear_to_srgb(srgb_to_linear(x.numpy()) * 0.25)
-    assert np.allclose(darken_linear(x, 0.25).numpy(), expected, atol=1e-5)
+    assert np.allclose(expose_linear(x, 0.25).numpy(), expected, atol=1e-5)
     make_layout(tmp_path, "pair", ["a"])
     data = PairedImages(find_pairs(tmp_path, "pair"))
     plain = data.sample(0, torch.Generator().manual_seed(0), size=32, crop="resize", flips=False, rot90=False)

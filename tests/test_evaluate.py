@@ -6,6 +6,7 @@ from PIL import Image
 
 from nanolily.cli import main
 from nanolily.data import find_pairs
+from nanolily.enhance import NO_CORRECTIONS
 from nanolily.evaluate import evaluate, markdown_table
 from nanolily.metrics import LPIPS, gt_mean_match, psnr
 
@@ -41,6 +42,17 @@ def test_evaluate_full_and_resize224(tmp_path):
     assert summary["psnr_gt_mean"] >= summary["psnr"] - 1e-3  # generated pairs differ mostly in exposure
     table = markdown_table([("identity", summary), ("identity", s224)])
     assert table.count("\n") == 4 and "psnr_pooled" in table
+
+
+def test_evaluate_at_another_exposure_reexposes_only_the_input(tmp_path):
+    from nanolily.data import expose_linear, load_rgb_uint8
+
+    make_layout(tmp_path, "pair", ["a"])
+    pairs = find_pairs(tmp_path, "pair")
+    (row,), summary = evaluate(Identity(), pairs, corrections=NO_CORRECTIONS, exposure=2.0)
+    low, high = (load_rgb_uint8(p).float()[None] / 255 for p in (pairs[0].low, pairs[0].high))
+    assert row["psnr"] == pytest.approx(float(psnr(expose_linear(low, 2.0), high)), abs=1e-4)
+    assert summary["exposure"] == 2.0 and "exposure" not in evaluate(Identity(), pairs)[1]
 
 
 def test_gt_mean_match_removes_exposure_and_only_exposure():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nanolily.model_v2 import NanoLILYv2, NanoLILYv2Config
+from nanolily.model_v2 import NanoLILYv2, NanoLILYv2Config, pool
 from nanolily.train import train
 from nanolily.weights import build_model, load_model, read_metadata, save_weights
 
@@ -30,17 +30,22 @@ def test_any_size_in_one_pass(height, width):
         model(torch.rand(1, 4, 8, 8))
 
 
-@pytest.mark.parametrize("head", ["gain", "curve"])
-def test_strips_equal_one_pass(head):
+@pytest.mark.parametrize("config", [{"head": "gain"}, {"head": "curve"}, {"priors": True}])
+def test_strips_equal_one_pass(config):
     torch.manual_seed(2)
-    model = NanoLILYv2(NanoLILYv2Config(head=head)).eval()
+    model = NanoLILYv2(NanoLILYv2Config(**config)).eval()
     for p in model.parameters():
         torch.nn.init.normal_(p, 0, 0.05)
     x = torch.rand(2, 3, 101, 67)
     with torch.no_grad():
         whole = model(x)
-        for block in (1, 5, 16, 50, 100):  # strips of `block` rows (the 1/4-resolution decoder too), down to 1
+        for block in (1, 5, 16, 50, 100):  # strips of `block` rows, down to 1
             assert torch.allclose(model(x, block=block), whole, atol=1e-6), block
+        small = pool(torch.rand(1, 3, 203, 131), model.config.factor)  # 52 rows at 1/4 resolution
+        maps, matrix = model.maps_from_pooled(small)
+        for block in (1, 2, 5, 51):  # the 1/4-resolution encoder and decoder stages in strips
+            strips = model.maps_from_pooled(small, block)
+            assert torch.allclose(strips[0], maps, atol=1e-6) and torch.allclose(strips[1], matrix, atol=1e-6), block
 
 
 def test_curve_head_stays_in_range_and_lifts_shadows_more():

@@ -84,6 +84,25 @@ def test_weight_average_is_validated_saved_and_resumed(data):
         tiny_config(ema=1.5)
 
 
+def test_validation_at_several_exposures_selects_on_their_mean(data):
+    from nanolily.data import PairedImages, find_pairs
+    from nanolily.train import validate
+
+    summary = train(tiny_config(val_exposures=[0.5, 1, 2], val_every=4), data, data / "run", progress=False)
+    best = summary["best"]
+    assert best["psnr"] == pytest.approx((best["psnr@0.5"] + best["psnr@1"] + best["psnr@2"]) / 3)
+    with open(data / "run" / "val_log.csv") as f:
+        assert {"val_psnr@0.5", "val_psnr@1", "val_psnr@2"} <= set(next(csv.DictReader(f)))
+    images = PairedImages(find_pairs(data / "pairs", "pair"))
+    model = load_model(data / "run" / "best.safetensors", device="cpu")
+    plain = validate(model, images, "global")
+    assert set(plain) == {"psnr", "ssim"}
+    assert plain["psnr"] == pytest.approx(validate(model, images, "global", exposures=[0.5, 1, 2])["psnr@1"])
+    assert validate(model, images, "global", exposures=[0.5])["psnr"] != pytest.approx(plain["psnr"])
+    with pytest.raises(ValueError, match="val_exposures must be positive"):
+        tiny_config(val_exposures=[0, 1])
+
+
 def test_config_rejects_unknown_keys_and_choices():
     with pytest.raises(ValueError, match=r"unknown config keys \['learning_rate'\]"):
         TrainConfig.from_dict({"learning_rate": 1})

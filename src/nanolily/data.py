@@ -207,8 +207,10 @@ class PairedImages:
                exposure: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One augmented training view of pair ``index``: (low, high), each (3, size, size) in [0, 1].
 
-        ``exposure=(lo, hi)`` darkens the low image by a factor drawn log-uniformly from [lo, hi] in
-        linear light (the reference is unchanged), so the model sees darker captures than the dataset's.
+        ``exposure=(lo, hi)`` scales the low image's exposure by a factor drawn log-uniformly from [lo, hi]
+        in linear light (the reference is unchanged): factors below 1 show the model darker captures
+        than the dataset's, above 1 brighter ones, so it learns the reference's brightness from the
+        scene rather than from the input's level.
         """
         low, high = self.low[index], self.high[index]
         if crop == "mixed":
@@ -239,12 +241,13 @@ class PairedImages:
         if exposure is not None:
             lo, hi = exposure
             u = float(torch.rand((), generator=generator))
-            low = darken_linear(low, math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
+            low = expose_linear(low, math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
         return low.contiguous(), high.contiguous()
 
 
-def darken_linear(image: torch.Tensor, factor: float) -> torch.Tensor:
-    """Scale an sRGB image's exposure by ``factor`` (<= 1) in linear light."""
+def expose_linear(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Scale an sRGB image's exposure by ``factor`` in linear light, clipped to [0, 1] (a longer or
+    shorter capture of the same scene, noise aside)."""
     return linear_to_srgb(srgb_to_linear(image) * factor)
 
 

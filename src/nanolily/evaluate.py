@@ -28,7 +28,7 @@ import torch
 
 from . import losses
 from .bloom import resize
-from .data import Pair, load_rgb_uint8
+from .data import Pair, expose_linear, load_rgb_uint8
 from .enhance import enhance_tensor
 from .metrics import LPIPS, gt_mean_match, mean_grey, psnr, ssim
 from .model import NanoLILY
@@ -43,9 +43,12 @@ def to_float(image: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: str = "full", stride: int = 112,
              lpips: LPIPS | None = None, vgg: losses.VGGPerceptual | None = None,
-             progress: bool = False, corrections: dict | None = None) -> tuple[list[dict], dict]:
+             progress: bool = False, corrections: dict | None = None,
+             exposure: float = 1.0) -> tuple[list[dict], dict]:
     """Metrics per image and their summary for ``model`` on ``pairs``; ``corrections`` are keyword
     arguments of :func:`enhance_tensor` (default: its defaults, i.e. what ``nanolily enhance`` does).
+    ``exposure`` re-exposes each low image by that factor in linear light first (the reference
+    unchanged; :func:`nanolily.data.expose_linear`): how a model copes with darker or brighter captures.
 
     Returns:
         (rows, summary): one dict per image (``id`` and each metric) and a dict of means plus the
@@ -59,6 +62,8 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
     squared_error, count = 0.0, 0
     for pair in tqdm(pairs, desc=f"evaluate ({protocol}, {mode})", unit="img", disable=not progress):
         low, high = to_float(load_rgb_uint8(pair.low)), to_float(load_rgb_uint8(pair.high))
+        if exposure != 1:
+            low = expose_linear(low, exposure)
         if protocol == "full":
             out = enhance_tensor(low, model, mode=mode, stride=stride, **(corrections or {}))
         else:
@@ -72,6 +77,8 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
     metric_names = [k for k in rows[0] if k not in ("id", "height", "width")] if rows else []
     summary = {"protocol": protocol, "mode": mode if protocol == "full" else "resize224 forward",
                "stride": stride if protocol == "full" and mode == "bloom" else None, "images": len(rows)}
+    if exposure != 1:
+        summary["exposure"] = exposure
     summary.update({k: sum(r[k] for r in rows) / len(rows) for k in metric_names})
     if protocol == "resize224":
         summary["psnr_pooled"] = 10 * math.log10(1 / (squared_error / count))

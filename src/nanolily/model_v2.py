@@ -116,7 +116,7 @@ class NanoLILYv2(nn.Module):
         convolutions see 2 rows each way). The rest runs at 1/16 of the pixels and is computed once."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"NanoLILYv2 expects a (B, 3, H, W) tensor, got {tuple(x.shape)}")
-        maps, matrix = self.low_resolution(x, block)
+        maps, matrix = self.low_resolution(x, block and max(block // self.config.factor, 16))
         return in_strips(self.apply_maps, x, maps, matrix, self.config.factor, block)
 
     def low_resolution(self, x: torch.Tensor, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,19 +128,40 @@ class NanoLILYv2(nn.Module):
     def maps_from_pooled(self, small: torch.Tensor, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`low_resolution` from the image already pooled (:func:`pool`): ``(B, 3, h/4, w/4)``."""
         slope = self.config.slope
-        small = small.contiguous(memory_format=CHANNELS_LAST)  # (B, 3, h/4, w/4)
-        if self.config.priors:
-            small = _priors(small)  # (B, 8, h/4, w/4)
-        e1 = self.enc1(F.leaky_relu(self.stem(small), slope, inplace=True))  # (B, w1, h/4, w/4)
+        e1 = self._encode_top(small, block)  # (B, w1, h/4, w/4)
+        del small  # each map is dropped once used: at 7680x4320 the 1/4-size maps are 133 MB each
         e2 = self.enc2(F.leaky_relu(self.down2(e1), slope, inplace=True))  # (B, w2, h/8, w/8)
         e3 = self.enc3(F.leaky_relu(self.down3(e2), slope, inplace=True))  # (B, w3, h/16, w/16)
         g = e3.mean(dim=(-2, -1))  # (B, w3): the whole image's context, at any size
         scale, shift = self.film(g)[..., None, None].chunk(2, dim=1)
         e3 = e3 * (1 + scale) + shift
         d2 = F.leaky_relu(_conv_of_concat(self.dec2, _up(e3, e2), e2), slope, inplace=True)  # (B, w2, h/8, w/8)
+        del e2, e3
         d1 = self._decode_top(d2, e1, block)  # (B, w1, h/4, w/4)
+        del d2, e1
         matrix = torch.eye(3, device=g.device, dtype=g.dtype) + self.colour(g).view(-1, 3, 3)  # (B, 3, 3)
         return self.head(d1), matrix
+
+    def _encode_top(self, small: torch.Tensor, block: int | None) -> torch.Tensor:
+        """``enc1(leaky(stem(priors(small))))``, the encoder's full (1/4-size) stage: (B, 3, h/4, w/4) ->
+        (B, w1, h/4, w/4). With ``block``, ``block`` rows at a time, each with the 3 rows either side its
+        three 3x3 convolutions read (the priors are per pixel): exact, and only the result is ever whole."""
+        def stage(rows: torch.Tensor) -> torch.Tensor:
+            rows = rows.contiguous(memory_format=CHANNELS_LAST)
+            if self.config.priors:
+                rows = _priors(rows)  # (B, 8, r, w/4)
+            return self.enc1(F.leaky_relu(self.stem(rows), self.config.slope, inplace=True))
+
+        height = small.shape[-2]
+        if block is None or block >= height or torch.compiler.is_compiling():
+            return stage(small)
+        out = torch.empty(small.shape[0], self.stem.out_channels, *small.shape[-2:], dtype=small.dtype,
+                          device=small.device, memory_format=CHANNELS_LAST)
+        for top in range(0, height, block):
+            bottom = min(top + block, height)
+            first, last = max(top - 3, 0), min(bottom + 3, height)
+            out[:, :, top:bottom] = stage(small[:, :, first:last])[:, :, top - first:bottom - first]
+        return out
 
     def _decode_top(self, d2: torch.Tensor, e1: torch.Tensor, block: int | None) -> torch.Tensor:
         """``leaky(dec1([up(d2), e1]))``; with ``block``, ``block`` rows at a time, so the upsampled

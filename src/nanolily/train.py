@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import os
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .data import DatasetSpec, PairedImages, find_overlaps, pairs_from_spec
+from .data import DatasetSpec, PairedImages, expose_linear, find_overlaps, pairs_from_spec
 from .enhance import NO_CORRECTIONS, enhance_tensor
 from .losses import CompositeLoss
 from .metrics import psnr, ssim
@@ -59,7 +60,7 @@ class TrainConfig:
     resize_prob: float = 0.5
     flips: bool = True
     rot90: bool = True
-    exposure: list | None = None  # [lo, hi]: darken low images by a log-uniform factor in linear light
+    exposure: list | None = None  # [lo, hi]: scale low images' exposure by a log-uniform factor in linear light
     # optimisation
     lr: float = 2e-5
     weight_decay: float = 1e-2
@@ -82,6 +83,7 @@ class TrainConfig:
     val_mode: str = "bloom"
     val_stride: int = 112
     select: str = "ssim"  # psnr | ssim
+    val_exposures: list = field(default_factory=lambda: [1.0])  # validate at each input exposure, select on the mean
     early_stop_patience: int | None = None  # validations without improvement
     early_stop_min_delta: float = 0.0
     # run
@@ -119,6 +121,8 @@ class TrainConfig:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise ValueError(f"ema must be a decay in (0, 1), e.g. 0.998, got {self.ema}")
+        if not self.val_exposures or any(not f > 0 for f in self.val_exposures):
+            raise ValueError(f"val_exposures must be positive factors, e.g. [0.5, 1, 2], got {self.val_exposures}")
         build_model(self.architecture, self.model)
         for spec in self.train + self.val + self.leakage_test:
             DatasetSpec(**spec)
@@ -148,18 +152,31 @@ def lr_lambda(config: TrainConfig, total_steps: int):
 
 
 @torch.no_grad()
-def validate(model: NanoLILY, images: PairedImages, mode: str = "bloom", stride: int = 112) -> dict[str, float]:
-    """Mean full-resolution PSNR and SSIM of ``model`` over a paired set (outputs clamped to [0, 1])."""
+def validate(model: NanoLILY, images: PairedImages, mode: str = "bloom", stride: int = 112,
+             exposures: list[float] = (1.0,)) -> dict[str, float]:
+    """Mean full-resolution PSNR and SSIM of ``model`` over a paired set (outputs clamped to [0, 1]).
+
+    With several ``exposures``, each low image is also shown re-exposed by each factor in linear light
+    (:func:`nanolily.data.expose_linear`; the reference unchanged): ``psnr`` and ``ssim`` are then the
+    means over all of them, and ``psnr@<factor>`` each factor's own mean.
+    """
     was_training = model.training
     model.eval()
-    p, s = [], []
+    p = {f: [] for f in exposures}
+    s = {f: [] for f in exposures}
     for i in range(len(images)):
         low, high = images.full(i)
-        out = enhance_tensor(low[None], model, mode=mode, stride=stride, **NO_CORRECTIONS)
-        p.append(float(psnr(out, high[None])))
-        s.append(float(ssim(out, high[None])))
+        for f in exposures:
+            out = enhance_tensor(expose_linear(low, f)[None] if f != 1 else low[None], model, mode=mode,
+                                 stride=stride, **NO_CORRECTIONS)
+            p[f].append(float(psnr(out, high[None])))
+            s[f].append(float(ssim(out, high[None])))
     model.train(was_training)
-    return {"psnr": sum(p) / len(p), "ssim": sum(s) / len(s)}
+    mean = statistics.fmean
+    metrics = {"psnr": mean(mean(v) for v in p.values()), "ssim": mean(mean(v) for v in s.values())}
+    if len(exposures) > 1:
+        metrics.update({f"psnr@{f:g}": mean(p[f]) for f in exposures})
+    return metrics
 
 
 class Distributed:
@@ -325,7 +342,7 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         if step % val_every == 0 or step == total:  # the same steps on every rank
             timed_out = config.max_minutes is not None and state["elapsed"] > 60 * config.max_minutes
             if dist.main:
-                metrics = validate(evaluated, val_set, config.val_mode, config.val_stride)
+                metrics = validate(evaluated, val_set, config.val_mode, config.val_stride, config.val_exposures)
                 improved = metrics[config.select] > state["best"] + config.early_stop_min_delta
                 if improved:
                     state.update(best=metrics[config.select], best_metrics={**metrics, "step": step, "epoch": epoch},

@@ -11,6 +11,7 @@ from .common import add_correction_options, add_model_options
 EPILOG = """examples:
   nanolily evaluate --data ../shared/datasets/lol-v2-real
   nanolily evaluate --data ../shared/datasets/lol-v2-real --protocol resize224
+  nanolily evaluate --data ../shared/datasets/lol-v1 --split ../shared/datasets/splits/lol-v1-val.txt --exposure 2
   nanolily evaluate --data ../shared/datasets/lol-v2-real --mode core --gallery gallery/ --gallery-ids 00690 00701
 
 protocols: full = each image at full resolution, outputs clamped, per-image metrics averaged (honest);
@@ -29,6 +30,9 @@ def add_parser(sub) -> None:
     p.add_argument("--split", metavar="FILE", help="only the ids in this file")
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="engine mode (default: %(default)s)")
     p.add_argument("--stride", type=int, default=112, help="bloom stride (default: %(default)s)")
+    p.add_argument("--exposure", type=float, default=1.0, metavar="F",
+                   help="re-expose each low image by F in linear light first, e.g. 0.5 or 2: robustness to "
+                        "darker or brighter captures (default: %(default)s, as captured)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="full", help="measurement protocol (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", help="report folder (default: eval/<weights>-<protocol>-<mode>)")
     p.add_argument("--weights-dir", metavar="DIR",
@@ -70,10 +74,13 @@ def run(args) -> int:
         except FileNotFoundError as e:
             error(f"{e} (or pass --no-lpips)")
             return 1
+    if not args.exposure > 0:
+        args.parser.error(f"--exposure must be > 0, got {args.exposure}")
     rows, summary = evaluate(model, pairs, args.mode, args.protocol, args.stride, lpips, vgg, progress=not args.quiet,
-                             corrections=corrections(args))
+                             corrections=corrections(args), exposure=args.exposure)
     name = Path(getattr(model, "weights_path", "model")).stem
-    out = Path(args.out or f"eval/{name}-{args.protocol}-{args.mode}")
+    exposed = f"-exposure{args.exposure:g}" if args.exposure != 1 else ""
+    out = Path(args.out or f"eval/{name}-{args.protocol}-{args.mode}{exposed}")
     title = f"{name} on {args.data}" + (f" ({args.subset})" if args.subset else "")
     paths = write_report(out, rows, summary, title)
     print(markdown_table([(name, summary)]), end="")
