@@ -15,6 +15,12 @@ a result: nothing here is used to choose or tune anything.
 
 Rows: each model in global mode, the network's output (no corrections), and the input itself (the
 "identity" row: what the references' brightness is relative to the dark captures).
+
+A second table shows each model the same scenes as darker and brighter captures: every low image
+re-exposed by 0.5 and 2 in linear light (the references unchanged). A model that has learnt what a
+scene should look like gives similar figures at all three; one that has learnt LoL-v1's fixed gain
+does not. The mean validation PSNR over the three is how nanolily-v2's training runs are compared
+since design 5 (docs/training.md).
 """
 
 from __future__ import annotations
@@ -34,6 +40,15 @@ from nanolily.weights import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["psnr", "ssim", "psnr_gt_mean", "ssim_gt_mean", "brightness_ratio"]
+EXPOSURES = (0.5, 1.0, 2.0)
+DEFAULT_MODELS = ["nanolily-v1", "nanolily-v2"]
+
+
+def model_label(name: str) -> str:
+    """A shipped name as it is; a weights file by its run folder, e.g. checkpoints/v2-ema-cpu."""
+    path = Path(name)
+    return name if path.suffix != ".safetensors" else str(path.parent.relative_to(ROOT) if path.is_absolute()
+                                                          and ROOT in path.parents else path.parent)
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -87,6 +102,25 @@ def markdown(results: dict) -> str:
                 f"{val['psnr']:.2f} to {val['psnr_gt_mean']:.2f} dB on validation.")
     lines += [
         "",
+        "## The same scenes as darker and brighter captures",
+        "",
+        "Each low image re-exposed by 0.5 and 2 in linear light before the model sees it (`nanolily evaluate "
+        "--exposure F`), the reference unchanged. **mean** is the mean PSNR over the three exposures: on "
+        "validation, the rule that compares nanolily-v2's training runs since design 5 (docs/training.md). "
+        "Test figures are reported only.",
+        "",
+        "| model | split | PSNR x0.5 | PSNR x1 | PSNR x2 | mean | SSIM mean | brightness ratio median x0.5 / x1 / x2 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, splits in results["exposures"].items():
+        for split, by_exposure in splits.items():
+            runs = [by_exposure[f"{f:g}"] for f in EXPOSURES]
+            psnrs = " | ".join(f"{r['psnr']:.2f}" for r in runs)
+            ratios = " / ".join(f"{r['brightness_ratio_median']:.2f}" for r in runs)
+            lines.append(f"| {name} | {split} | {psnrs} | {statistics.fmean(r['psnr'] for r in runs):.2f} | "
+                         f"{statistics.fmean(r['ssim'] for r in runs):.3f} | {ratios} |")
+    lines += [
+        "",
         "A model trained on LoL-v1 learns LoL-v1's exposure; it cannot learn LoL-v2-real's from the input, "
         "and choosing it on the test set would be tuning on test. A user who wants a darker result has "
         "`--strength` below 1.",
@@ -98,8 +132,8 @@ def markdown(results: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared/datasets"))
-    p.add_argument("--models", nargs="+", default=["nanolily-v1", "nanolily-v2"],
-                   help="shipped names or .safetensors files")
+    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS,
+                   help="shipped names or .safetensors files (a file is labelled by its folder)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of each set (a quick look)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -109,12 +143,19 @@ def main() -> None:
     splits = {"lol-v1-val": all_pairs(data / "lol-v1", "lol-v1", data / "splits/lol-v1-val.txt")[:args.limit],
               "lol-v2-real-test": find_pairs(data / "lol-v2-real", "lol-v2", "Test")[:args.limit]}
     models = {"identity (input)": {name: summarise(identity_rows(pairs)) for name, pairs in splits.items()}}
+    exposures = {}
     for name in args.models:
         model = load_model(name, device="cpu")
-        models[name] = {split: summarise(evaluate(model, pairs, mode="global", corrections=NO_CORRECTIONS)[0])
-                        for split, pairs in splits.items()}
-        print(f"[{time.time() - start:4.0f} s] {name} done", flush=True)
-    results = {"models": models, "command": "python benchmarks/exposure.py --data " + args.data
+        label = model_label(name)
+        exposures[label] = {split: {f"{f:g}": summarise(evaluate(model, pairs, mode="global",
+                                                                 corrections=NO_CORRECTIONS, exposure=f)[0])
+                                    for f in EXPOSURES}
+                            for split, pairs in splits.items()}
+        models[label] = {split: by_exposure["1"] for split, by_exposure in exposures[label].items()}
+        print(f"[{time.time() - start:4.0f} s] {label} done", flush=True)
+    results = {"models": models, "exposures": exposures,
+               "command": "python benchmarks/exposure.py --data " + args.data
+               + (f" --models {' '.join(args.models)}" if args.models != DEFAULT_MODELS else "")
                + (f" --limit {args.limit}" if args.limit else ""),
                "date": time.strftime("%Y-%m-%d"), "seconds": time.time() - start}
     out_json = ROOT / "benchmarks/results/exposure.json"
