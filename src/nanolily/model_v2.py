@@ -113,7 +113,8 @@ class NanoLILYv2(nn.Module):
     def forward(self, x: torch.Tensor, block: int | None = None) -> torch.Tensor:
         """The whole image in one pass. ``block`` (rows) bounds memory: the full-resolution stage then
         runs in horizontal strips of ``block`` rows with a 2-row halo, which is exact (its two 3x3
-        convolutions see 2 rows each way). The rest runs at 1/16 of the pixels and is computed once."""
+        convolutions see 2 rows each way), and the largest low-resolution maps (1/4 size) in strips of
+        as many image rows (``block / factor`` of theirs, see :meth:`low_resolution`)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"NanoLILYv2 expects a (B, 3, H, W) tensor, got {tuple(x.shape)}")
         maps, matrix = self.low_resolution(x, block and max(block // self.config.factor, 16))
@@ -122,7 +123,8 @@ class NanoLILYv2(nn.Module):
     def low_resolution(self, x: torch.Tensor, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder-decoder at 1/4 to 1/16 of the pixels: the head's maps ``(B, 6 or 3, h/4, w/4)``
         (padded to a multiple of 4 * factor) and the global colour matrix ``(B, 3, 3)``. ``block``
-        (rows at this 1/4 resolution) runs the last decoder stage, the largest maps, in strips."""
+        (rows at this 1/4 resolution) runs the first encoder and last decoder stages, the largest maps,
+        in strips."""
         return self.maps_from_pooled(pool(x, self.config.factor), block)
 
     def maps_from_pooled(self, small: torch.Tensor, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
