@@ -223,6 +223,15 @@ def model_section(record: dict, meta: dict, val: dict, training: dict, by: dict)
     table = markdown_table([(name, s) for s in record["results"]])
     loss = " + ".join(f"{w}*{k}" for k, w in config.get("loss", {}).items())
     r224 = by[("resize224", "resize224 forward")]
+    extras = ""
+    if config.get("exposure"):
+        extras += " Each low image's exposure scaled by a factor from {} to {} in linear light.".format(*config["exposure"])
+    if config.get("ema"):
+        extras += f" Weights averaged (EMA, decay {config['ema']}); the average is validated and shipped."
+    exposures = config.get("val_exposures", [1.0])
+    over = (f"; the mean over the inputs re-exposed by {', '.join(f'{f:g}' for f in exposures)}"
+            if len(exposures) > 1 else "")
+    threads = f"{training['threads']} training thread{'s' if training['threads'] > 1 else ''}" if "threads" in training else "both cores"
     return f"""## {name}
 
 {ARCHITECTURE_TEXT[meta['architecture']]} File: `{record['weights']}`, sha256 `{record['sha256']}`.
@@ -230,11 +239,11 @@ def model_section(record: dict, meta: dict, val: dict, training: dict, by: dict)
 - Recipe: `{SHIPPED[name].recipe}` ({config.get('name')}): {config.get('max_steps')} steps of batch
   {config.get('batch_size')}, `{config.get('crop')}` views of size {config.get('size')}, flips and rotations; AdamW lr
   {config.get('lr')} ({config.get('scheduler')}, warm-up {config.get('warmup_steps')} steps, to {config.get('min_lr')}),
-  weight decay {config.get('weight_decay')}, gradient clipping {config.get('grad_clip')}; loss {loss}. Seed {config.get('seed')}.
-- Hardware: 2 CPU cores ({record['machine']}), torch {record['torch']}. Wall time
+  weight decay {config.get('weight_decay')}, gradient clipping {config.get('grad_clip')}; loss {loss}.{extras} Seed {config.get('seed')}.
+- Hardware: 2 CPU cores ({record['machine']}), torch {record['torch']}, {threads}. Wall time
   {training.get('wall_time_s', 0) / 60:.1f} min for {training.get('steps')} steps (validation included); CPU time
-  {training.get('cpu_time_s', 0) / 60:.1f} min over both cores.
-- Selected at step {meta.get('step')} by validation (lol-v1-val, full resolution, {val.get('val_mode')} mode):
+  {training.get('cpu_time_s', 0) / 60:.1f} min.
+- Selected at step {meta.get('step')} by validation (lol-v1-val, full resolution, {val.get('val_mode')} mode{over}):
   PSNR {val.get('psnr', float('nan')):.2f} dB, SSIM {val.get('ssim', float('nan')):.4f}.
 
 {table}
