@@ -236,7 +236,7 @@ def model_section(record: dict, meta: dict, val: dict, training: dict, by: dict)
 
 {ARCHITECTURE_TEXT[meta['architecture']]} File: `{record['weights']}`, sha256 `{record['sha256']}`.
 
-- Recipe: `{SHIPPED[name].recipe}` ({config.get('name')}): {config.get('max_steps')} steps of batch
+- Recipe: `{' '.join(filter(None, (SHIPPED[name].recipe, SHIPPED[name].recipe_overrides)))}` ({config.get('name')}): {config.get('max_steps')} steps of batch
   {config.get('batch_size')}, `{config.get('crop')}` views of size {config.get('size')}, flips and rotations; AdamW lr
   {config.get('lr')} ({config.get('scheduler')}, warm-up {config.get('warmup_steps')} steps, to {config.get('min_lr')}),
   weight decay {config.get('weight_decay')}, gradient clipping {config.get('grad_clip')}; loss {loss}.{extras} Seed {config.get('seed')}.

@@ -6,6 +6,7 @@ import torch
 
 import nanolily.weights as W
 from nanolily.model import NanoLILY, NanoLILYConfig
+from nanolily.train import TrainConfig
 
 
 def test_round_trip_with_metadata(tmp_path):
@@ -53,7 +54,10 @@ def test_shipped_models_load_and_verify():
         meta = W.read_metadata(W.ASSETS / shipped.file)
         assert model.num_parameters() == int(meta["parameters"]) <= 129_016
         assert meta["version"] == name and json.loads(meta["metrics"])
-        assert (Path(__file__).resolve().parents[1] / shipped.recipe).exists()  # the config that made it
+        recipe = Path(__file__).resolve().parents[1] / shipped.recipe  # the config that made it
+        trained = json.loads(meta["train_config"])
+        assert TrainConfig.from_yaml(recipe).name == trained["name"]
+        assert f"seed={trained['seed']}" in shipped.recipe_overrides or trained["seed"] == TrainConfig.from_yaml(recipe).seed
 
 
 def test_unknown_name_lists_the_models():

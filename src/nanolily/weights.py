@@ -34,6 +34,7 @@ class ShippedModel:
     sha256: str | None  # None: not trained yet, so there is nothing to load
     description: str
     recipe: str  # the training config that made it
+    recipe_overrides: str = ""  # and the `nanolily train` options it ran with, e.g. "--set seed=1"
 
 
 SHIPPED: dict[str, ShippedModel] = {
@@ -47,7 +48,8 @@ SHIPPED: dict[str, ShippedModel] = {
         file="nanolily-v2.safetensors",
         sha256="1f8082f3d9fe4e7055c1ec2a45ba2b8ba918bbd16897e9988923a83e029803b2",
         description="resolution-free NanoLILYv2 (122,482 parameters), trained on leak-free LoL-v1",
-        recipe="configs/v2-exposure-cpu.yaml --set seed=1",
+        recipe="configs/v2-exposure-cpu.yaml",
+        recipe_overrides="--set seed=1",
     ),
 }
 DEFAULT_MODEL = "nanolily-v2"  # better on the validation split in global mode: 21.53 dB against v1's 20.41
@@ -118,7 +120,8 @@ def resolve_weights(weights: str | os.PathLike | None) -> tuple[Path, str | None
         if shipped.sha256 is None or not path.exists():
             raise WeightsError(
                 f"no trained weights ship for {name!r} in this version of nanolily. Train them with "
-                f"`nanolily train --config {shipped.recipe} --data ../shared/datasets` (see docs/training.md), "
+                f"`nanolily train --config {shipped.recipe} {shipped.recipe_overrides} --data ../shared/datasets` "
+                "(see docs/training.md), "
                 "then pass the result with --weights FILE (API: load_model('FILE.safetensors'))")
         return path, shipped.sha256
     path = Path(name).expanduser()
