@@ -16,7 +16,7 @@ colour matrix corrects casts globally (as in IAT); the full-resolution refinemen
 low-resolution maps cannot carry. About 4.8 kFLOP of convolutions per pixel, against NanoLILY's 29.1k.
 
 Memory: the low-resolution part is computed once; the full-resolution part can run in strips of rows
-(``forward(x, block=rows)``, exact), so a 7680x4320 photo peaks at ~1.5 GB, input and output included.
+(``forward(x, block=rows)``, exact), so a 7680x4320 photo peaks at ~1.35 GB, input and output included.
 
 Variants (``NanoLILYv2Config``): ``head="curve"`` brightens with iterated light-enhancement curves, which
 cannot push a pixel past white (design 2); ``priors=True`` feeds the encoder analytic illumination and
