@@ -36,3 +36,17 @@ def dark_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     base = 30 + 20 * np.sin(x / fx + px)[..., None] + 15 * np.cos(y / fy + py)[..., None]
     base = base + rng.integers(0, 8, (height, width, 3))
     return np.clip(base * rng.uniform(0.5, 1.0, 3), 0, 255).astype(np.uint8)
+
+
+def write_dng(path: Path, cfa: np.ndarray, orientation: int = 1) -> Path:
+    """A minimal DNG (RGGB Bayer mosaic, 16-bit, white level 65535, no colour matrix, so a grey scene
+    develops grey) that LibRaw reads: camera RAW tests without a camera file in the repository."""
+    import tifffile
+
+    tags = [(50706, "B", 4, (1, 4, 0, 0), True),  # DNGVersion
+            (33421, "H", 2, (2, 2), True),  # CFARepeatPatternDim
+            (33422, "B", 4, (0, 1, 1, 2), True),  # CFAPattern: R G / G B
+            (50717, "I", 1, (65535,), True),  # WhiteLevel
+            (274, "H", 1, (orientation,), True)]  # Orientation
+    tifffile.imwrite(path, cfa.astype(np.uint16), photometric=32803, extratags=tags)  # 32803: CFA
+    return path

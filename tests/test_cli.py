@@ -1,12 +1,14 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
-from nanolily.cli import main
+from nanolily.cli import common, main
 
-from .conftest import dark_image
+from .conftest import dark_image, write_dng
 
 
 @pytest.fixture
@@ -212,3 +214,26 @@ def test_correction_options(photos, random_weights, tmp_path):
     assert (outs["raw"] == 255).sum() > (outs["strong"] == 255).sum()  # protection keeps pixels off white
     with pytest.raises(SystemExit):
         run(["enhance", str(photos / "a.jpg"), "--denoise", "1.5"], random_weights)
+
+
+def test_formats_nanolily_does_not_write_get_a_lossless_output(photos, random_weights):
+    Image.fromarray(dark_image(30, 40)).save(photos / "anim.gif")  # read when named, written as PNG
+    assert run(["enhance", str(photos / "anim.gif"), "-q"], random_weights) == 0
+    assert Image.open(photos / "anim_lily.png").size == (40, 30)
+    pytest.importorskip("rawpy")
+    write_dng(photos / "night.dng", np.full((40, 60), 2000))
+    assert run(["enhance", str(photos / "night.dng"), "-q"], random_weights) == 0
+    out = Image.open(photos / "night_lily.tif")  # a camera RAW file keeps its 16 bits in a TIFF
+    assert out.size == (60, 40) and tifffile.imread(photos / "night_lily.tif").dtype == np.uint16
+
+
+def test_folder_notes_photos_it_cannot_read_and_goes_on(photos, random_weights, monkeypatch, capsys):
+    (photos / "phone.heic").write_bytes(b"x")
+    (photos / "notes.txt").write_text("not a photo")
+    monkeypatch.setattr(common, "READ_SUFFIXES", tuple(s for s in common.READ_SUFFIXES if s != ".heic"))
+    assert run(["enhance", str(photos), "-o", str(photos / "out")], random_weights) == 0
+    err = capsys.readouterr().err
+    assert f"note: {photos}: skipped 1 .heic file: HEIC/HEIF files need pillow-heif: pip install 'nanolily[heif]'" in err
+    assert "notes.txt" not in err and "enhanced 2 of 2 images" in err
+    assert run(["enhance", str(photos), "-o", str(photos / "out2"), "-q"], random_weights) == 0
+    assert "note" not in capsys.readouterr().err

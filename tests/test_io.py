@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from nanolily.io import (ImageError, Photo, pil_to_photo, photo_to_pil, read_image, to_float, to_uint,
-                         write_image)
+import nanolily.io
+from nanolily.io import (WRITE_FORMATS, ImageError, Photo, pil_to_photo, photo_to_pil, read_image, to_float,
+                         to_uint, write_image)
 
-from .conftest import dark_image
+from .conftest import dark_image, write_dng
 
 
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tif", ".bmp"])
@@ -205,3 +206,53 @@ def test_pil_conversions_round_trip():
     img = Image.fromarray(np.dstack([dark_image(8, 9), np.full((8, 9), 7, np.uint8)]))
     back = photo_to_pil(pil_to_photo(img))
     assert back.mode == "RGBA" and np.array_equal(np.asarray(back), np.asarray(img))
+
+
+@pytest.mark.parametrize("ext", [".avif", ".heic"])
+def test_avif_and_heic_round_trip_with_exif_orientation(tmp_path, ext):
+    if ext not in WRITE_FORMATS:
+        pytest.skip(f"this Pillow cannot write {ext} (AVIF: Pillow with libavif; HEIC: the [heif] extra)")
+    img = Image.fromarray(dark_image(40, 60))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    img.save(tmp_path / f"a{ext}", quality=95, exif=exif.tobytes())
+    photo = read_image(tmp_path / f"a{ext}")
+    assert photo.pixels.shape == (60, 40, 3)  # shown upright, whichever of the two applied the rotation
+    expected = to_float(np.rot90(dark_image(40, 60), -1))
+    assert np.abs(photo.pixels - expected).mean() < 0.02  # lossy at quality 95
+    out = write_image(tmp_path / f"b{ext}", photo, quality=95)
+    back = Image.open(out)
+    assert back.size == (40, 60) and back.getexif().get(0x0112, 1) == 1
+
+
+def _bt709(linear: float) -> float:
+    return 1.099 * linear ** 0.45 - 0.099 if linear >= 0.018 else 4.5 * linear
+
+
+def test_camera_raw_is_developed_at_its_captured_exposure(tmp_path):
+    pytest.importorskip("rawpy")
+    cfa = np.full((40, 60), 1500, np.uint16)
+    cfa[:, 30:] = 3000  # the right half one stop brighter
+    photo = read_image(write_dng(tmp_path / "night.dng", cfa))
+    assert photo.bit_depth == 16 and photo.pixels.shape == (40, 60, 3) and photo.alpha is None
+    # not brightened (LibRaw's auto-brightening would put this scene near 0.85): the linear values
+    # through the BT.709 curve, grey stays grey
+    left, right = photo.pixels[5:-5, 5:25], photo.pixels[5:-5, 35:-5]
+    assert np.allclose(left, _bt709(1500 / 65535), atol=0.005)
+    assert np.allclose(right, _bt709(3000 / 65535), atol=0.005)
+    rotated = read_image(write_dng(tmp_path / "turned.nef", cfa, orientation=6))  # any RAW extension
+    assert np.allclose(rotated.pixels, np.rot90(photo.pixels, -1), atol=1e-3)
+
+
+def test_camera_raw_errors_are_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("rawpy")
+    (tmp_path / "bad.cr2").write_bytes(b"not a raw file at all" * 10)
+    with pytest.raises(ImageError, match=r"bad\.cr2: not a RAW file LibRaw can read \(") as e:
+        read_image(tmp_path / "bad.cr2")
+    assert "\n" not in str(e.value) and "b'" not in str(e.value)
+    big = write_dng(tmp_path / "big.dng", np.zeros((40, 60)))
+    with pytest.raises(ImageError, match="MP limit"):
+        read_image(big, max_pixels=1000)
+    monkeypatch.setattr(nanolily.io, "HAS_RAW", False)
+    with pytest.raises(ImageError, match=r"need rawpy: pip install 'nanolily\[raw\]'"):
+        read_image(big)

@@ -1,6 +1,9 @@
 """Reading and writing photos the way photographers expect.
 
-- PNG, JPEG, WebP, TIFF and BMP in; the output format follows the output file's extension.
+- PNG, JPEG, WebP, TIFF and BMP in and out; AVIF too where Pillow has it (Pillow >= 11.3 wheels do), HEIC
+  with the pillow-heif plugin (the ``[heif]`` extra), and camera RAW files in (DNG, CR2, CR3, NEF, ARW,
+  RAF, RW2, ORF, ...) with rawpy (the ``[raw]`` extra), developed at the captured exposure. The output
+  format follows the output file's extension.
 - EXIF orientation is applied on read (and the tag reset on write), ICC profile and EXIF are copied.
 - Alpha is carried through untouched; grayscale stays grayscale.
 - 16-bit PNG and TIFF are read at 16 bits (Pillow alone would reduce 16-bit RGB to 8 bits, so those go
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io as _io
 import os
 import tempfile
@@ -20,13 +24,30 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
-READ_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+RAW_SUFFIXES = (".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".rw2",
+                ".orf", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".rwl", ".erf", ".kdc", ".mrw", ".mos")
+HEIF_SUFFIXES = (".heic", ".heif")
+RAW_OUTPUT_SUFFIX = ".tif"  # a RAW file is developed at 16 bits: beside it, a 16-bit TIFF keeps them
+# what each optional format needs, for the message when it is missing
+MISSING_SUPPORT = {**{s: "camera RAW files need rawpy: pip install 'nanolily[raw]'" for s in RAW_SUFFIXES},
+                   **{s: "HEIC/HEIF files need pillow-heif: pip install 'nanolily[heif]'" for s in HEIF_SUFFIXES},
+                   ".avif": "AVIF needs a Pillow built with libavif (pip install -U pillow)"}
+if features.check("avif"):
+    WRITE_FORMATS[".avif"] = "AVIF"
+if importlib.util.find_spec("pillow_heif") is not None:
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()  # Pillow then opens and saves HEIC/HEIF (format "HEIF")
+    WRITE_FORMATS.update({".heic": "HEIF", ".heif": "HEIF"})
+HAS_RAW = importlib.util.find_spec("rawpy") is not None
+READ_SUFFIXES = tuple(WRITE_FORMATS) + (RAW_SUFFIXES if HAS_RAW else ())
+LOSSY_FORMATS = ("JPEG", "WEBP", "AVIF", "HEIF")  # take a quality
 SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
-ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
+ALPHA_FORMATS = ("PNG", "WEBP", "TIFF", "AVIF", "HEIF")
 DEFAULT_MAX_PIXELS = 200_000_000  # 200 MP: above any camera photo (an 8K frame is 33 MP), below a bomb
 ORIENTATION_TAG = 0x0112
 _pillow_limit_lock = threading.Lock()
@@ -84,6 +105,9 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageError(path, "is a folder, not an image")
     if path.stat().st_size == 0:
         raise ImageError(path, "empty file (0 bytes)")
+    suffix = path.suffix.lower()
+    if suffix in RAW_SUFFIXES:
+        return _read_raw(path, max_pixels)
     try:
         with _open_limited(path, max_pixels) as img:
             width, height = img.size
@@ -105,6 +129,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     except Image.DecompressionBombError:
         raise ImageError(path, f"image is over the {max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
     except Image.UnidentifiedImageError:
+        if suffix in MISSING_SUPPORT and suffix not in READ_SUFFIXES:
+            raise ImageError(path, MISSING_SUPPORT[suffix]) from None
         raise ImageError(path, "not an image file, or a format nanolily cannot read")
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(path, f"damaged image ({_first_line(e)})")
@@ -174,6 +200,28 @@ def _open_limited(path: Path, max_pixels: int) -> Image.Image:
             return Image.open(path)
         finally:
             Image.MAX_IMAGE_PIXELS = saved
+
+
+def _read_raw(path: Path, max_pixels: int) -> Photo:
+    """Develop a camera RAW file with LibRaw (rawpy) as a camera would, but without brightening it: the
+    camera's white balance, demosaicing, the sRGB primaries and tone curve, and ``no_auto_bright``, so a
+    night shot stays as dark as it was captured (the network's job), in 16 bits. The camera's
+    orientation is applied; EXIF is not carried over (LibRaw does not expose it)."""
+    if not HAS_RAW:
+        raise ImageError(path, MISSING_SUPPORT[RAW_SUFFIXES[0]])
+    import rawpy
+
+    try:
+        with rawpy.imread(str(path)) as raw:
+            width, height = raw.sizes.width, raw.sizes.height
+            if width * height > max_pixels:
+                raise ImageError(path, f"{width}x{height} = {width * height / 1e6:.1f} MP is over the "
+                                       f"{max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
+            rgb = raw.postprocess(use_camera_wb=True, no_auto_bright=True, output_bps=16)  # (H, W, 3) uint16
+    except rawpy.LibRawError as e:
+        reason = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else _first_line(e)
+        raise ImageError(path, f"not a RAW file LibRaw can read ({reason})") from None
+    return Photo(to_float(rgb), None, 16, None, None)
 
 
 def _is_16bit_rgb(img: Image.Image) -> bool:
@@ -287,9 +335,9 @@ def _encode(photo: Photo, fmt: str, sixteen: bool, alpha: np.ndarray | None, qua
     kwargs = {}
     if photo.icc_profile and fmt != "BMP":
         kwargs["icc_profile"] = photo.icc_profile
-    if photo.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+    if photo.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF"):
         kwargs["exif"] = photo.exif
-    if fmt in ("JPEG", "WEBP"):
+    if fmt in LOSSY_FORMATS:
         kwargs["quality"] = quality
     if fmt == "TIFF":
         kwargs["compression"] = "tiff_deflate"

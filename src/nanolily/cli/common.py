@@ -6,10 +6,11 @@ import argparse
 import glob
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import DEFAULT_MAX_PIXELS, READ_SUFFIXES, WRITE_FORMATS
+from ..io import DEFAULT_MAX_PIXELS, MISSING_SUPPORT, RAW_OUTPUT_SUFFIX, RAW_SUFFIXES, READ_SUFFIXES, WRITE_FORMATS
 
 OUTPUT_SUFFIX = "_lily"
 
@@ -130,19 +131,27 @@ def has_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
-def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path, Path | None]], list[str]]:
-    """Files named by INPUT arguments: (file, the folder it was found under or None), and error lines.
+def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path, Path | None]], list[str], list[str]]:
+    """Files named by INPUT arguments: (file, the folder it was found under or None), error lines, and
+    notes on photos a folder holds in formats this installation cannot read (e.g. HEIC without the
+    plugin), which are left out.
 
     Folders and globs yield image files (by extension), skipping our own ``*_lily.*`` outputs; a file
     named explicitly is always taken, so a bad one is reported rather than silently skipped.
     """
     found: list[tuple[Path, Path | None]] = []
     errors: list[str] = []
+    notes: list[str] = []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
-            files = sorted(f for f in path.glob(pattern) if f.is_file() and _wanted(f))
+            everything = sorted(f for f in path.glob(pattern) if f.is_file())
+            files = [f for f in everything if _wanted(f)]
+            unreadable = Counter(f.suffix.lower() for f in everything
+                                 if f.suffix.lower() in MISSING_SUPPORT and f.suffix.lower() not in READ_SUFFIXES)
+            for suffix, count in sorted(unreadable.items()):
+                notes.append(f"{path}: skipped {count} {suffix} file{'s' * (count > 1)}: {MISSING_SUPPORT[suffix]}")
             if not files:
                 errors.append(f"{path}: no images in this folder" + ("" if recursive else " (use -r for subfolders)"))
             found += [(f, path) for f in files]
@@ -157,7 +166,7 @@ def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path, 
         else:
             errors.append(f"{path}: no such file or folder")
     unique = list(dict.fromkeys(found))
-    return unique, errors
+    return unique, errors, notes
 
 
 def _wanted(path: Path) -> bool:
@@ -167,8 +176,9 @@ def _wanted(path: Path) -> bool:
 def plan_jobs(files: list[tuple[Path, Path | None]], output: str | None, fmt: str | None) -> list[Job]:
     """Where each input goes. ``output`` with an image extension and one input: that file; otherwise a
     folder (made if needed), mirroring subfolders of a folder input; no ``output``: ``<stem>_lily.<ext>``
-    beside each input. ``fmt`` (an extension) replaces the input's extension."""
-    suffix = (lambda src: "." + fmt) if fmt else (lambda src: src.suffix)
+    beside each input. ``fmt`` (an extension) replaces the input's extension, as does a 16-bit TIFF for
+    a camera RAW file and PNG for other formats nanolily reads but does not write (e.g. GIF)."""
+    suffix = (lambda src: "." + fmt) if fmt else output_suffix
     if output is not None and Path(output).suffix.lower() in WRITE_FORMATS and not Path(output).is_dir():
         if len(files) != 1:
             raise ValueError(f"-o {output} names one file, but there are {len(files)} inputs; give a folder")
@@ -182,6 +192,14 @@ def plan_jobs(files: list[tuple[Path, Path | None]], output: str | None, fmt: st
             target = Path(output) / relative.with_suffix(suffix(source))
         jobs.append(Job(source, target))
     return jobs
+
+
+def output_suffix(source: Path) -> str:
+    """The extension of the output for ``source`` when none is asked for: the input's where nanolily
+    writes that format."""
+    if source.suffix.lower() in WRITE_FORMATS:
+        return source.suffix
+    return RAW_OUTPUT_SUFFIX if source.suffix.lower() in RAW_SUFFIXES else ".png"
 
 
 def run_figure_verb(args, suffix: str, make_figure) -> int:

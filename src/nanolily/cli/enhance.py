@@ -7,6 +7,7 @@ import sys
 import time
 
 from ..enhance import BACKENDS, PRECISIONS, check_precision
+from ..io import WRITE_FORMATS
 from .common import (Job, add_engine_options, add_model_options, corrections, error, expand_inputs,
                      load_model_or_none, plan_jobs)
 
@@ -33,9 +34,11 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one input) or folder; default: <stem>_lily.<ext> beside each input")
     p.add_argument("-r", "--recursive", action="store_true", help="include subfolders of folder inputs")
-    p.add_argument("--format", choices=["png", "jpg", "webp", "tif", "bmp"],
-                   help="output format for folder/beside outputs (default: the input's)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default: %(default)s)")
+    p.add_argument("--format", choices=sorted({s[1:] for s in WRITE_FORMATS} - {"jpeg", "tiff", "heif"}),
+                   help="output format for folder/beside outputs (default: the input's; a 16-bit TIFF for "
+                        "camera RAW files, PNG for other formats nanolily does not write)")
+    p.add_argument("--quality", type=int, default=95,
+                   help="JPEG/WebP/AVIF/HEIC quality 1-100 (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files, inputs included")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary; errors still print")
     add_engine_options(p)
@@ -62,9 +65,11 @@ def run(args) -> int:
         args.parser.error(f"--strength must be >= 0, got {args.strength}")
     if args.stride > 224:
         args.parser.error(f"--stride must be at most the tile size 224, got {args.stride}")
-    files, failures = expand_inputs(args.inputs, args.recursive)
+    files, failures, notes = expand_inputs(args.inputs, args.recursive)
     for line in failures:
         error(line)
+    for line in notes if not args.quiet else ():
+        print(f"note: {line}", file=sys.stderr)
     try:
         jobs = plan_jobs(files, args.output, args.format)
     except ValueError as e:
