@@ -66,6 +66,20 @@ def test_training_views(tmp_path, crop):
     assert torch.equal(low, again[0])  # same generator state, same view
 
 
+def test_full_views_are_the_whole_image_in_one_shape(tmp_path):
+    make_layout(tmp_path, "pair", ["a"])
+    data = PairedImages(find_pairs(tmp_path, "pair"))
+    whole = data.full(0)[0]
+    gen = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        low, high = data.sample(0, gen, crop="full")
+        assert low.shape == high.shape == whole.shape  # never a quarter turn of a non-square image
+        flips = [low.flip(d) for d in ((), (-1,), (-2,), (-2, -1))]
+        seen.add(next(i for i, f in enumerate(flips) if torch.equal(f, whole)))
+    assert seen == {0, 1, 2, 3}  # flips and half turns, all of them in 40 draws
+
+
 def test_crop_keeps_pairs_aligned(tmp_path):
     make_layout(tmp_path, "pair", ["a"])
     data = PairedImages(find_pairs(tmp_path, "pair"))

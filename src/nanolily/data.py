@@ -178,8 +178,11 @@ class PairedImages:
     """Decoded pairs cached in RAM as uint8, with the augmentations used in training.
 
     ``crop``: ``"random"`` (a ``size x size`` crop at full resolution, the view Bloom gives the model),
-    ``"resize"`` (the whole image resized to ``size x size``, the original's training view) or
-    ``"mixed"`` (resize with probability ``resize_prob``, else random crop).
+    ``"resize"`` (the whole image resized to ``size x size``, the original's training view),
+    ``"mixed"`` (resize with probability ``resize_prob``, else random crop) or ``"full"`` (the whole
+    image at full resolution, ``size`` unused: the view a whole-image model gets in inference, its
+    global statistics included; 90-degree rotations only by 180 degrees unless the image is square, so
+    a batch needs images of one size).
     """
 
     def __init__(self, pairs: list[Pair], progress: bool = False):
@@ -218,6 +221,8 @@ class PairedImages:
         pair = torch.stack([low, high]).float() / 255  # (2, 3, H, W)
         if crop == "resize":
             pair = F.interpolate(pair, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        elif crop == "full":
+            pass
         elif crop == "random":
             h, w = pair.shape[-2:]
             if h < size or w < size:
@@ -229,13 +234,15 @@ class PairedImages:
             x = int(torch.randint(0, w - size + 1, (), generator=generator))
             pair = pair[..., y:y + size, x:x + size]
         else:
-            raise ValueError(f"crop must be 'random', 'resize' or 'mixed', got {crop!r}")
+            raise ValueError(f"crop must be 'random', 'resize', 'mixed' or 'full', got {crop!r}")
         if flips and torch.rand((), generator=generator).item() < 0.5:
             pair = pair.flip(-1)
         if flips and torch.rand((), generator=generator).item() < 0.5:
             pair = pair.flip(-2)
         if rot90:
             k = int(torch.randint(0, 4, (), generator=generator))
+            if pair.shape[-2] != pair.shape[-1]:
+                k = 2 * (k % 2)  # a quarter turn would change the shape of a full-size view
             pair = torch.rot90(pair, k, dims=(-2, -1))
         low, high = pair[0], pair[1]
         if exposure is not None:

@@ -56,7 +56,7 @@ class TrainConfig:
     batch_size: int = 32
     # views
     size: int = 224
-    crop: str = "resize"  # resize | random | mixed
+    crop: str = "resize"  # resize | random | mixed | full
     resize_prob: float = 0.5
     flips: bool = True
     rot90: bool = True
@@ -114,7 +114,7 @@ class TrainConfig:
         return cls.from_dict(data)
 
     def validate(self) -> None:
-        choices = {"crop": ("resize", "random", "mixed"), "scheduler": ("plateau", "cosine", "constant"),
+        choices = {"crop": ("resize", "random", "mixed", "full"), "scheduler": ("plateau", "cosine", "constant"),
                    "val_mode": ("bloom", "core", "global"), "select": ("psnr", "ssim")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -433,6 +433,9 @@ def _batch(images: PairedImages, config: TrainConfig, step: int, epoch: int, ste
     gen = torch.Generator().manual_seed(((config.seed * 1_000_003 + step) * 1009 + dist.rank) % (2 ** 63))
     views = [images.sample(int(k), gen, config.size, config.crop, config.resize_prob, config.flips, config.rot90,
                            tuple(config.exposure) if config.exposure else None) for k in chosen]
+    sizes = {tuple(v[0].shape[-2:]) for v in views}
+    if len(sizes) > 1:  # only crop "full" gives views of the images' own sizes
+        raise ValueError(f"crop 'full' needs training images of one size, got {sorted(sizes)}: use crop 'random'")
     return torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
 
 
