@@ -135,10 +135,15 @@ def test_compare_figure(photos, random_weights, tmp_path, capsys):
     assert str(fig) in capsys.readouterr().out
 
 
-def test_info(random_weights, capsys):
+def test_info(random_weights, capsys, monkeypatch):
     assert run(["info"], random_weights) == 0
     out = capsys.readouterr().out
     assert "129,016" in out and "sha256:" in out and "version: test-untrained" in out
+    formats = next(line for line in out.splitlines() if line.startswith("formats:"))
+    assert all(f in formats.split(";")[0] for f in ("bmp", "jpg", "png", "tiff", "webp"))
+    monkeypatch.setattr("nanolily.io.HAS_RAW", False)
+    assert run(["info"], random_weights) == 0
+    assert "camera RAW files need rawpy: pip install 'nanolily[raw]'" in capsys.readouterr().out
 
 
 def test_demo_writes_the_figure(random_weights, tmp_path, capsys):

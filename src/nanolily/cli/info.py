@@ -11,6 +11,16 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def formats() -> str:
+    """What this installation reads and writes, and what the missing optional formats need."""
+    from ..io import HAS_RAW, MISSING_SUPPORT, WRITE_FORMATS
+
+    names = sorted({f.lower().replace("jpeg", "jpg").replace("heif", "heic") for f in WRITE_FORMATS.values()})
+    text = f"read and write {', '.join(names)}" + ("; read camera RAW (dng, cr2, nef, arw, ...)" if HAS_RAW else "")
+    supported = {".heic": ".heic" in WRITE_FORMATS, ".dng": HAS_RAW, ".avif": ".avif" in WRITE_FORMATS}
+    return text + "".join(f"; {MISSING_SUPPORT[s]}" for s, ok in supported.items() if not ok)
+
+
 def run(args) -> int:
     import json
 
@@ -28,6 +38,7 @@ def run(args) -> int:
         print(f"error: {e}")
         return 1
     print(f"device:       {device} (threads: {torch.get_num_threads()})")
+    print(f"formats:      {formats()}")
     source = model_source(args)
     try:
         path, expected = resolve_weights(source)
