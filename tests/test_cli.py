@@ -1,3 +1,4 @@
+import io
 import subprocess
 import sys
 
@@ -242,3 +243,39 @@ def test_folder_notes_photos_it_cannot_read_and_goes_on(photos, random_weights, 
     assert "notes.txt" not in err and "enhanced 2 of 2 images" in err
     assert run(["enhance", str(photos), "-o", str(photos / "out2"), "-q"], random_weights) == 0
     assert "note" not in capsys.readouterr().err
+
+
+def _stdin(monkeypatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def test_standard_input_to_standard_output(photos, random_weights, monkeypatch, capsysbinary):
+    _stdin(monkeypatch, (photos / "a.jpg").read_bytes())
+    assert run(["enhance", "-", "-q"], random_weights) == 0  # standard input goes to standard output
+    out = Image.open(io.BytesIO(capsysbinary.readouterr().out))
+    assert out.format == "PNG" and out.size == (160, 120)
+    # the same pixels as the file route
+    assert run(["enhance", str(photos / "a.jpg"), "-o", "-", "--format", "png", "-q"], random_weights) == 0
+    assert run(["enhance", str(photos / "a.jpg"), "-o", str(photos / "a.png"), "-q"], random_weights) == 0
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(capsysbinary.readouterr().out))),
+                          np.asarray(Image.open(photos / "a.png")))
+    assert np.array_equal(np.asarray(out), np.asarray(Image.open(photos / "a.png")))
+    _stdin(monkeypatch, (photos / "b.png").read_bytes())
+    assert run(["enhance", "-", "-o", str(photos / "from_stdin.webp"), "-q"], random_weights) == 0
+    assert Image.open(photos / "from_stdin.webp").size == (100, 90)
+    _stdin(monkeypatch, (photos / "b.png").read_bytes())
+    assert run(["enhance", "-", "--format", "jpg", "-q"], random_weights) == 0
+    assert Image.open(io.BytesIO(capsysbinary.readouterr().out)).format == "JPEG"
+
+
+def test_standard_input_errors(photos, random_weights, monkeypatch, capsysbinary):
+    _stdin(monkeypatch, b"")
+    assert run(["enhance", "-"], random_weights) == 1
+    captured = capsysbinary.readouterr()
+    assert captured.out == b"" and b"error: stdin: empty input (0 bytes)" in captured.err
+    _stdin(monkeypatch, b"not an image")
+    assert run(["enhance", "-"], random_weights) == 1
+    assert b"error: stdin: not an image file" in capsysbinary.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        run(["enhance", str(photos / "a.jpg"), str(photos / "b.png"), "-o", "-"], random_weights)
+    assert e.value.code == 2 and b"standard output takes one image" in capsysbinary.readouterr().err

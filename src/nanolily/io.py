@@ -22,6 +22,7 @@ import threading
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, features
@@ -88,17 +89,22 @@ class Photo:
         return self.pixels.shape[1], self.pixels.shape[0]
 
 
-def is_image_path(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in READ_SUFFIXES
-
-
-def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
+def read_image(source: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS,
+               name: str = "stdin") -> Photo:
     """Decode an image file into a :class:`Photo`; any failure is an :class:`ImageError`.
 
-    CMYK, palette, 1-bit and other modes are converted (palette transparency becomes alpha).
-    ``max_pixels`` guards against decompression bombs: larger images are refused before decoding.
+    ``source`` is a path, or a binary file object such as ``sys.stdin.buffer`` (read to its end; its
+    format is told from the content, so camera RAW files, told by their extension, need a path; ``name``
+    labels its errors). CMYK, palette, 1-bit and other modes are converted (palette transparency
+    becomes alpha). ``max_pixels`` guards against decompression bombs: larger images are refused
+    before decoding.
     """
-    path = Path(path)
+    if hasattr(source, "read"):
+        path, source = name, _io.BytesIO(source.read())
+        if not source.getbuffer().nbytes:
+            raise ImageError(path, "empty input (0 bytes)")
+        return _decode(source, path, "", max_pixels)
+    path = Path(source)
     if not path.exists():
         raise ImageError(path, "no such file")
     if path.is_dir():
@@ -108,8 +114,13 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     suffix = path.suffix.lower()
     if suffix in RAW_SUFFIXES:
         return _read_raw(path, max_pixels)
+    return _decode(path, path, suffix, max_pixels)
+
+
+def _decode(source: Path | _io.BytesIO, path: Path | str, suffix: str, max_pixels: int) -> Photo:
+    """:func:`read_image` of a file or an in-memory one, through Pillow; ``path`` names it in errors."""
     try:
-        with _open_limited(path, max_pixels) as img:
+        with _open_limited(source, max_pixels) as img:
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageError(path, f"{width}x{height} = {width * height / 1e6:.1f} MP is over the "
@@ -119,7 +130,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             orientation = exif.get(ORIENTATION_TAG, 1)
             icc = img.info.get("icc_profile")
             if sixteen_bit_rgb:
-                pixels, alpha = _read_16bit_rgb(path, img.format)
+                pixels, alpha = _read_16bit_rgb(source, img.format)
                 bit_depth = 16
             else:
                 img.load()
@@ -142,6 +153,13 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                  bit_depth, icc, exif.tobytes() if len(exif) else None)
 
 
+def encode_image(photo: Photo, fmt: str, quality: int = 95) -> bytes:
+    """The file :func:`write_image` writes, as bytes: ``fmt`` is a format name, e.g. ``"PNG"`` (the values
+    of ``WRITE_FORMATS``)."""
+    sixteen = photo.bit_depth == 16 and fmt in SIXTEEN_BIT_FORMATS
+    return _encode(photo, fmt, sixteen, photo.alpha if fmt in ALPHA_FORMATS else None, quality)
+
+
 def write_image(path: str | os.PathLike, photo: Photo, quality: int = 95, overwrite: bool = False) -> Path:
     """Encode ``photo`` to ``path`` (format from the extension), atomically.
 
@@ -156,9 +174,7 @@ def write_image(path: str | os.PathLike, photo: Photo, quality: int = 95, overwr
         raise ImageError(path, "already exists (use --overwrite to replace it)")
     if not path.parent.is_dir():
         raise ImageError(path, f"output folder {path.parent} does not exist")
-    sixteen = photo.bit_depth == 16 and fmt in SIXTEEN_BIT_FORMATS
-    alpha = photo.alpha if fmt in ALPHA_FORMATS else None
-    data = _encode(photo, fmt, sixteen, alpha, quality)
+    data = encode_image(photo, fmt, quality)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
     except OSError as e:
@@ -191,7 +207,7 @@ def to_float(values: np.ndarray) -> np.ndarray:
 
 # --- reading ------------------------------------------------------------------------------------------
 
-def _open_limited(path: Path, max_pixels: int) -> Image.Image:
+def _open_limited(path: Path | _io.BytesIO, max_pixels: int) -> Image.Image:
     """Open (header only) with Pillow's bomb guard set to our limit instead of its fixed ~179 MP."""
     with _pillow_limit_lock, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -235,17 +251,20 @@ def _is_16bit_rgb(img: Image.Image) -> bool:
     return False
 
 
-def _read_16bit_rgb(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_16bit_rgb(source: Path | _io.BytesIO, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
+    if isinstance(source, _io.BytesIO):
+        source.seek(0)
     if fmt == "PNG":
         import png
 
-        width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+        reader = png.Reader(filename=str(source)) if isinstance(source, Path) else png.Reader(file=source)
+        width, height, rows, info = reader.asDirect()
         planes = info["planes"]
         data = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
     else:
         import tifffile
 
-        data = tifffile.imread(str(path))
+        data = tifffile.imread(source)
         if data.ndim == 3 and data.shape[0] in (3, 4) and data.shape[-1] not in (3, 4):
             data = np.moveaxis(data, 0, -1)  # planar (C, H, W) storage
     data = data.astype(np.uint16)

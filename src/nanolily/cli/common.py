@@ -13,6 +13,7 @@ from pathlib import Path
 from ..io import DEFAULT_MAX_PIXELS, MISSING_SUPPORT, RAW_OUTPUT_SUFFIX, RAW_SUFFIXES, READ_SUFFIXES, WRITE_FORMATS
 
 OUTPUT_SUFFIX = "_lily"
+STDIO = Path("-")  # INPUT "-" reads standard input, "-o -" writes standard output
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -144,7 +145,9 @@ def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path, 
     notes: list[str] = []
     for item in inputs:
         path = Path(item).expanduser()
-        if path.is_dir():
+        if path == STDIO:
+            found.append((STDIO, None))
+        elif path.is_dir():
             pattern = "**/*" if recursive else "*"
             everything = sorted(f for f in path.glob(pattern) if f.is_file())
             files = [f for f in everything if _wanted(f)]
@@ -174,18 +177,24 @@ def _wanted(path: Path) -> bool:
 
 
 def plan_jobs(files: list[tuple[Path, Path | None]], output: str | None, fmt: str | None) -> list[Job]:
-    """Where each input goes. ``output`` with an image extension and one input: that file; otherwise a
-    folder (made if needed), mirroring subfolders of a folder input; no ``output``: ``<stem>_lily.<ext>``
-    beside each input. ``fmt`` (an extension) replaces the input's extension, as does a 16-bit TIFF for
-    a camera RAW file and PNG for other formats nanolily reads but does not write (e.g. GIF)."""
+    """Where each input goes. ``output`` with an image extension and one input: that file; ``-`` (or
+    no ``output`` for standard input): standard output, one input only; otherwise a folder (made if
+    needed), mirroring subfolders of a folder input; no ``output``: ``<stem>_lily.<ext>`` beside each
+    input. ``fmt`` (an extension) replaces the input's extension, as does a 16-bit TIFF for a camera RAW
+    file and PNG for other formats nanolily reads but does not write (e.g. GIF, standard input)."""
     suffix = (lambda src: "." + fmt) if fmt else output_suffix
-    if output is not None and Path(output).suffix.lower() in WRITE_FORMATS and not Path(output).is_dir():
+    to_stdout = output == str(STDIO) or (output is None and any(source == STDIO for source, _ in files))
+    single_file = output is not None and Path(output).suffix.lower() in WRITE_FORMATS and not Path(output).is_dir()
+    if to_stdout or single_file:
         if len(files) != 1:
-            raise ValueError(f"-o {output} names one file, but there are {len(files)} inputs; give a folder")
-        return [Job(files[0][0], Path(output))]
+            where = "standard output takes" if to_stdout else f"-o {output} names"
+            raise ValueError(f"{where} one image, but there are {len(files)} inputs; give a folder with -o")
+        return [Job(files[0][0], STDIO if to_stdout else Path(output))]
     jobs = []
     for source, base in files:
-        if output is None:
+        if source == STDIO:
+            target = Path(output) / ("stdin" + suffix(source))
+        elif output is None:
             target = source.with_name(source.stem + OUTPUT_SUFFIX + suffix(source))
         else:
             relative = source.relative_to(base) if base is not None else Path(source.name)

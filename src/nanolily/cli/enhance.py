@@ -8,7 +8,7 @@ import time
 
 from ..enhance import BACKENDS, PRECISIONS, check_precision
 from ..io import WRITE_FORMATS
-from .common import (Job, add_engine_options, add_model_options, corrections, error, expand_inputs,
+from .common import (STDIO, Job, add_engine_options, add_model_options, corrections, error, expand_inputs,
                      load_model_or_none, plan_jobs)
 
 TILE_BAR_MIN_TILES = 64  # show a tile bar only for images big enough to take a while
@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   nanolily enhance night.jpg -o bright.png      one file, format from the extension
   nanolily enhance shots/ -r -o bright/         a folder tree, mirrored into bright/
   nanolily enhance 'trip/*.jpg' --mode core     a glob (quote it), the original 224x224 pass
+  curl -s URL | nanolily enhance - > bright.png   standard input to standard output (PNG; --format jpg ...)
   nanolily enhance night.jpg --backend onnxruntime     the default model through ONNX Runtime
   nanolily enhance big.tif --model nanolily-v1 --mode bloom --backend onnxruntime   v1's tiles through it
   nanolily enhance noisy.jpg --denoise 0.5      smooth sensor grain and colour static
@@ -30,9 +31,11 @@ exit status: 0 all done, 1 some inputs failed, 2 usage error"""
 def add_parser(sub) -> None:
     p = sub.add_parser("enhance", help="brighten photos (files, folders, globs)", description=__doc__,
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders or glob patterns; - reads one image from standard input")
     p.add_argument("-o", "--output", metavar="OUT",
-                   help="output file (one input) or folder; default: <stem>_lily.<ext> beside each input")
+                   help="output file (one input), folder, or - for standard output; default: <stem>_lily.<ext> "
+                        "beside each input (standard output for standard input)")
     p.add_argument("-r", "--recursive", action="store_true", help="include subfolders of folder inputs")
     p.add_argument("--format", choices=sorted({s[1:] for s in WRITE_FORMATS} - {"jpeg", "tiff", "heif"}),
                    help="output format for folder/beside outputs (default: the input's; a 16-bit TIFF for "
@@ -113,22 +116,27 @@ def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int]:
 
     from ..bloom import plan_tiles
     from ..enhance import enhance_photo
-    from ..io import ImageError, read_image, write_image
+    from ..io import ImageError, encode_image, read_image, write_image
 
     done = failed = 0
     bar = tqdm(jobs, unit="img", disable=args.quiet or len(jobs) < 2, desc="images")
     for job in bar:
         try:
-            if job.target.exists() and not args.overwrite:
+            if job.target != STDIO and job.target.exists() and not args.overwrite:
                 raise ImageError(job.target, "already exists (use --overwrite to replace it)")
-            photo = read_image(job.source, max_pixels=args.max_pixels)
+            source = sys.stdin.buffer if job.source == STDIO else job.source
+            photo = read_image(source, max_pixels=args.max_pixels)
             width, height = photo.size
             tiles = len(plan_tiles(max(height, 224), max(width, 224), 224, args.stride))
             out = enhance_photo(photo, model, mode=args.mode, stride=args.stride, batch_size=args.batch_size,
                                 progress=not args.quiet and args.mode == "bloom" and tiles >= TILE_BAR_MIN_TILES,
                                 predictor=predictor, precision=args.precision, **corrections(args))
-            job.target.parent.mkdir(parents=True, exist_ok=True)
-            write_image(job.target, out, quality=args.quality, overwrite=args.overwrite)
+            if job.target == STDIO:
+                sys.stdout.buffer.write(encode_image(out, WRITE_FORMATS["." + (args.format or "png")], args.quality))
+                sys.stdout.buffer.flush()
+            else:
+                job.target.parent.mkdir(parents=True, exist_ok=True)
+                write_image(job.target, out, quality=args.quality, overwrite=args.overwrite)
             done += 1
         except ImageError as e:
             error(str(e))
