@@ -75,6 +75,7 @@ def test_weight_average_is_validated_saved_and_resumed(data):
     ckpt = torch.load(data / "straight" / "last.ckpt", weights_only=True)
     best = load_model(data / "straight" / "best.safetensors", device="cpu").state_dict()
     assert all(torch.equal(best[k], v) for k, v in ckpt["ema"].items())  # the average is what ships
+    assert read_metadata(data / "straight" / "best.safetensors")["parameters"] == "2688"  # frozen, still counted
     assert not all(torch.equal(ckpt["model"][k], v) for k, v in ckpt["ema"].items())
     train(config, data, data / "split", progress=False, until=2)
     train(config, data, data / "split", resume=True, progress=False)

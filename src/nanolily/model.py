@@ -484,7 +484,7 @@ class NanoLILY(nn.Module):
         return self.config.size
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return sum(p.numel() for p in self.parameters())  # frozen ones too (an averaged copy is frozen)
 
     def branches(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """All intermediate maps (for `nanolily explain`): spatial, frequency, residual, output."""

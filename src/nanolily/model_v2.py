@@ -105,7 +105,7 @@ class NanoLILYv2(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return sum(p.numel() for p in self.parameters())  # frozen ones too (an averaged copy is frozen)
 
     def config_dict(self) -> dict:
         return asdict(self.config)
