@@ -1,6 +1,6 @@
 """Reading and writing photos the way photographers expect.
 
-- PNG, JPEG, WebP, TIFF and BMP in and out; AVIF too where Pillow has it (Pillow >= 11.3 wheels do), HEIC
+- PNG, JPEG, WebP, TIFF and BMP in and out; AVIF too where Pillow has it (recent Pillow wheels do), HEIC
   with the pillow-heif plugin (the ``[heif]`` extra), and camera RAW files in (DNG, CR2, CR3, NEF, ARW,
   RAF, RW2, ORF, ...) with rawpy (the ``[raw]`` extra), developed at the captured exposure. The output
   format follows the output file's extension.
