@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nanolily.export import STAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "nanolily-v1"  # the original architecture: the model the original loop (a) can run
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,7 +56,7 @@ CASES = {
     "v2onnx": "(i) nanolily-v2 global, ONNX Runtime (strips)",
 }
 DEFAULT_MODEL_CASES = {"v2": "nanolily-v2", "default": "nanolily-v2", "v2onnx": "nanolily-v2"}  # not (a)-(f)'s weights
-ONNX_FILES = {"onnx": ("nanolily-v1.onnx",), "v2onnx": ("nanolily-v2-maps.onnx", "nanolily-v2-apply.onnx")}  # in onnx_dir
+ONNX_FILES = {"onnx": ("nanolily-v1.onnx",), "v2onnx": tuple(f"nanolily-v2-{stage}.onnx" for stage in STAGES)}  # in onnx_dir
 SIZES = "600x400,1920x1080,3840x2160,7680x4320"
 SAMPLE = ROOT / "src/nanolily/assets/samples/astronaut_dark.png"
 
@@ -176,7 +178,7 @@ def case_runner(case: str, onnx_dir: str | None):
     if case == "v2onnx":
         from nanolily.export import StagedOnnxPredictor
 
-        predictor = StagedOnnxPredictor(*(Path(onnx_dir) / name for name in ONNX_FILES[case]), model.config.factor)
+        predictor = StagedOnnxPredictor([Path(onnx_dir) / name for name in ONNX_FILES[case]], model.config.factor)
         return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="global", predictor=predictor)), calls
     raise ValueError(case)
 
@@ -487,7 +489,7 @@ def main() -> None:
         onnx_dir = tmp
         export_onnx(load_model(MODEL, device="cpu"), Path(tmp) / ONNX_FILES["onnx"][0])
         export_onnx_stages(load_model(DEFAULT_MODEL_CASES["v2onnx"], device="cpu"),
-                           *(Path(tmp) / name for name in ONNX_FILES["v2onnx"]))
+                           [Path(tmp) / name for name in ONNX_FILES["v2onnx"]])
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))
             outputs, rows = {}, {}

@@ -132,19 +132,19 @@ def test_nanolily_v2_exports_for_whole_images_of_any_size(small_v2, tmp_path, mo
     assert np.abs(a - b).max() <= 1
 
 
-def test_nanolily_v2_backend_runs_two_graphs_in_strips(small_v2, tmp_path, monkeypatch):
-    from nanolily.export import StagedOnnxPredictor, export_onnx_stages, onnx_predictor
+def test_nanolily_v2_backend_runs_its_stages_in_strips(small_v2, tmp_path, monkeypatch):
+    from nanolily.export import STAGES, StagedOnnxPredictor, export_onnx_stages, onnx_predictor
 
     model = small_v2
-    maps, apply = tmp_path / "maps.onnx", tmp_path / "apply.onnx"
-    assert export_onnx_stages(model, maps, apply) <= 1e-4
+    paths = [tmp_path / f"{stage}.onnx" for stage in STAGES]
+    assert export_onnx_stages(model, paths) <= 1e-4
     x = torch.from_numpy(dark_image(150, 97)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         whole = model(x)
     for rows in (16, 37, 1000):  # strips that split the image unevenly, and one strip
-        assert (StagedOnnxPredictor(maps, apply, model.config.factor, rows=rows)(x) - whole).abs().max() <= 1e-4
-    monkeypatch.setenv("NANOLILY_CACHE", str(tmp_path / "cache"))  # the backend exports both once, then reuses them
+        assert (StagedOnnxPredictor(paths, model.config.factor, rows=rows)(x) - whole).abs().max() <= 1e-4
+    monkeypatch.setenv("NANOLILY_CACHE", str(tmp_path / "cache"))  # the backend exports them once, then reuses them
     predictor = onnx_predictor(model)
     assert isinstance(predictor, StagedOnnxPredictor)
-    assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "cache").iterdir()) == ["apply.onnx", "maps.onnx"]
+    assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "cache").iterdir()) == sorted(f"{s}.onnx" for s in STAGES)
     assert (enhance_tensor(x, model, mode="global", predictor=predictor) - enhance_tensor(x, model)).abs().max() <= 1e-4

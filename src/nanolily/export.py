@@ -3,7 +3,7 @@
 The exported NanoLILY graph takes ``(batch, 3, 224, 224)`` tiles (dynamic batch) and returns the enhanced
 tiles, unclamped, exactly like :class:`nanolily.model.NanoLILY`; nanolily-v2's takes whole images of any
 size (``(batch, 3, height, width)``, all dynamic), its natural mode; for the ``onnxruntime`` backend it is
-also exported as two graphs that run a large photo in bounded memory (:func:`export_onnx_stages`). One
+also exported as four graphs that run a large photo in bounded memory (:func:`export_onnx_stages`). One
 change of form, not of maths: the frequency branch's ``rfft2 -> mask -> irfft2`` is written as products
 with fixed DFT matrices (:class:`MatrixDFTFrequency`), because ONNX Runtime's ``DFT`` operator is slow on
 CPU (measured: ~65 ms of a ~100 ms tile), while its matrix products are fast. Parity with PyTorch is checked on export.
@@ -28,6 +28,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -37,6 +38,7 @@ from .model import NanoLILY
 ONNX_OPSET = 20
 PARITY_TOLERANCE = 1e-4
 STAGE_ROWS = 256  # rows per strip of StagedOnnxPredictor's full-resolution graph
+STAGES = ("encode", "middle", "decode", "apply")  # export_onnx_stages' graphs, in the order they run
 
 
 def dft_matrices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,44 +143,46 @@ def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True) ->
         return _checked(path, model, OnnxPredictor(tmp)) if check else None
 
 
-def export_onnx_stages(model, maps_path: str | os.PathLike, apply_path: str | os.PathLike,
-                       check: bool = True) -> float | None:
-    """nanolily-v2 as two ONNX graphs, so ONNX Runtime runs a large photo in bounded memory (see
-    :class:`StagedOnnxPredictor`): ``maps_path`` takes the image average-pooled by the model's factor
-    (:func:`nanolily.model_v2.pool`) and returns the head's maps and the colour matrix
-    (:meth:`~nanolily.model_v2.NanoLILYv2.maps_from_pooled`, at 1/4 to 1/16 of the pixels);
-    ``apply_path`` takes rows of the image with those maps upsampled to them
-    (:meth:`~nanolily.model_v2.NanoLILYv2.apply_maps`). Written atomically and checked as
-    :func:`export_onnx` is."""
+def export_onnx_stages(model, paths: Sequence[str | os.PathLike], check: bool = True) -> float | None:
+    """nanolily-v2 as four ONNX graphs, one file each in ``paths`` in the order of :data:`STAGES`, so that
+    ONNX Runtime runs a large photo in bounded memory as the PyTorch model does
+    (:class:`StagedOnnxPredictor`): the model's :meth:`~nanolily.model_v2.NanoLILYv2.encode_rows`,
+    :meth:`~nanolily.model_v2.NanoLILYv2.middle` and :meth:`~nanolily.model_v2.NanoLILYv2.decode_rows`
+    at 1/4 to 1/16 of the pixels (the first and last on strips of rows, :func:`nanolily.model_v2.maps_in_strips`),
+    then :meth:`~nanolily.model_v2.NanoLILYv2.apply_maps` on strips of the image's rows. Written
+    atomically and checked as :func:`export_onnx` is."""
     model = model.float().cpu().eval()
-    batch, width = torch.export.Dim("batch", min=1, max=4096), _width()
-    rows = {0: batch, 2: torch.export.Dim("rows", min=2, max=65536), 3: width}
-    heads = model.head.out_channels
-    with _staged(maps_path, apply_path) as (maps_tmp, apply_tmp):
-        pooled = {0: batch, 2: 4 * torch.export.Dim("h", min=1, max=16384),  # pool() pads to multiples of 4
-                  3: 4 * torch.export.Dim("w", min=1, max=16384)}
-        _trace(_MapsGraph(model).eval(), (torch.rand(2, 3, 48, 64),), (pooled,), ["pooled"], ["maps", "matrix"],
-               maps_tmp)
-        examples = (torch.rand(2, 3, 40, 256), torch.rand(2, heads, 40, 256), torch.rand(2, 3, 3))
-        _trace(_ApplyGraph(model).eval(), examples, (rows, rows, {0: batch}), ["rows", "maps", "matrix"],
-               ["enhanced"], apply_tmp)
+    batch, rows = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("rows", min=2, max=65536)
+    quarter = 4 * torch.export.Dim("w", min=1, max=16384)  # pool() pads to multiples of 4 * factor
+    strip = {0: batch, 2: rows, 3: quarter}
+    w1, w2 = model.config.widths[:2]
+    full_rows = {0: batch, 2: rows, 3: _width()}
+    graphs = [  # (method, example inputs, their dynamic dimensions, input names, output names)
+        ("encode_rows", (torch.rand(2, 3, 40, 64),), (strip,), ["rows"], ["e1"]),
+        ("middle", (torch.rand(2, w1, 48, 64),), ({0: batch, 2: 4 * torch.export.Dim("h", min=1, max=16384),
+                                                   3: quarter},), ["e1"], ["d2", "matrix"]),
+        ("decode_rows", (torch.rand(2, w2, 40, 64), torch.rand(2, w1, 40, 64)), (strip, strip), ["up", "e1"],
+         ["maps"]),
+        ("apply_maps", (torch.rand(2, 3, 40, 256), torch.rand(2, model.head.out_channels, 40, 256), torch.rand(2, 3, 3)),
+         (full_rows, full_rows, {0: batch}), ["rows", "maps", "matrix"], ["enhanced"]),
+    ]
+    with _staged(*paths) as tmps:
+        for (method, examples, dims, inputs, outputs), tmp in zip(graphs, tmps, strict=True):
+            _trace(_Method(model, method).eval(), examples, (dims,), inputs, outputs, tmp)  # (dims,): forward(*inputs)
         if not check:
             return None
-        return _checked(maps_path, model, StagedOnnxPredictor(maps_tmp, apply_tmp, model.config.factor, rows=48))
+        return _checked(paths[0], model, StagedOnnxPredictor(tmps, model.config.factor, rows=48))
 
 
-class _MapsGraph(nn.Module):
-    def __init__(self, model):
+class _Method(nn.Module):
+    """One method of a model as a module's forward, to export it as a graph."""
+
+    def __init__(self, model: nn.Module, method: str):
         super().__init__()
-        self.model = model
+        self.model, self.method = model, method
 
-    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.maps_from_pooled(pooled)
-
-
-class _ApplyGraph(_MapsGraph):
-    def forward(self, rows: torch.Tensor, maps: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-        return self.model.apply_maps(rows, maps, matrix)
+    def forward(self, *inputs: torch.Tensor):
+        return getattr(self.model, self.method)(*inputs)
 
 
 def _width() -> torch.export.Dim:
@@ -283,25 +287,30 @@ class OnnxPredictor:
 
 
 class StagedOnnxPredictor:
-    """nanolily-v2 in ONNX Runtime for whole images in bounded memory: the image pooled (in PyTorch, no
-    weights), the maps graph once at low resolution, then the full-resolution graph on strips of
-    ``rows`` rows (each with the 2 rows either side that its convolutions read, cropped after), as the
-    PyTorch model runs a large photo; the sessions run without ONNX Runtime's memory arena, so no
-    buffer outlives its strip. Equal to one pass to float rounding (checked on export, tested). Files
-    from :func:`export_onnx_stages`; ``factor`` is the model's first downsampling (``config.factor``)."""
+    """nanolily-v2 in ONNX Runtime for whole images in bounded memory, run as the PyTorch model runs a
+    large photo: the image pooled (in PyTorch, no weights), the low-resolution graphs with their 1/4-size
+    stages on strips (:func:`nanolily.model_v2.maps_in_strips`), then the full-resolution graph on strips
+    of ``rows`` rows (each with the 2 rows either side that its convolutions read, cropped after); the
+    sessions run without ONNX Runtime's memory arena, so no buffer outlives its strip. Equal to one pass
+    to float rounding (checked on export, tested). ``paths``: the files of :func:`export_onnx_stages`, in
+    the order of :data:`STAGES`; ``factor`` is the model's first downsampling (``config.factor``)."""
 
-    def __init__(self, maps_path: str | os.PathLike, apply_path: str | os.PathLike, factor: int,
-                 rows: int = STAGE_ROWS, threads: int | None = None):
-        self.maps_graph = OnnxPredictor(maps_path, threads, arena=False)
-        self.apply_graph = OnnxPredictor(apply_path, threads, arena=False)
+    def __init__(self, paths: Sequence[str | os.PathLike], factor: int, rows: int = STAGE_ROWS,
+                 threads: int | None = None):
+        self.encode_rows, self.middle_graph, self.decode_rows, self.apply_maps = (
+            OnnxPredictor(path, threads, arena=False) for path in paths)
         self.factor, self.rows = factor, rows
 
+    def middle(self, e1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d2, matrix = self.middle_graph.run(e1)
+        return d2, matrix
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 3, H, W)
-        from .model_v2 import in_strips, pool
+        from .model_v2 import in_strips, maps_in_strips, pool
 
         images = images.detach().to("cpu", torch.float32)
-        maps, matrix = self.maps_graph.run(pool(images, self.factor))
-        return in_strips(self.apply_graph, images, maps, matrix, self.factor, self.rows)
+        maps, matrix = maps_in_strips(self, pool(images, self.factor), max(self.rows // self.factor, 16))
+        return in_strips(self.apply_maps, images, maps, matrix, self.factor, self.rows)
 
 
 def cache_dir() -> Path:
@@ -323,13 +332,12 @@ def onnx_predictor(model: NanoLILY, path: str | os.PathLike | None = None,
     """An :class:`OnnxPredictor` for ``model``: from ``path`` if given, else from the cache, exporting
     (and checking) once per set of weights; for a resolution-free model (nanolily-v2) from the cache, a
     :class:`StagedOnnxPredictor` (:func:`export_onnx_stages`)."""
-    if path is None and model.resolution_free:  # two graphs, so a large photo runs in bounded memory
-        stem = cache_dir() / f"nanolily-{weights_digest(model)}"
-        maps, apply = stem.with_name(stem.name + "-maps.onnx"), stem.with_name(stem.name + "-apply.onnx")
-        if not (maps.exists() and apply.exists()):
-            maps.parent.mkdir(parents=True, exist_ok=True)
-            export_onnx_stages(model, maps, apply)
-        return StagedOnnxPredictor(maps, apply, model.config.factor, threads=threads)
+    if path is None and model.resolution_free:  # graphs by stage, so a large photo runs in bounded memory
+        paths = [cache_dir() / f"nanolily-{weights_digest(model)}-{stage}.onnx" for stage in STAGES]
+        if not all(p.exists() for p in paths):
+            cache_dir().mkdir(parents=True, exist_ok=True)
+            export_onnx_stages(model, paths)
+        return StagedOnnxPredictor(paths, model.config.factor, threads=threads)
     if path is None:
         path = cache_dir() / f"nanolily-{weights_digest(model)}.onnx"
         if not path.exists():

@@ -50,6 +50,8 @@ HEADS = ("gain", "curve")
 # oneDNN convolves channels-last maps without reordering copies: measured faster here at every stage,
 # and ~10 % less peak memory at 7680x4320
 CHANNELS_LAST = torch.channels_last
+ENCODE_HALO = 3  # rows each way the 1/4-size encoder stage reads (three 3x3 convolutions; priors are per pixel)
+DECODE_HALO = 2  # rows each way the last decoder stage and the head read (two 3x3 convolutions)
 
 
 @dataclass
@@ -129,59 +131,34 @@ class NanoLILYv2(nn.Module):
 
     def maps_from_pooled(self, small: torch.Tensor, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`low_resolution` from the image already pooled (:func:`pool`): ``(B, 3, h/4, w/4)``."""
+        return maps_in_strips(self, small, block)
+
+    def encode_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """The encoder's full (1/4-size) stage, ``enc1(leaky(stem(priors(rows))))``: (B, 3, r, w/4) ->
+        (B, w1, r, w/4). Its three 3x3 convolutions read :data:`ENCODE_HALO` rows each way."""
+        rows = rows.contiguous(memory_format=CHANNELS_LAST)
+        if self.config.priors:
+            rows = _priors(rows)  # (B, 8, r, w/4)
+        return self.enc1(F.leaky_relu(self.stem(rows), self.config.slope, inplace=True))
+
+    def middle(self, e1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """From the 1/4-size features to the 1/8-size decoder map and the colour matrix: (B, w1, h/4, w/4)
+        -> (B, w2, h/8, w/8), (B, 3, 3). The global context is taken here, over the whole image."""
         slope = self.config.slope
-        e1 = self._encode_top(small, block)  # (B, w1, h/4, w/4)
         e2 = self.enc2(F.leaky_relu(self.down2(e1), slope, inplace=True))  # (B, w2, h/8, w/8)
         e3 = self.enc3(F.leaky_relu(self.down3(e2), slope, inplace=True))  # (B, w3, h/16, w/16)
         g = e3.mean(dim=(-2, -1))  # (B, w3): the whole image's context, at any size
         scale, shift = self.film(g)[..., None, None].chunk(2, dim=1)
         e3 = e3 * (1 + scale) + shift
         d2 = F.leaky_relu(_conv_of_concat(self.dec2, _up(e3, e2), e2), slope, inplace=True)  # (B, w2, h/8, w/8)
-        del e2, e3  # each map is dropped once used: at 7680x4320 the 1/4-size maps are 133 MB each
-        d1 = self._decode_top(d2, e1, block)  # (B, w1, h/4, w/4)
-        del d2, e1
         matrix = torch.eye(3, device=g.device, dtype=g.dtype) + self.colour(g).view(-1, 3, 3)  # (B, 3, 3)
-        return self.head(d1), matrix
+        return d2, matrix
 
-    def _encode_top(self, small: torch.Tensor, block: int | None) -> torch.Tensor:
-        """``enc1(leaky(stem(priors(small))))``, the encoder's full (1/4-size) stage: (B, 3, h/4, w/4) ->
-        (B, w1, h/4, w/4). With ``block``, ``block`` rows at a time, each with the 3 rows either side its
-        three 3x3 convolutions read (the priors are per pixel): exact, and only the result is ever whole."""
-        def stage(rows: torch.Tensor) -> torch.Tensor:
-            rows = rows.contiguous(memory_format=CHANNELS_LAST)
-            if self.config.priors:
-                rows = _priors(rows)  # (B, 8, r, w/4)
-            return self.enc1(F.leaky_relu(self.stem(rows), self.config.slope, inplace=True))
-
-        height = small.shape[-2]
-        if block is None or block >= height or torch.compiler.is_compiling():
-            return stage(small)
-        out = torch.empty(small.shape[0], self.stem.out_channels, *small.shape[-2:], dtype=small.dtype,
-                          device=small.device, memory_format=CHANNELS_LAST)
-        for top in range(0, height, block):
-            bottom = min(top + block, height)
-            first, last = max(top - 3, 0), min(bottom + 3, height)
-            out[:, :, top:bottom] = stage(small[:, :, first:last])[:, :, top - first:bottom - first]
-        return out
-
-    def _decode_top(self, d2: torch.Tensor, e1: torch.Tensor, block: int | None) -> torch.Tensor:
-        """``leaky(dec1([up(d2), e1]))``; with ``block``, ``block`` rows at a time, so the upsampled
-        ``d2`` (the largest map here: 265 MB for an 8K photo) never exists whole. Exact: each strip
-        reads one row of ``e1`` beyond each end (the 3x3 convolution) and the rows of ``d2`` that bilinear
-        upsampling needs for them (one more each way)."""
-        slope, height = self.config.slope, e1.shape[-2]
-        if block is None or block >= height or torch.compiler.is_compiling():
-            return F.leaky_relu(_conv_of_concat(self.dec1, _up(d2, e1), e1), slope, inplace=True)
-        out = torch.empty(e1.shape[0], self.dec1.out_channels, *e1.shape[-2:], dtype=e1.dtype, device=e1.device,
-                          memory_format=CHANNELS_LAST)
-        for top in range(0, height, block):
-            bottom = min(top + block, height)
-            first, last = max(top - 1, 0), min(bottom + 1, height)  # the rows the convolution reads
-            lo, hi = max(first // 2 - 1, 0), min(last // 2 + 2, d2.shape[-2])  # the rows upsampling reads
-            up = F.interpolate(d2[:, :, lo:hi], scale_factor=2, mode="bilinear", align_corners=False)
-            part = _conv_of_concat(self.dec1, up[:, :, first - 2 * lo:last - 2 * lo], e1[:, :, first:last])
-            out[:, :, top:bottom] = F.leaky_relu(part[:, :, top - first:bottom - first], slope, inplace=True)
-        return out
+    def decode_rows(self, up: torch.Tensor, e1: torch.Tensor) -> torch.Tensor:
+        """The decoder's last stage and the head, ``head(leaky(dec1([up, e1])))``, on rows of ``e1``
+        (B, w1, r, w/4) with the 1/8-size decoder map upsampled to them ``up`` (B, w2, r, w/4) -> the
+        head's maps (B, 6|3, r, w/4). Its two 3x3 convolutions read :data:`DECODE_HALO` rows each way."""
+        return self.head(F.leaky_relu(_conv_of_concat(self.dec1, up, e1), self.config.slope, inplace=True))
 
     def apply_maps(self, x: torch.Tensor, up: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         """The full-resolution stage on rows of the image: ``x`` (B, 3, R, W), the head's maps upsampled
@@ -221,6 +198,45 @@ def in_strips(apply_maps, x: torch.Tensor, maps: torch.Tensor, matrix: torch.Ten
         bottom = min(top + rows, h)
         x_rows, up, offset = strip_inputs(x, maps, top, bottom, factor)
         out[:, :, top:bottom] = apply_maps(x_rows, up, matrix)[:, :, offset:offset + bottom - top]
+    return out
+
+
+def maps_in_strips(stages, small: torch.Tensor, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's maps (B, 6|3, h/4, w/4) and the colour matrix (B, 3, 3) from the pooled image ``small``
+    (B, 3, h/4, w/4), by ``stages``' ``encode_rows``, ``middle`` and ``decode_rows`` (a
+    :class:`NanoLILYv2`, or a runtime's copies of them). With ``rows``, the two 1/4-size stages, whose
+    maps are the largest here (133 MB each for an 8K photo), run in strips of ``rows`` rows, each with
+    the rows either side its convolutions read, cropped after: exact, and of those maps only ``e1``
+    and the result are ever whole."""
+    height = small.shape[-2]
+    whole = rows is None or rows >= height or torch.compiler.is_compiling()
+    e1 = stages.encode_rows(small) if whole else _rows_in_strips(
+        lambda first, last: stages.encode_rows(small[:, :, first:last]), height, rows, ENCODE_HALO)
+    d2, matrix = stages.middle(e1)  # (B, w2, h/8, w/8)
+    if whole:
+        return stages.decode_rows(_up(d2, e1), e1), matrix
+
+    def decode(first: int, last: int) -> torch.Tensor:
+        lo, hi = max(first // 2 - 1, 0), min(last // 2 + 2, d2.shape[-2])  # the rows bilinear upsampling reads
+        up = F.interpolate(d2[:, :, lo:hi], scale_factor=2, mode="bilinear", align_corners=False)
+        return stages.decode_rows(up[:, :, first - 2 * lo:last - 2 * lo], e1[:, :, first:last])
+
+    return _rows_in_strips(decode, height, rows, DECODE_HALO), matrix
+
+
+def _rows_in_strips(stage, height: int, rows: int, halo: int) -> torch.Tensor:
+    """``stage(first, last)`` (the result for input rows ``[first, last)``) assembled from strips of
+    ``rows`` rows, each computed with ``halo`` more rows either side and cropped to its own."""
+    out = None
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        first, last = max(top - halo, 0), min(bottom + halo, height)
+        part = stage(first, last)[:, :, top - first:bottom - first]
+        if out is None:  # in the parts' memory format (a runtime's come contiguous)
+            nhwc = part.is_contiguous(memory_format=CHANNELS_LAST) and not part.is_contiguous()
+            out = torch.empty(*part.shape[:2], height, part.shape[-1], dtype=part.dtype, device=part.device,
+                              memory_format=CHANNELS_LAST if nhwc else torch.contiguous_format)
+        out[:, :, top:bottom] = part
     return out
 
 
