@@ -87,6 +87,20 @@ def test_global_mode_blocks_equal_one_pass(model, monkeypatch):
     assert torch.allclose(enhance_tensor(x, model, mode="global", **NO_CORRECTIONS), single, atol=5e-5)
 
 
+def test_nanolily_v2_global_mode_runs_in_strips_equal_to_one_pass():
+    from nanolily.model_v2 import NanoLILYv2, NanoLILYv2Config
+
+    E = importlib.import_module("nanolily.enhance")
+    torch.manual_seed(1)
+    model = NanoLILYv2(NanoLILYv2Config(priors=True)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0, 0.05)
+    x = torch.rand(1, 3, 2 * E.GLOBAL_STRIP + 37, 150) * 0.3  # three strips, the last one short
+    with torch.no_grad():
+        single = model(x).clamp(0, 1)
+    assert torch.allclose(enhance_tensor(x, model, mode="global", **NO_CORRECTIONS), single, atol=1e-5)
+
+
 def test_strength_scales_the_change_monotonically(model):
     x = torch.from_numpy(dark_image(120, 150)).permute(2, 0, 1)[None].float() / 255
     full = enhance_tensor(x, model)
