@@ -417,11 +417,12 @@ def write_doc(results: dict, path: Path) -> None:
         "- **the default model.** (g)-(i) run nanolily-v2, which `nanolily enhance` uses unless told "
         "otherwise: other weights, so no max abs diff vs (b); its quality is in the next section. It computes "
         "most of its features at 1/4 to 1/16 of the pixels, so a 4K photo costs a fraction of NanoLILY's "
-        "convolutions; (h) adds highlight protection and the guided-filter denoiser, in strips; (i) runs "
-        "it in ONNX Runtime as `--backend onnxruntime` does: two graphs (`export_onnx_stages`), the "
-        "low-resolution maps once and the full-resolution stage in strips of 256 rows, without ONNX "
-        "Runtime's memory arena, so memory stays bounded; `nanolily export` writes the single "
-        "whole-image graph for other runtimes.\n"
+        "convolutions; in PyTorch its 1/4-size stages and its full-resolution stage run in strips (128 "
+        "image rows: faster and lighter than 256); (h) adds highlight protection and the guided-filter "
+        "denoiser, in strips; (i) runs it in ONNX Runtime as `--backend onnxruntime` does: four graphs "
+        "(`export_onnx_stages`), the 1/4-size stages and the full-resolution stage in strips (256 rows), "
+        "without ONNX Runtime's memory arena, so memory stays bounded; `nanolily export` writes the "
+        "single whole-image graph for other runtimes.\n"
         "- **ONNX.** The exported graph computes the FFT branch as products with fixed DFT matrices: ONNX "
         "Runtime's `DFT` operator took ~65 ms of a ~100 ms tile on this CPU.\n",
     ]
