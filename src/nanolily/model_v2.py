@@ -217,9 +217,7 @@ def maps_in_strips(stages, small: torch.Tensor, rows: int | None = None) -> tupl
         return stages.decode_rows(_up(d2, e1), e1), matrix
 
     def decode(first: int, last: int) -> torch.Tensor:
-        lo, hi = max(first // 2 - 1, 0), min(last // 2 + 2, d2.shape[-2])  # the rows bilinear upsampling reads
-        up = F.interpolate(d2[:, :, lo:hi], scale_factor=2, mode="bilinear", align_corners=False)
-        return stages.decode_rows(up[:, :, first - 2 * lo:last - 2 * lo], e1[:, :, first:last])
+        return stages.decode_rows(_upsampled_rows(d2, first, last, 2), e1[:, :, first:last])
 
     return _rows_in_strips(decode, height, rows, DECODE_HALO), matrix
 
@@ -249,12 +247,18 @@ def strip_inputs(x: torch.Tensor, maps: torch.Tensor, top: int, bottom: int,
     in them. Weight-free, so the ONNX Runtime backend runs it between its two graphs."""
     h, w = x.shape[-2], x.shape[-1]
     if top == 0 and bottom == h:  # the whole image (no size comparisons: exportable with dynamic sizes)
-        first, last, lo, hi = 0, h, 0, maps.shape[-2]
-    else:
-        first, last = max(top - 2, 0), min(bottom + 2, h)
-        lo, hi = max(first // factor - 1, 0), min(last // factor + 2, maps.shape[-2])
+        up = F.interpolate(maps, scale_factor=factor, mode="bilinear", align_corners=False)
+        return x, up[:, :, :h, :w], 0
+    first, last = max(top - 2, 0), min(bottom + 2, h)
+    return x[:, :, first:last], _upsampled_rows(maps, first, last, factor)[..., :w], top - first
+
+
+def _upsampled_rows(maps: torch.Tensor, first: int, last: int, factor: int) -> torch.Tensor:
+    """Rows ``[first, last)`` of ``maps`` upsampled (bilinear) by ``factor``, computed from only the
+    low-resolution rows they read (one beyond each end): equal to those rows of the whole upsampling."""
+    lo, hi = max(first // factor - 1, 0), min(last // factor + 2, maps.shape[-2])
     up = F.interpolate(maps[:, :, lo:hi], scale_factor=factor, mode="bilinear", align_corners=False)
-    return x[:, :, first:last], up[:, :, first - lo * factor:last - lo * factor, :w], top - first
+    return up[:, :, first - lo * factor:last - lo * factor]
 
 
 def _priors(x: torch.Tensor, eps: float = 1 / 255) -> torch.Tensor:
