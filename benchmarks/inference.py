@@ -420,7 +420,7 @@ def write_doc(results: dict, path: Path) -> None:
         "convolutions; in PyTorch its 1/4-size stages and its full-resolution stage run in strips (128 "
         "image rows: faster and lighter than 256); (h) adds highlight protection and the guided-filter "
         "denoiser, in strips; (i) runs it in ONNX Runtime as `--backend onnxruntime` does: four graphs "
-        "(`export_onnx_stages`), the 1/4-size stages and the full-resolution stage in strips (256 rows), "
+        "(`export_onnx_stages`), the 1/4-size stages and the full-resolution stage in strips (128 rows), "
         "without ONNX Runtime's memory arena, so memory stays bounded; `nanolily export` writes the "
         "single whole-image graph for other runtimes.\n"
         "- **ONNX.** The exported graph computes the FFT branch as products with fixed DFT matrices: ONNX "

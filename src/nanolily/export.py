@@ -37,7 +37,9 @@ from .model import NanoLILY
 
 ONNX_OPSET = 20
 PARITY_TOLERANCE = 1e-4
-STAGE_ROWS = 256  # rows per strip of StagedOnnxPredictor's full-resolution graph
+# rows per strip of StagedOnnxPredictor's full-resolution graph: at 7680x4320, 128 rows peak at 1.37 GB
+# against 256 rows' 1.63 GB, at the same speed at 3840x2160 and ~10 % faster at 7680x4320 (64 rows: slower)
+STAGE_ROWS = 128
 STAGES = ("encode", "middle", "decode", "apply")  # export_onnx_stages' graphs, in the order they run
 
 
