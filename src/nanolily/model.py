@@ -95,7 +95,11 @@ class SpatialBranch(nn.Module):
         """
         weight, bias = (composed if composed is not None else self.composed_weights())[:2]
         phases = F.conv2d(d, weight, bias, padding=1).add_(skip)  # (B, >= 4C, H/2, W/2)
-        out = F.pixel_shuffle(phases[:, :4 * self.conv_out.out_channels], 2)
+        return self.fix_border(F.pixel_shuffle(phases[:, :4 * self.conv_out.out_channels], 2), d, border)
+
+    def fix_border(self, out: torch.Tensor, d: torch.Tensor, border: tuple[bool, bool, bool, bool]) -> torch.Tensor:
+        """The composed decoder's output ``out`` (B, C, H, W) made equal to the direct form's on the sides
+        flagged in ``border`` (see :meth:`_decode_composed`), in place; ``d``: (B, 2w, H/2, W/2)."""
         top, bottom, left, right = border
         up, conv = self.up.weight, self.conv_out.weight  # (2w, w, 4, 4), (C, w, 3, 3)
         bias = self.up.bias

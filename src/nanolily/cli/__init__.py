@@ -5,6 +5,7 @@
     nanolily enhance shots/ -r -o bright/  a whole folder tree
     nanolily compare photo.jpg -o fig.png  Input | Core | Bloom
     nanolily export -o nanolily.onnx       the model for ONNX Runtime
+    nanolily serve                         enhance over HTTP: POST /enhance
     nanolily info                          model, weights, device
 """
 
@@ -15,7 +16,7 @@ import sys
 
 from .. import __version__
 
-VERBS = ("enhance", "compare", "explain", "info", "demo", "train", "evaluate", "export", "data")
+VERBS = ("enhance", "compare", "explain", "info", "demo", "train", "evaluate", "export", "serve", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,109 @@
+import io
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nanolily.enhance import DEFAULT_DENOISE, DEFAULT_MODE, DEFAULT_PROTECT_HIGHLIGHTS, DEFAULT_STRIDE, enhance_photo
+from nanolily.io import encode_image, read_image
+from nanolily.serve import EnhanceServer, RequestError, parse_options, upload
+from nanolily.weights import load_model
+
+DEFAULTS = dict(mode=DEFAULT_MODE, stride=DEFAULT_STRIDE, strength=1.0, protect_highlights=DEFAULT_PROTECT_HIGHLIGHTS,
+                denoise=DEFAULT_DENOISE, white_balance=False, format="PNG", quality=95)
+
+
+def dark_png(width=96, height=64) -> bytes:
+    pixels = (np.random.default_rng(0).random((height, width, 3)) * 50).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server():
+    server = EnhanceServer(("127.0.0.1", 0), load_model(device="cpu"), DEFAULTS, max_bytes=1 << 20, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def request(server, path, data=None, headers=None, method=None):
+    req = urllib.request.Request(server.url + path, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_raw_body_is_enhanced_as_the_library_does(server):
+    data = dark_png()
+    status, headers, body = request(server, "/enhance", data, {"Content-Type": "image/png"})
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    expected = enhance_photo(read_image(io.BytesIO(data)), server.model, **{
+        k: v for k, v in DEFAULTS.items() if k not in ("format", "quality")})
+    assert body == encode_image(expected, "PNG")
+    assert float(headers["X-Nanolily-Seconds"]) >= 0
+
+
+def test_multipart_upload_and_query_options(server):
+    data = dark_png()
+    boundary = "nanolilyboundary"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"night.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    status, headers, body = request(server, "/enhance?format=tif&strength=0&denoise=0", form,
+                                    {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200 and headers["Content-Type"] == "image/tiff"
+    assert headers["Content-Disposition"] == 'inline; filename="night_lily.tif"'
+    out = np.asarray(Image.open(io.BytesIO(body)), dtype=float)
+    original = np.asarray(Image.open(io.BytesIO(data)), dtype=float)
+    assert out.shape == original.shape
+    assert np.abs(out - original).max() <= 1  # strength 0 without denoising gives the input back
+
+
+def test_bad_requests_get_json_errors(server):
+    status, _, body = request(server, "/enhance", b"not an image", {"Content-Type": "image/jpeg"})
+    assert status == 400 and "upload" in json.loads(body)["error"]
+    status, _, body = request(server, "/enhance?mode=sideways", dark_png())
+    assert status == 400 and "mode" in json.loads(body)["error"]
+    status, _, body = request(server, "/enhance?colour=red", dark_png())
+    assert status == 400 and "unknown parameter" in json.loads(body)["error"]
+    status, _, body = request(server, "/enhance", b"x" * ((1 << 20) + 1))
+    assert status == 413
+    status, _, _ = request(server, "/nowhere", dark_png())
+    assert status == 404
+    status, _, _ = request(server, "/enhance")
+    assert status == 405
+
+
+def test_health_and_page(server):
+    status, headers, body = request(server, "/health")
+    health = json.loads(body)
+    assert status == 200 and health["status"] == "ok" and health["device"] == "cpu"
+    assert health["defaults"]["format"] == "png"
+    status, headers, body = request(server, "/")
+    assert status == 200 and b"/enhance" in body
+
+
+def test_parse_options():
+    options = parse_options("mode=bloom&strength=0.5&protect_highlights=false&format=webp&quality=80", DEFAULTS)
+    assert options == {**DEFAULTS, "mode": "bloom", "strength": 0.5, "protect_highlights": False,
+                       "format": "WEBP", "quality": 80}
+    for query in ("denoise=2", "stride=0", "quality=x", "white_balance=maybe", "format=gif"):
+        with pytest.raises(RequestError):
+            parse_options(query, DEFAULTS)
+
+
+def test_upload_without_a_file_field():
+    form = b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--b--\r\n"
+    with pytest.raises(RequestError, match="no file"):
+        upload(form, "multipart/form-data; boundary=b")
+    assert upload(b"abc", "image/png") == (b"abc", "upload")
