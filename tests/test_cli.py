@@ -7,6 +7,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from nanolily import io as nanolily_io
 from nanolily.cli import common, main
 
 from .conftest import dark_image, write_dng
@@ -236,7 +237,9 @@ def test_formats_nanolily_does_not_write_get_a_lossless_output(photos, random_we
 def test_folder_notes_photos_it_cannot_read_and_goes_on(photos, random_weights, monkeypatch, capsys):
     (photos / "phone.heic").write_bytes(b"x")
     (photos / "notes.txt").write_text("not a photo")
-    monkeypatch.setattr(common, "READ_SUFFIXES", tuple(s for s in common.READ_SUFFIXES if s != ".heic"))
+    without_heic = tuple(s for s in common.READ_SUFFIXES if s != ".heic")  # as without pillow-heif
+    monkeypatch.setattr(common, "READ_SUFFIXES", without_heic)
+    monkeypatch.setattr(nanolily_io, "READ_SUFFIXES", without_heic)
     assert run(["enhance", str(photos), "-o", str(photos / "out")], random_weights) == 0
     err = capsys.readouterr().err
     assert f"note: {photos}: skipped 1 .heic file: HEIC/HEIF files need pillow-heif: pip install 'nanolily[heif]'" in err

@@ -107,3 +107,15 @@ def test_upload_without_a_file_field():
     with pytest.raises(RequestError, match="no file"):
         upload(form, "multipart/form-data; boundary=b")
     assert upload(b"abc", "image/png") == (b"abc", "upload")
+
+
+def test_busy_server_answers_503_beyond_max_waiting(server):
+    server.max_waiting = 0
+    try:
+        with server.lock:  # as if a request were being enhanced
+            status, _, body = request(server, "/enhance", dark_png())
+        assert status == 503 and "busy" in json.loads(body)["error"]
+        status, _, _ = request(server, "/enhance", dark_png())
+        assert status == 200
+    finally:
+        server.max_waiting = 16

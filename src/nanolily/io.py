@@ -89,6 +89,13 @@ class Photo:
         return self.pixels.shape[1], self.pixels.shape[0]
 
 
+def missing_support(suffix: str) -> str | None:
+    """What this installation needs to read files ending in ``suffix`` (an optional format whose extra
+    is not installed), or None."""
+    suffix = suffix.lower()
+    return MISSING_SUPPORT[suffix] if suffix in MISSING_SUPPORT and suffix not in READ_SUFFIXES else None
+
+
 def read_image(source: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS,
                name: str = "stdin") -> Photo:
     """Decode an image file into a :class:`Photo`; any failure is an :class:`ImageError`.
@@ -140,9 +147,7 @@ def _decode(source: Path | _io.BytesIO, path: Path | str, suffix: str, max_pixel
     except Image.DecompressionBombError:
         raise ImageError(path, f"image is over the {max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
     except Image.UnidentifiedImageError:
-        if suffix in MISSING_SUPPORT and suffix not in READ_SUFFIXES:
-            raise ImageError(path, MISSING_SUPPORT[suffix]) from None
-        raise ImageError(path, "not an image file, or a format nanolily cannot read")
+        raise ImageError(path, missing_support(suffix) or "not an image file, or a format nanolily cannot read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(path, f"damaged image ({_first_line(e)})")
     pixels = _orient(pixels, orientation)

@@ -13,7 +13,8 @@ Example:
 
 A bad request gets a JSON body ``{"error": "one line"}`` with status 400 (an unreadable image, a bad
 parameter), 404, 405, 411 or 413 (larger than ``max_bytes``, or than ``max_pixels`` once decoded).
-The model runs one request at a time (it already uses every core); others wait their turn.
+The model runs one request at a time (it already uses every core); others wait their turn, up to
+``max_waiting`` of them, beyond which a request is answered 503 (busy) at once.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .enhance import MODES, enhance_photo
 from .io import DEFAULT_MAX_PIXELS, WRITE_FORMATS, ImageError, encode_image, read_image
 
 DEFAULT_MAX_BYTES = 64 << 20
+DEFAULT_MAX_WAITING = 16  # requests queued behind the one running; more get 503
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF": "image/tiff",
                  "BMP": "image/bmp", "AVIF": "image/avif", "HEIF": "image/heif"}
 SUFFIXES = {fmt: suffix for suffix, fmt in reversed(list(WRITE_FORMATS.items()))}  # PNG -> .png, JPEG -> .jpg
@@ -111,12 +113,15 @@ class EnhanceServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], model, defaults: dict, max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, model_name: str | None = None, quiet: bool = False):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, max_waiting: int = DEFAULT_MAX_WAITING,
+                 model_name: str | None = None, quiet: bool = False):
         super().__init__(address, EnhanceHandler)
         self.model, self.defaults, self.quiet = model, defaults, quiet
         self.model_name = model_name or type(model).__name__
-        self.max_bytes, self.max_pixels = max_bytes, max_pixels
-        self.lock = threading.Lock()
+        self.max_bytes, self.max_pixels, self.max_waiting = max_bytes, max_pixels, max_waiting
+        self.lock = threading.Lock()  # held by the request the model is running
+        self.waiting = 0  # requests waiting for it
+        self._count = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -131,7 +136,14 @@ class EnhanceServer(ThreadingHTTPServer):
             status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE if "MP limit" in e.reason else HTTPStatus.BAD_REQUEST
             raise RequestError(status, str(e)) from None
         settings = {k: v for k, v in options.items() if k not in ("format", "quality")}
+        with self._count:
+            if self.lock.locked() and self.waiting >= self.max_waiting:
+                raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE,
+                                   f"busy: {self.waiting} requests are already waiting; try again shortly")
+            self.waiting += 1
         with self.lock:
+            with self._count:
+                self.waiting -= 1
             out = enhance_photo(photo, self.model, **settings)
         return encode_image(out, options["format"], options["quality"]), options["format"]
 

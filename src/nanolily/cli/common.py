@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import DEFAULT_MAX_PIXELS, MISSING_SUPPORT, RAW_OUTPUT_SUFFIX, RAW_SUFFIXES, READ_SUFFIXES, WRITE_FORMATS
+from ..io import DEFAULT_MAX_PIXELS, RAW_OUTPUT_SUFFIX, RAW_SUFFIXES, READ_SUFFIXES, WRITE_FORMATS, missing_support
 
 OUTPUT_SUFFIX = "_lily"
 STDIO = Path("-")  # INPUT "-" reads standard input, "-o -" writes standard output
@@ -151,10 +151,9 @@ def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path, 
             pattern = "**/*" if recursive else "*"
             everything = sorted(f for f in path.glob(pattern) if f.is_file())
             files = [f for f in everything if _wanted(f)]
-            unreadable = Counter(f.suffix.lower() for f in everything
-                                 if f.suffix.lower() in MISSING_SUPPORT and f.suffix.lower() not in READ_SUFFIXES)
+            unreadable = Counter(f.suffix.lower() for f in everything if missing_support(f.suffix))
             for suffix, count in sorted(unreadable.items()):
-                notes.append(f"{path}: skipped {count} {suffix} file{'s' * (count > 1)}: {MISSING_SUPPORT[suffix]}")
+                notes.append(f"{path}: skipped {count} {suffix} file{'s' * (count > 1)}: {missing_support(suffix)}")
             if not files:
                 errors.append(f"{path}: no images in this folder" + ("" if recursive else " (use -r for subfolders)"))
             found += [(f, path) for f in files]

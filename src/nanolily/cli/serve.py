@@ -21,11 +21,12 @@ EXAMPLES = """examples:
   curl http://127.0.0.1:8000/health
 
 errors come back as JSON, {"error": "..."}, with status 400 (unreadable image, bad parameter),
-404, 405, 411 or 413 (too large); requests are enhanced one at a time"""
+404, 405, 411, 413 (too large) or 503 (more than --max-waiting requests queued); requests are
+enhanced one at a time"""
 
 
 def add_parser(sub) -> None:
-    from ..serve import DEFAULT_MAX_BYTES
+    from ..serve import DEFAULT_MAX_BYTES, DEFAULT_MAX_WAITING
 
     p = sub.add_parser("serve", help="enhance images over HTTP", description=__doc__, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,6 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP/AVIF/HEIC quality 1-100 (default: %(default)s)")
     p.add_argument("--max-bytes", type=positive_int, default=DEFAULT_MAX_BYTES,
                    help="refuse request bodies larger than this (default: %(default)s)")
+    p.add_argument("--max-waiting", type=int, default=DEFAULT_MAX_WAITING,
+                   help="requests that may wait while one is enhanced; more are answered 503 (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per request")
     add_engine_options(p)
     add_model_options(p)
@@ -49,6 +52,8 @@ def run(args) -> int:
 
     if not 1 <= args.quality <= 100:
         args.parser.error(f"--quality must be in 1..100, got {args.quality}")
+    if args.max_waiting < 0:
+        args.parser.error(f"--max-waiting must be >= 0, got {args.max_waiting}")
     if args.stride > 224:
         args.parser.error(f"--stride must be at most the tile size 224, got {args.stride}")
     model = load_model_or_none(args)
@@ -58,8 +63,8 @@ def run(args) -> int:
                     format=WRITE_FORMATS["." + args.format], quality=args.quality)
     try:
         server = EnhanceServer((args.host, args.port), model, defaults, max_bytes=args.max_bytes,
-                               max_pixels=args.max_pixels, model_name=model_source(args) or DEFAULT_MODEL,
-                               quiet=args.quiet)
+                               max_pixels=args.max_pixels, max_waiting=args.max_waiting,
+                               model_name=model_source(args) or DEFAULT_MODEL, quiet=args.quiet)
     except OSError as e:
         print(f"error: {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
         return 1
