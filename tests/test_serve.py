@@ -13,8 +13,9 @@ from nanolily.io import encode_image, read_image
 from nanolily.serve import EnhanceServer, RequestError, parse_options, upload
 from nanolily.weights import load_model
 
-DEFAULTS = dict(mode=DEFAULT_MODE, stride=DEFAULT_STRIDE, strength=1.0, protect_highlights=DEFAULT_PROTECT_HIGHLIGHTS,
-                denoise=DEFAULT_DENOISE, white_balance=False, format="PNG", quality=95)
+DEFAULTS = dict(mode=DEFAULT_MODE, stride=DEFAULT_STRIDE, batch_size=1, strength=1.0,
+                protect_highlights=DEFAULT_PROTECT_HIGHLIGHTS, denoise=DEFAULT_DENOISE, white_balance=False,
+                format="PNG", quality=95)
 
 
 def dark_png(width=96, height=64) -> bytes:
@@ -94,8 +95,9 @@ def test_health_and_page(server):
 
 
 def test_parse_options():
-    options = parse_options("mode=bloom&strength=0.5&protect_highlights=false&format=webp&quality=80", DEFAULTS)
-    assert options == {**DEFAULTS, "mode": "bloom", "strength": 0.5, "protect_highlights": False,
+    options = parse_options("mode=bloom&batch_size=4&strength=0.5&protect_highlights=false&format=webp&quality=80",
+                            DEFAULTS)
+    assert options == {**DEFAULTS, "mode": "bloom", "batch_size": 4, "strength": 0.5, "protect_highlights": False,
                        "format": "WEBP", "quality": 80}
     for query in ("denoise=2", "stride=0", "quality=x", "white_balance=maybe", "format=gif"):
         with pytest.raises(RequestError):

@@ -1,9 +1,9 @@
 """Enhancement over HTTP, for pipelines and other programs: ``nanolily serve`` (standard library only).
 
     POST /enhance   body: an image, as the raw request body or as a file field of a multipart form;
-                    query (each optional, the server's defaults otherwise): mode, stride, strength,
-                    denoise, protect_highlights, white_balance, format (png, jpg, webp, tif, bmp, ...),
-                    quality. Answers the enhanced image (PNG unless ``format`` says otherwise).
+                    query (each optional, the server's defaults otherwise): mode, stride, batch_size,
+                    strength, denoise, protect_highlights, white_balance, format (png, jpg, webp, tif,
+                    bmp, ...), quality. Answers the enhanced image (PNG unless ``format`` says otherwise).
     GET  /health    {"status": "ok", "model": ..., "device": ..., "version": ...}
     GET  /          a small page to try it from a browser
 
@@ -78,8 +78,8 @@ def _parse(key: str, value: str):
         if value not in TRUE + FALSE:
             raise ValueError("expected true or false")
         return value in TRUE
-    if key in ("stride", "quality"):
-        number, (low, high) = int(value), {"stride": (1, 224), "quality": (1, 100)}[key]
+    if key in ("stride", "quality", "batch_size"):
+        number, (low, high) = int(value), {"stride": (1, 224), "quality": (1, 100), "batch_size": (1, 256)}[key]
     else:  # strength, denoise
         number, (low, high) = float(value), {"strength": (0, float("inf")), "denoise": (0, 1)}[key]
     if not low <= number <= high:

@@ -86,6 +86,24 @@ def unit_float(text: str) -> float:
     return non_negative_float(text, top=1.0)
 
 
+def add_output_options(p: argparse.ArgumentParser, default_format: str | None, format_help: str) -> None:
+    """``--format`` (a suffix nanolily writes, without aliases such as jpeg) and ``--quality``."""
+    p.add_argument("--format", choices=sorted({s[1:] for s in WRITE_FORMATS} - {"jpeg", "tiff", "heif"}),
+                   default=default_format, help=format_help)
+    p.add_argument("--quality", type=quality, default=95,
+                   help="JPEG/WebP/AVIF/HEIC quality 1-100 (default: %(default)s)")
+
+
+def quality(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 100, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

@@ -8,8 +8,8 @@ import time
 
 from ..enhance import BACKENDS, PRECISIONS, check_precision
 from ..io import WRITE_FORMATS
-from .common import (STDIO, Job, add_engine_options, add_model_options, corrections, error, expand_inputs,
-                     load_model_or_none, plan_jobs)
+from .common import (STDIO, Job, add_engine_options, add_model_options, add_output_options, corrections, error,
+                     expand_inputs, load_model_or_none, plan_jobs)
 
 TILE_BAR_MIN_TILES = 64  # show a tile bar only for images big enough to take a while
 
@@ -37,11 +37,8 @@ def add_parser(sub) -> None:
                    help="output file (one input), folder, or - for standard output; default: <stem>_lily.<ext> "
                         "beside each input (standard output for standard input)")
     p.add_argument("-r", "--recursive", action="store_true", help="include subfolders of folder inputs")
-    p.add_argument("--format", choices=sorted({s[1:] for s in WRITE_FORMATS} - {"jpeg", "tiff", "heif"}),
-                   help="output format for folder/beside outputs (default: the input's; a 16-bit TIFF for "
-                        "camera RAW files, PNG for other formats nanolily does not write)")
-    p.add_argument("--quality", type=int, default=95,
-                   help="JPEG/WebP/AVIF/HEIC quality 1-100 (default: %(default)s)")
+    add_output_options(p, None, "output format for folder/beside outputs (default: the input's; a 16-bit TIFF "
+                                "for camera RAW files, PNG for other formats nanolily does not write)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files, inputs included")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary; errors still print")
     add_engine_options(p)
@@ -62,8 +59,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    if not 1 <= args.quality <= 100:
-        args.parser.error(f"--quality must be in 1..100, got {args.quality}")
     if not args.strength >= 0:
         args.parser.error(f"--strength must be >= 0, got {args.strength}")
     if args.stride > 224:

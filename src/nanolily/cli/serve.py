@@ -2,7 +2,8 @@
 
 POST an image to /enhance and get the enhanced image back; GET /health says what is loaded; GET /
 is a small page to try it from a browser. Query parameters override this command's options for one
-request: mode, stride, strength, denoise, protect_highlights, white_balance, format, quality.
+request: mode, stride, batch_size, strength, denoise, protect_highlights, white_balance, format,
+quality.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import argparse
 import sys
 
 from ..io import WRITE_FORMATS
-from .common import add_engine_options, add_model_options, corrections, load_model_or_none, model_source, positive_int
+from .common import (add_engine_options, add_model_options, add_output_options, corrections, load_model_or_none,
+                     model_source, positive_int)
 
 EXAMPLES = """examples:
   nanolily serve                                   http://127.0.0.1:8000, the default model
@@ -33,9 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: %(default)s)")
-    p.add_argument("--format", choices=sorted({s[1:] for s in WRITE_FORMATS} - {"jpeg", "tiff", "heif"}), default="png",
-                   help="output format unless a request asks (default: %(default)s)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP/AVIF/HEIC quality 1-100 (default: %(default)s)")
+    add_output_options(p, "png", "output format unless a request asks (default: %(default)s)")
     p.add_argument("--max-bytes", type=positive_int, default=DEFAULT_MAX_BYTES,
                    help="refuse request bodies larger than this (default: %(default)s)")
     p.add_argument("--max-waiting", type=int, default=DEFAULT_MAX_WAITING,
@@ -50,8 +50,6 @@ def run(args) -> int:
     from ..serve import EnhanceServer
     from ..weights import DEFAULT_MODEL
 
-    if not 1 <= args.quality <= 100:
-        args.parser.error(f"--quality must be in 1..100, got {args.quality}")
     if args.max_waiting < 0:
         args.parser.error(f"--max-waiting must be >= 0, got {args.max_waiting}")
     if args.stride > 224:
@@ -59,7 +57,7 @@ def run(args) -> int:
     model = load_model_or_none(args)
     if model is None:
         return 1
-    defaults = dict(mode=args.mode, stride=args.stride, **corrections(args),
+    defaults = dict(mode=args.mode, stride=args.stride, batch_size=args.batch_size, **corrections(args),
                     format=WRITE_FORMATS["." + args.format], quality=args.quality)
     try:
         server = EnhanceServer((args.host, args.port), model, defaults, max_bytes=args.max_bytes,
