@@ -13,6 +13,8 @@ from nanolily.io import encode_image, read_image
 from nanolily.serve import EnhanceServer, RequestError, parse_options, upload
 from nanolily.weights import load_model
 
+from .conftest import write_dng
+
 DEFAULTS = dict(mode=DEFAULT_MODE, stride=DEFAULT_STRIDE, batch_size=1, strength=1.0,
                 protect_highlights=DEFAULT_PROTECT_HIGHLIGHTS, denoise=DEFAULT_DENOISE, white_balance=False,
                 format="PNG", quality=95)
@@ -121,3 +123,13 @@ def test_busy_server_answers_503_beyond_max_waiting(server):
         assert status == 200
     finally:
         server.max_waiting = 16
+
+
+def test_camera_raw_upload_is_developed(server, tmp_path):
+    pytest.importorskip("rawpy")
+    raw = write_dng(tmp_path / "night.dng", np.full((40, 60), 2000)).read_bytes()
+    form = (b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"night.dng\"\r\n\r\n" + raw
+            + b"\r\n--b--\r\n")
+    status, headers, body = request(server, "/enhance?format=tif", form, {"Content-Type": "multipart/form-data; boundary=b"})
+    assert status == 200 and headers["Content-Disposition"] == 'inline; filename="night_lily.tif"'
+    assert np.asarray(Image.open(io.BytesIO(body))).shape[:2] == (40, 60)

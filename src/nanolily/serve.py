@@ -1,6 +1,7 @@
 """Enhancement over HTTP, for pipelines and other programs: ``nanolily serve`` (standard library only).
 
-    POST /enhance   body: an image, as the raw request body or as a file field of a multipart form;
+    POST /enhance   body: an image, as the raw request body or as a file field of a multipart form
+                    (a camera RAW file as a form file, whose name's extension tells its kind);
                     query (each optional, the server's defaults otherwise): mode, stride, batch_size,
                     strength, denoise, protect_highlights, white_balance, format (png, jpg, webp, tif,
                     bmp, ...), quality. Answers the enhanced image (PNG unless ``format`` says otherwise).
@@ -21,17 +22,19 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import threading
 import time
 from email.parser import BytesParser
 from email.policy import HTTP
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from . import __version__
 from .enhance import MODES, enhance_photo
-from .io import DEFAULT_MAX_PIXELS, WRITE_FORMATS, ImageError, encode_image, read_image
+from .io import DEFAULT_MAX_PIXELS, RAW_SUFFIXES, WRITE_FORMATS, ImageError, encode_image, read_image
 
 DEFAULT_MAX_BYTES = 64 << 20
 DEFAULT_MAX_WAITING = 16  # requests queued behind the one running; more get 503
@@ -131,10 +134,10 @@ class EnhanceServer(ThreadingHTTPServer):
     def enhance(self, data: bytes, name: str, options: dict) -> tuple[bytes, str]:
         """Encoded output and its format name for an uploaded image."""
         try:
-            photo = read_image(io.BytesIO(data), max_pixels=self.max_pixels, name=name)
+            photo = _decode(data, name, self.max_pixels)
         except ImageError as e:
             status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE if "MP limit" in e.reason else HTTPStatus.BAD_REQUEST
-            raise RequestError(status, str(e)) from None
+            raise RequestError(status, f"{name}: {e.reason}") from None
         settings = {k: v for k, v in options.items() if k not in ("format", "quality")}
         with self._count:
             if self.lock.locked() and self.waiting >= self.max_waiting:
@@ -222,6 +225,18 @@ class EnhanceHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:
         if not self.server.quiet:
             super().log_message(format, *args)
+
+
+def _decode(data: bytes, name: str, max_pixels: int):
+    """:func:`nanolily.io.read_image` of uploaded bytes; a camera RAW file (told by the name's extension,
+    as LibRaw needs a file) goes through a temporary file."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in RAW_SUFFIXES:
+        return read_image(io.BytesIO(data), max_pixels=max_pixels, name=name)
+    with tempfile.TemporaryDirectory(prefix="nanolily-") as folder:
+        path = Path(folder) / f"upload{suffix}"
+        path.write_bytes(data)
+        return read_image(path, max_pixels=max_pixels)
 
 
 def _jsonable(options: dict) -> dict:
