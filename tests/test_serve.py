@@ -117,8 +117,8 @@ def test_busy_server_answers_503_beyond_max_waiting(server):
     server.max_waiting = 0
     try:
         with server.lock:  # as if a request were being enhanced
-            status, _, body = request(server, "/enhance", dark_png())
-        assert status == 503 and "busy" in json.loads(body)["error"]
+            status, headers, body = request(server, "/enhance", dark_png())
+        assert status == 503 and "busy" in json.loads(body)["error"] and headers["Retry-After"] == "1"
         status, _, _ = request(server, "/enhance", dark_png())
         assert status == 200
     finally:
@@ -133,3 +133,14 @@ def test_camera_raw_upload_is_developed(server, tmp_path):
     status, headers, body = request(server, "/enhance?format=tif", form, {"Content-Type": "multipart/form-data; boundary=b"})
     assert status == 200 and headers["Content-Disposition"] == 'inline; filename="night_lily.tif"'
     assert np.asarray(Image.open(io.BytesIO(body))).shape[:2] == (40, 60)
+
+
+def test_a_failing_model_gets_a_500_and_the_server_goes_on(server, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory\nmore detail")
+
+    monkeypatch.setattr("nanolily.serve.enhance_photo", broken)
+    status, _, body = request(server, "/enhance", dark_png())
+    assert status == 500 and json.loads(body)["error"] == "RuntimeError: out of memory"
+    monkeypatch.undo()
+    assert request(server, "/health")[0] == 200 and request(server, "/enhance", dark_png())[0] == 200

@@ -13,7 +13,8 @@ Example:
     curl -F image=@night.jpg http://127.0.0.1:8000/enhance -o bright.png
 
 A bad request gets a JSON body ``{"error": "one line"}`` with status 400 (an unreadable image, a bad
-parameter), 404, 405, 411 or 413 (larger than ``max_bytes``, or than ``max_pixels`` once decoded).
+parameter), 404, 405, 411, 413 (larger than ``max_bytes``, or than ``max_pixels`` once decoded) or
+500 (enhancing failed, e.g. out of memory; the server goes on).
 The model runs one request at a time (it already uses every core); others wait their turn, up to
 ``max_waiting`` of them, beyond which a request is answered 503 (busy) at once.
 """
@@ -181,6 +182,10 @@ class EnhanceHandler(BaseHTTPRequestHandler):
             encoded, fmt = self.server.enhance(data, name, options)
         except RequestError as e:
             return self._error(e)
+        except Exception as e:  # the server stays up; the client learns what failed
+            self.log_error("enhancing failed: %r", e)
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            return self._error(RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, reason))
         stem = name.rsplit(".", 1)[0] if name != "upload" else "enhanced"
         self._send(HTTPStatus.OK, CONTENT_TYPES[fmt], encoded, {
             "Content-Disposition": f'inline; filename="{_header_safe(stem)}_lily{SUFFIXES[fmt]}"',
@@ -211,7 +216,8 @@ class EnhanceHandler(BaseHTTPRequestHandler):
             length -= len(self.rfile.read(min(chunk, length))) or length
 
     def _error(self, e: RequestError) -> None:
-        self._send(e.status, "application/json", json.dumps({"error": str(e)}).encode())
+        retry = {"Retry-After": "1"} if e.status == HTTPStatus.SERVICE_UNAVAILABLE else None
+        self._send(e.status, "application/json", json.dumps({"error": str(e)}).encode(), retry)
 
     def _send(self, status: HTTPStatus, content_type: str, body: bytes, headers: dict | None = None) -> None:
         self.send_response(status)
