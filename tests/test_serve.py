@@ -101,7 +101,7 @@ def test_parse_options():
                             DEFAULTS)
     assert options == {**DEFAULTS, "mode": "bloom", "batch_size": 4, "strength": 0.5, "protect_highlights": False,
                        "format": "WEBP", "quality": 80}
-    for query in ("denoise=2", "stride=0", "quality=x", "white_balance=maybe", "format=gif"):
+    for query in ("denoise=2", "stride=0", "quality=x", "strength=inf", "white_balance=maybe", "format=gif"):
         with pytest.raises(RequestError):
             parse_options(query, DEFAULTS)
 

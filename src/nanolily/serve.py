@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import tempfile
 import threading
 import time
@@ -86,8 +87,8 @@ def _parse(key: str, value: str):
         number, (low, high) = int(value), {"stride": (1, 224), "quality": (1, 100), "batch_size": (1, 256)}[key]
     else:  # strength, denoise
         number, (low, high) = float(value), {"strength": (0, float("inf")), "denoise": (0, 1)}[key]
-    if not low <= number <= high:
-        raise ValueError(f"expected {low} to {high}")
+    if not (low <= number <= high and math.isfinite(number)):
+        raise ValueError(f"expected a number from {low}" + (f" to {high}" if math.isfinite(high) else " up"))
     return number
 
 
