@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One-factor variants of nanolily-v2's recipe (configs/v2-crop256-cpu.yaml, design 7), all trained at
+# once on one GPU, each a process of its own (~0.2 s a step with 14 sharing an H100 and 16 cores).
+#
+#   bash scripts/design_search.sh DATA SECONDS OUT
+#
+# DATA holds lol-v1/our485 and splits/ (as ../shared/datasets); each training stops after SECONDS
+# (its best weights and logs stay in OUT/<variant>/). Results of the 2026-11-26 run, stopped at
+# ~2200 of 2600 steps: checkpoints/gpu-search-d7/ and docs/training.md ("Design search on a GPU").
+set -u
+DATA=$1 SECONDS_EACH=$2 OUT=$3
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+declare -A VARIANTS=(
+  [A-d7-seed0]="" [B-d7-seed1]="--set seed=1"
+  [C-crop192]="--set size=192 --set batch_size=32" [D-crop160]="--set size=160 --set batch_size=46"
+  [E-crop128]="--set size=128 --set batch_size=72"
+  [F-lr3e-3]="--set lr=3.0e-3" [G-lr1.2e-3]="--set lr=1.2e-3"
+  [H-ssim0.5]="--set loss={l1: 1.0, ssim: 0.5, fft: 0.05}"
+  [I-color0.5]="--set loss={l1: 1.0, ssim: 0.2, fft: 0.05, color: 0.5}"
+  [J-exposure0.35-2.8]="--set exposure=[0.35, 2.8]" [K-ema0.999]="--set ema=0.999"
+  [L-charbonnier]="--set loss={charbonnier: 1.0, ssim: 0.2, fft: 0.05}"
+  [M-no-fft]="--set loss={l1: 1.0, ssim: 0.2}"
+  [N-mixed0.25]="--set crop=mixed --set resize_prob=0.25"
+)
+mkdir -p "$OUT"
+for name in "${!VARIANTS[@]}"; do
+  args=() rest="${VARIANTS[$name]}"
+  # split into --set KEY=VALUE pairs, keeping {...} and [...] values whole
+  while [[ $rest =~ ^--set\ ([^ ]+=(\{[^}]*\}|\[[^]]*\]|[^ ]+))\ ?(.*)$ ]]; do
+    args+=(--set "${BASH_REMATCH[1]}") rest="${BASH_REMATCH[3]}"
+  done
+  timeout "$SECONDS_EACH" python3 -m nanolily train --config configs/v2-crop256-cpu.yaml --data "$DATA" \
+    --out "$OUT/$name" -q --set check_leakage=false "${args[@]}" > "$OUT/$name.log" 2>&1 &
+done
+wait
+for name in $(printf '%s\n' "${!VARIANTS[@]}" | sort); do
+  best=$(tail -n +2 "$OUT/$name/val_log.csv" 2>/dev/null | sort -t, -k3 -g | tail -1 | cut -d, -f1,3,4)
+  echo "$name: best (step, val psnr, ssim) = $best"
+done
