@@ -345,6 +345,29 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def export_all(directory: str) -> None:
+    """The ONNX files the ONNX Runtime cases read, from the shipped weights."""
+    from nanolily.export import export_onnx, export_onnx_stages
+    from nanolily.weights import load_model
+
+    export_onnx(load_model(MODEL, device="cpu"), Path(directory) / ONNX_FILES["onnx"][0])
+    export_onnx_stages(load_model(DEFAULT_MODEL_CASES["v2onnx"], device="cpu"),
+                       [Path(directory) / name for name in ONNX_FILES["v2onnx"]])
+
+
+def requalify(args) -> None:
+    """``--quality-only``: the quality section of the last full run's JSON, measured again."""
+    results = json.loads(Path(args.out).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        export_all(tmp)
+        results["quality"] = quality(args, tmp)
+    results["quality"].update(command="python benchmarks/inference.py " + " ".join(sys.argv[1:]),
+                              date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_doc(results, Path(args.doc))
+    print(quality_table(results["quality"]))
+
+
 def write_doc(results: dict, path: Path) -> None:
     m, p = results["machine"], results["peak"]
     parts = [
@@ -431,7 +454,9 @@ def write_doc(results: dict, path: Path) -> None:
         parts += ["## Quality (LoL-v2-real test, full resolution)\n",
                   f"{q['images']} images, outputs clamped to [0, 1], PSNR / SSIM as in `nanolily evaluate`. "
                   "A faster setting must not hide a worse picture: PSNR - (b) is each case against nanolily "
-                  "bloom at the original's stride.\n", quality_table(q)]
+                  "bloom at the original's stride."
+                  + (f" Measured again after new weights: `{q['command']}` ({q['date']})." if "command" in q else "")
+                  + "\n", quality_table(q)]
     if results.get("stride_sweep"):
         parts += ["## Choosing bloom's default stride (validation split)\n",
                   "Chosen on lol-v1-val, never on the test set: the PSNR each stride gives and the tiles it "
@@ -492,6 +517,9 @@ def main() -> None:
     parser.add_argument("--doc", default=str(ROOT / "docs/performance.md"))
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="rewrite --doc from the --out JSON, no runs")
+    parser.add_argument("--quality-only", action="store_true",
+                        help="re-measure only the quality section (after new weights) into the --out JSON; the "
+                        "speed and memory figures, which depend on the architectures alone, stay from their run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
@@ -505,11 +533,11 @@ def main() -> None:
     import onnxruntime
     import monai
 
-    from nanolily.export import export_onnx, export_onnx_stages
     from nanolily.model import BLOCK_HALO, NanoLILYConfig
-    from nanolily.weights import load_model
 
     torch.set_num_threads(args.threads)
+    if args.quality_only:
+        return requalify(args)
     cases = args.cases.split(",")
     config = NanoLILYConfig()
     results = {
@@ -524,9 +552,7 @@ def main() -> None:
     print(f"peak: {results['peak']}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_dir = tmp
-        export_onnx(load_model(MODEL, device="cpu"), Path(tmp) / ONNX_FILES["onnx"][0])
-        export_onnx_stages(load_model(DEFAULT_MODEL_CASES["v2onnx"], device="cpu"),
-                           [Path(tmp) / name for name in ONNX_FILES["v2onnx"]])
+        export_all(tmp)
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))
             outputs, rows = {}, {}
