@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-factor variants of nanolily-v2's recipe (configs/v2-crop256-cpu.yaml, design 7), all trained at
-# once on one GPU, each a process of its own (~0.2 s a step with 14 sharing an H100 and 16 cores).
+# once on one GPU, each a process of its own (~0.24 s a step, validations included, with 14 sharing an H100 and 16 cores).
 #
-#   bash scripts/design_search.sh DATA SECONDS OUT
+#   [PYTHON=python] bash scripts/design_search.sh DATA SECONDS OUT
 #
 # DATA holds lol-v1/our485 and splits/ (as ../shared/datasets); each training stops after SECONDS
 # (its best weights and logs stay in OUT/<variant>/). Results of the 2026-11-26 run, stopped at
@@ -30,7 +30,7 @@ for name in "${!VARIANTS[@]}"; do
   while [[ $rest =~ ^--set\ ([^ ]+=(\{[^}]*\}|\[[^]]*\]|[^ ]+))\ ?(.*)$ ]]; do
     args+=(--set "${BASH_REMATCH[1]}") rest="${BASH_REMATCH[3]}"
   done
-  timeout "$SECONDS_EACH" python3 -m nanolily train --config configs/v2-crop256-cpu.yaml --data "$DATA" \
+  timeout "$SECONDS_EACH" "${PYTHON:-python3}" -m nanolily train --config configs/v2-crop256-cpu.yaml --data "$DATA" \
     --out "$OUT/$name" -q --set check_leakage=false "${args[@]}" > "$OUT/$name.log" 2>&1 &
 done
 wait
