@@ -11,25 +11,23 @@ set -u
 DATA=$1 SECONDS_EACH=$2 OUT=$3
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+# each variant: its config overrides, separated by ";"
 declare -A VARIANTS=(
-  [A-d7-seed0]="" [B-d7-seed1]="--set seed=1"
-  [C-crop192]="--set size=192 --set batch_size=32" [D-crop160]="--set size=160 --set batch_size=46"
-  [E-crop128]="--set size=128 --set batch_size=72"
-  [F-lr3e-3]="--set lr=3.0e-3" [G-lr1.2e-3]="--set lr=1.2e-3"
-  [H-ssim0.5]="--set loss={l1: 1.0, ssim: 0.5, fft: 0.05}"
-  [I-color0.5]="--set loss={l1: 1.0, ssim: 0.2, fft: 0.05, color: 0.5}"
-  [J-exposure0.35-2.8]="--set exposure=[0.35, 2.8]" [K-ema0.999]="--set ema=0.999"
-  [L-charbonnier]="--set loss={charbonnier: 1.0, ssim: 0.2, fft: 0.05}"
-  [M-no-fft]="--set loss={l1: 1.0, ssim: 0.2}"
-  [N-mixed0.25]="--set crop=mixed --set resize_prob=0.25"
+  [A-d7-seed0]="" [B-d7-seed1]="seed=1"
+  [C-crop192]="size=192;batch_size=32" [D-crop160]="size=160;batch_size=46" [E-crop128]="size=128;batch_size=72"
+  [F-lr3e-3]="lr=3.0e-3" [G-lr1.2e-3]="lr=1.2e-3"
+  [H-ssim0.5]="loss={l1: 1.0, ssim: 0.5, fft: 0.05}"
+  [I-color0.5]="loss={l1: 1.0, ssim: 0.2, fft: 0.05, color: 0.5}"
+  [J-exposure0.35-2.8]="exposure=[0.35, 2.8]" [K-ema0.999]="ema=0.999"
+  [L-charbonnier]="loss={charbonnier: 1.0, ssim: 0.2, fft: 0.05}"
+  [M-no-fft]="loss={l1: 1.0, ssim: 0.2}"
+  [N-mixed0.25]="crop=mixed;resize_prob=0.25"
 )
 mkdir -p "$OUT"
 for name in "${!VARIANTS[@]}"; do
-  args=() rest="${VARIANTS[$name]}"
-  # split into --set KEY=VALUE pairs, keeping {...} and [...] values whole
-  while [[ $rest =~ ^--set\ ([^ ]+=(\{[^}]*\}|\[[^]]*\]|[^ ]+))\ ?(.*)$ ]]; do
-    args+=(--set "${BASH_REMATCH[1]}") rest="${BASH_REMATCH[3]}"
-  done
+  IFS=';' read -ra overrides <<< "${VARIANTS[$name]}"
+  args=()
+  for item in "${overrides[@]}"; do args+=(--set "$item"); done
   timeout "$SECONDS_EACH" "${PYTHON:-python3}" -m nanolily train --config configs/v2-crop256-cpu.yaml --data "$DATA" \
     --out "$OUT/$name" -q --set check_leakage=false "${args[@]}" > "$OUT/$name.log" 2>&1 &
 done
