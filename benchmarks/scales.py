@@ -1,0 +1,123 @@
+"""Does a model hold up on photos larger than its training data? PSNR/SSIM at 1x, 2x and 4x.
+
+    python benchmarks/scales.py --data ../shared/datasets --models nanolily-v1 nanolily-v2 [--test]
+
+Writes docs/scales.md and benchmarks/results/scales.json and prints the table.
+
+The models learn from LoL images (600x400); photographers bring 12-50 MP. Upscaling a pair (bicubic,
+the low image and its reference alike) keeps the scene and its exposure and makes every structure
+2x or 4x larger in pixels: what a model sees in a bigger photo of the same scene. Each model runs in
+global mode (the whole image, one pass), the network's output without corrections, so the figures
+isolate the network. The validation split (lol-v1-val) is the one to compare models on; `--test` adds
+LoL-v2-real test (every 4th image at 4x), reported only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from nanolily.data import all_pairs, find_pairs, load_rgb_uint8
+from nanolily.enhance import NO_CORRECTIONS, enhance_tensor
+from nanolily.evaluate import image_metrics, to_float
+from nanolily.weights import load_model
+
+from exposure import model_label  # benchmarks/exposure.py
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALES = (1, 2, 4)
+COLUMNS = ("psnr", "ssim", "brightness_ratio")
+
+
+def upscale(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """(1, 3, H, W) -> (1, 3, scale*H, scale*W), bicubic, clamped to [0, 1]."""
+    if scale == 1:
+        return image
+    return F.interpolate(image, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def measure(model, pairs, every: dict[int, int]) -> dict:
+    """Mean PSNR / SSIM / brightness ratio per scale; scale s uses every[s]-th image."""
+    rows = {s: [] for s in SCALES}
+    for k, pair in enumerate(pairs):
+        low, ref = (to_float(load_rgb_uint8(p)) for p in (pair.low, pair.high))
+        for s in SCALES:
+            if k % every[s]:
+                continue
+            big_low, big_ref = upscale(low, s), upscale(ref, s)
+            out = enhance_tensor(big_low, model, mode="global", **NO_CORRECTIONS)
+            m = image_metrics(out, big_ref)
+            rows[s].append({c: m[c] for c in COLUMNS})
+    return {f"x{s}": {c: statistics.fmean(r[c] for r in rs) for c in COLUMNS} | {"images": len(rs)}
+            for s, rs in rows.items()}
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "# Scales: the same scenes as larger photos",
+        "",
+        "*Written by `benchmarks/scales.py` (do not edit by hand); JSON: `benchmarks/results/scales.json`.*",
+        "",
+        f"Command: `{results['command']}` ({results['date']}, {results['seconds']:.0f} s).",
+        "",
+        "Each pair upscaled 2x and 4x (bicubic, low image and reference alike), each model in global mode, "
+        "the network's output without corrections. **mean** is the mean PSNR over the three scales; "
+        "**x4 - x1** how much a model loses when the same scene fills a 16x larger photo. Validation "
+        "(lol-v1-val) compares models; test figures are reported only.",
+        "",
+        "| model | split | images x1 / x2 / x4 | PSNR x1 | x2 | x4 | mean | x4 - x1 | SSIM x1 / x4 | brightness x1 / x4 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, splits in results["models"].items():
+        for split, r in splits.items():
+            psnrs = [r[f"x{s}"]["psnr"] for s in SCALES]
+            lines.append(
+                f"| {name} | {split} | {' / '.join(str(r[f'x{s}']['images']) for s in SCALES)} | "
+                f"{' | '.join(f'{p:.2f}' for p in psnrs)} | {statistics.fmean(psnrs):.2f} | "
+                f"{psnrs[-1] - psnrs[0]:+.2f} | {r['x1']['ssim']:.3f} / {r['x4']['ssim']:.3f} | "
+                f"{r['x1']['brightness_ratio']:.2f} / {r['x4']['brightness_ratio']:.2f} |")
+    return "\n".join(lines + [""])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared/datasets"))
+    p.add_argument("--models", nargs="+", default=["nanolily-v1", "nanolily-v2"],
+                   help="shipped names or .safetensors files (a file is labelled by its folder)")
+    p.add_argument("--test", action="store_true", help="also report LoL-v2-real test (every 4th image at 4x)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images of each set (a quick look)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    data = Path(args.data)
+    splits = {"lol-v1-val": (all_pairs(data / "lol-v1", "lol-v1", data / "splits/lol-v1-val.txt"),
+                             {1: 1, 2: 1, 4: 1})}
+    if args.test:
+        splits["lol-v2-real-test"] = (find_pairs(data / "lol-v2-real", "lol-v2", "Test"), {1: 1, 2: 1, 4: 4})
+    results = {"models": {}}
+    with torch.inference_mode():
+        for name in args.models:
+            model = load_model(name, device="cpu")
+            results["models"][model_label(name)] = {split: measure(model, pairs[:args.limit], every)
+                                                     for split, (pairs, every) in splits.items()}
+            print(f"[{time.time() - start:5.0f} s] {model_label(name)} done", flush=True)
+    results.update(command="python benchmarks/scales.py " + " ".join(
+        ["--data " + args.data, "--models " + " ".join(args.models)] + (["--test"] if args.test else [])
+        + ([f"--limit {args.limit}"] if args.limit else [])),
+        date=time.strftime("%Y-%m-%d"), seconds=time.time() - start)
+    out_json = ROOT / "benchmarks/results/scales.json"
+    out_json.write_text(json.dumps(results, indent=2))
+    text = markdown(results)
+    (ROOT / "docs/scales.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
