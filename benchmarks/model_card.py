@@ -242,7 +242,7 @@ def model_section(record: dict, meta: dict, val: dict, training: dict, by: dict)
   weight decay {config.get('weight_decay')}, gradient clipping {config.get('grad_clip')}; loss {loss}.{extras} Seed {config.get('seed')}.
 - Hardware: 2 CPU cores ({record['machine']}), torch {record['torch']}, {threads}. Wall time
   {training.get('wall_time_s', 0) / 60:.1f} min for {training.get('steps')} steps (validation included); CPU time
-  {training.get('cpu_time_s', 0) / 60:.1f} min.
+  {training.get('cpu_time_s', 0) / 60:.1f} min.{(' ' + SHIPPED[name].training_note) if SHIPPED[name].training_note else ''}
 - Selected at step {meta.get('step')} by validation (lol-v1-val, full resolution, {val.get('val_mode')} mode{over}):
   PSNR {val.get('psnr', float('nan')):.2f} dB, SSIM {val.get('ssim', float('nan')):.4f}.
 

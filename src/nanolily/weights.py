@@ -35,6 +35,7 @@ class ShippedModel:
     description: str
     recipe: str  # the training config that made it
     recipe_overrides: str = ""  # and the `nanolily train` options it ran with, e.g. "--set seed=1"
+    training_note: str = ""  # what the model card should add to the run's own timings
 
 
 SHIPPED: dict[str, ShippedModel] = {
@@ -49,6 +50,8 @@ SHIPPED: dict[str, ShippedModel] = {
         sha256="bf6826206b487c05eeadd1520db3d15063a821b7784fbba4206cdfeb3d652220",
         description="resolution-free NanoLILYv2 (122,482 parameters), trained on leak-free LoL-v1",
         recipe="configs/v2-search-cpu.yaml",
+        training_note="This run shared the 2 cores with other work; the same recipe alone (seed 1, re-run "
+                      "2026-11-26): 60.2 min wall, 59.5 CPU-min (checkpoints/v2-search-cpu-seed1/rerun).",
     ),
 }
 DEFAULT_MODEL = "nanolily-v2"  # better on the validation split in global mode: 22.08 dB against v1's 20.41
