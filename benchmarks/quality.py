@@ -32,6 +32,8 @@ from nanolily.metrics import LPIPS, psnr, ssim
 from nanolily.synthesis import linear_to_srgb, srgb_to_linear
 from nanolily.weights import load_model
 
+from scales import upscale  # benchmarks/scales.py
+
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = 0.98  # a channel at or above this reads as clipped to white
 TILE = 224
@@ -167,8 +169,7 @@ def report_on_test(systems: dict, pairs, lpips, every_4x: int, log) -> dict:
         for scale in (2, 4):
             if scale == 4 and k % every_4x:
                 continue
-            big_low, big_ref = (torch.nn.functional.interpolate(t, scale_factor=scale, mode="bicubic",
-                                                                align_corners=False).clamp(0, 1) for t in (low, ref))
+            big_low, big_ref = upscale(low, scale), upscale(ref, scale)
             for system, (model, mode, settings) in systems.items():
                 out = corrected(big_low, raw(model, big_low, mode), settings)
                 results[system][f"x{scale}"].append({"psnr": float(psnr(out, big_ref)),

@@ -117,10 +117,10 @@ def main() -> None:
     results = {"models": {}}
     with torch.inference_mode():
         for name in args.models:
-            model = load_model(name, device="cpu")
-            results["models"][model_label(name)] = {split: measure(model, pairs[:args.limit], every)
-                                                     for split, (pairs, every) in splits.items()}
-            print(f"[{time.time() - start:5.0f} s] {model_label(name)} done", flush=True)
+            model, label = load_model(name, device="cpu"), model_label(name)
+            results["models"][label] = {split: measure(model, pairs[:args.limit], every)
+                                        for split, (pairs, every) in splits.items()}
+            print(f"[{time.time() - start:5.0f} s] {label} done", flush=True)
     results.update(command="python benchmarks/scales.py " + " ".join(
         ["--data " + args.data, "--models " + " ".join(args.models)] + (["--test"] if args.test else [])
         + ([f"--limit {args.limit}"] if args.limit else [])),
