@@ -154,3 +154,31 @@ def test_exposure_augmentation_darkens_only_the_low_image(tmp_path):
     dark = data.sample(0, torch.Generator().manual_seed(0), size=32, crop="resize", flips=False, rot90=False,
                        exposure=(0.3, 0.5))
     assert torch.equal(plain[1], dark[1]) and dark[0].mean() < 0.8 * plain[0].mean()
+
+
+def test_zoom_shows_the_scene_larger(tmp_path):
+    ramp = np.tile(np.arange(0, 240, 2, dtype=np.uint8), (100, 1))  # 100x120, +2 grey levels per pixel
+    for folder in ("low", "high"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.stack([ramp] * 3, axis=-1)).save(tmp_path / folder / "a.png")
+    data = PairedImages(find_pairs(tmp_path, "pair"))
+
+    def slope(zoom):
+        low, high = data.sample(0, torch.Generator().manual_seed(0), size=64, crop="random", flips=False,
+                                rot90=False, zoom=zoom)
+        assert low.shape == high.shape == (3, 64, 64) and torch.equal(low, high)
+        return (low[0, 32, 40] - low[0, 32, 20]).item() * 255 / 20
+
+    assert slope(None) == pytest.approx(2.0, abs=1e-3)
+    assert slope((1.0, 1.0)) == pytest.approx(2.0, abs=1e-3)
+    assert slope((2.0, 2.0)) == pytest.approx(1.0, abs=0.02)  # a 32-pixel crop shown over 64 pixels
+
+
+def test_zoom_needs_random_crops_and_ordered_bounds():
+    from nanolily.train import TrainConfig
+
+    with pytest.raises(ValueError, match="zoom"):
+        TrainConfig.from_dict({"crop": "resize", "zoom": [1, 2]})
+    with pytest.raises(ValueError, match="zoom"):
+        TrainConfig.from_dict({"crop": "random", "zoom": [2, 1]})
+    assert TrainConfig.from_dict({"crop": "random", "zoom": [1, 2]}).zoom == [1, 2]

@@ -207,8 +207,13 @@ class PairedImages:
 
     def sample(self, index: int, generator: torch.Generator, size: int = 224, crop: str = "random",
                resize_prob: float = 0.5, flips: bool = True, rot90: bool = True,
-               exposure: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               exposure: tuple[float, float] | None = None,
+               zoom: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One augmented training view of pair ``index``: (low, high), each (3, size, size) in [0, 1].
+
+        ``zoom=(lo, hi)`` (random crops only) takes a ``size / z`` square and resizes it to ``size``, ``z``
+        drawn log-uniformly from [lo, hi]: factors above 1 show the scene as a larger photo would (each
+        object over more pixels, the crop holding less of the scene).
 
         ``exposure=(lo, hi)`` scales the low image's exposure by a factor drawn log-uniformly from [lo, hi]
         in linear light (the reference is unchanged): factors below 1 show the model darker captures
@@ -224,6 +229,9 @@ class PairedImages:
         elif crop == "full":
             pass
         elif crop == "random":
+            out_size = size
+            if zoom is not None:
+                size = max(1, round(size / _log_uniform(zoom, generator)))
             h, w = pair.shape[-2:]
             if h < size or w < size:
                 scale = size / min(h, w)
@@ -233,6 +241,9 @@ class PairedImages:
             y = int(torch.randint(0, h - size + 1, (), generator=generator))
             x = int(torch.randint(0, w - size + 1, (), generator=generator))
             pair = pair[..., y:y + size, x:x + size]
+            if size != out_size:
+                pair = F.interpolate(pair, size=(out_size, out_size), mode="bilinear", align_corners=False,
+                                     antialias=True)
         else:
             raise ValueError(f"crop must be 'random', 'resize', 'mixed' or 'full', got {crop!r}")
         if flips and torch.rand((), generator=generator).item() < 0.5:
@@ -246,10 +257,14 @@ class PairedImages:
             pair = torch.rot90(pair, k, dims=(-2, -1))
         low, high = pair[0], pair[1]
         if exposure is not None:
-            lo, hi = exposure
-            u = float(torch.rand((), generator=generator))
-            low = expose_linear(low, math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
+            low = expose_linear(low, _log_uniform(exposure, generator))
         return low.contiguous(), high.contiguous()
+
+
+def _log_uniform(bounds: tuple[float, float], generator: torch.Generator) -> float:
+    lo, hi = bounds
+    u = float(torch.rand((), generator=generator))
+    return math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
 
 
 def expose_linear(image: torch.Tensor, factor: float) -> torch.Tensor:

@@ -61,6 +61,7 @@ class TrainConfig:
     flips: bool = True
     rot90: bool = True
     exposure: list | None = None  # [lo, hi]: scale low images' exposure by a log-uniform factor in linear light
+    zoom: list | None = None  # [lo, hi]: random crops of size / z resized to size, z log-uniform in [lo, hi]
     # optimisation
     lr: float = 2e-5
     weight_decay: float = 1e-2
@@ -123,6 +124,12 @@ class TrainConfig:
             raise ValueError(f"ema must be a decay in (0, 1), e.g. 0.998, got {self.ema}")
         if not self.val_exposures or any(not f > 0 for f in self.val_exposures):
             raise ValueError(f"val_exposures must be positive factors, e.g. [0.5, 1, 2], got {self.val_exposures}")
+        for key in ("exposure", "zoom"):
+            bounds = getattr(self, key)
+            if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] <= bounds[1]):
+                raise ValueError(f"{key} must be [lo, hi] with 0 < lo <= hi, got {bounds}")
+        if self.zoom is not None and self.crop != "random":
+            raise ValueError(f"zoom applies to random crops only, got crop {self.crop!r}")
         build_model(self.architecture, self.model)
         for spec in self.train + self.val + self.leakage_test:
             DatasetSpec(**spec)
@@ -432,7 +439,8 @@ def _batch(images: PairedImages, config: TrainConfig, step: int, epoch: int, ste
     chosen = order.roll(-i)[:per_step][dist.rank::dist.world]  # wraps around when the epoch's last batch is short
     gen = torch.Generator().manual_seed(((config.seed * 1_000_003 + step) * 1009 + dist.rank) % (2 ** 63))
     views = [images.sample(int(k), gen, config.size, config.crop, config.resize_prob, config.flips, config.rot90,
-                           tuple(config.exposure) if config.exposure else None) for k in chosen]
+                           tuple(config.exposure) if config.exposure else None,
+                           tuple(config.zoom) if config.zoom else None) for k in chosen]
     sizes = {tuple(v[0].shape[-2:]) for v in views}
     if len(sizes) > 1:  # only crop "full" gives views of the images' own sizes
         raise ValueError(f"crop 'full' needs training images of one size, got {sorted(sizes)}: use crop 'random'")
