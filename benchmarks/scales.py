@@ -64,7 +64,9 @@ def markdown(results: dict) -> str:
         "",
         "*Written by `benchmarks/scales.py` (do not edit by hand); JSON: `benchmarks/results/scales.json`.*",
         "",
-        f"Command: `{results['command']}` ({results['date']}, {results['seconds']:.0f} s).",
+        "Commands (a later `--add` run measures more models and keeps the rows before it):",
+        "",
+        *(f"- `{run['command']}` ({run['date']}, {run['seconds']:.0f} s)" for run in results["runs"]),
         "",
         "Each pair upscaled 2x and 4x (bicubic, low image and reference alike), each model in global mode, "
         "the network's output without corrections. **mean** is the mean PSNR over the three scales; "
@@ -102,6 +104,8 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N images of each set (a quick look)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--report-only", action="store_true", help="rewrite docs/scales.md from the saved JSON")
+    p.add_argument("--add", action="store_true",
+                   help="keep the saved JSON's other models and add (or re-measure) these")
     args = p.parse_args()
     out_json = ROOT / "benchmarks/results/scales.json"
     if args.report_only:
@@ -114,17 +118,17 @@ def main() -> None:
                              {1: 1, 2: 1, 4: 1})}
     if args.test:
         splits["lol-v2-real-test"] = (find_pairs(data / "lol-v2-real", "lol-v2", "Test"), {1: 1, 2: 1, 4: 4})
-    results = {"models": {}}
+    results = json.loads(out_json.read_text()) if args.add else {"models": {}, "runs": []}
     with torch.inference_mode():
         for name in args.models:
             model, label = load_model(name, device="cpu"), model_label(name)
             results["models"][label] = {split: measure(model, pairs[:args.limit], every)
                                         for split, (pairs, every) in splits.items()}
             print(f"[{time.time() - start:5.0f} s] {label} done", flush=True)
-    results.update(command="python benchmarks/scales.py " + " ".join(
+    command = "python benchmarks/scales.py " + " ".join(
         ["--data " + args.data, "--models " + " ".join(args.models)] + (["--test"] if args.test else [])
-        + ([f"--limit {args.limit}"] if args.limit else [])),
-        date=time.strftime("%Y-%m-%d"), seconds=time.time() - start)
+        + ([f"--limit {args.limit}"] if args.limit else []) + (["--add"] if args.add else []))
+    results["runs"].append({"command": command, "date": time.strftime("%Y-%m-%d"), "seconds": time.time() - start})
     out_json.write_text(json.dumps(results, indent=2))
     print(write_report(results))
 
