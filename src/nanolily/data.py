@@ -229,21 +229,18 @@ class PairedImages:
         elif crop == "full":
             pass
         elif crop == "random":
-            out_size = size
-            if zoom is not None:
-                size = max(1, round(size / _log_uniform(zoom, generator)))
+            side = size if zoom is None else max(1, round(size / _log_uniform(zoom, generator)))
             h, w = pair.shape[-2:]
-            if h < size or w < size:
-                scale = size / min(h, w)
+            if h < side or w < side:
+                scale = side / min(h, w)
                 pair = F.interpolate(pair, size=(math.ceil(h * scale), math.ceil(w * scale)), mode="bilinear",
                                      align_corners=False, antialias=True)
                 h, w = pair.shape[-2:]
-            y = int(torch.randint(0, h - size + 1, (), generator=generator))
-            x = int(torch.randint(0, w - size + 1, (), generator=generator))
-            pair = pair[..., y:y + size, x:x + size]
-            if size != out_size:
-                pair = F.interpolate(pair, size=(out_size, out_size), mode="bilinear", align_corners=False,
-                                     antialias=True)
+            y = int(torch.randint(0, h - side + 1, (), generator=generator))
+            x = int(torch.randint(0, w - side + 1, (), generator=generator))
+            pair = pair[..., y:y + side, x:x + side]
+            if side != size:
+                pair = F.interpolate(pair, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         else:
             raise ValueError(f"crop must be 'random', 'resize', 'mixed' or 'full', got {crop!r}")
         if flips and torch.rand((), generator=generator).item() < 0.5:
