@@ -10,6 +10,12 @@ the low image and its reference alike) keeps the scene and its exposure and make
 global mode (the whole image, one pass), the network's output without corrections, so the figures
 isolate the network. The validation split (lol-v1-val) is the one to compare models on; `--test` adds
 LoL-v2-real test (every 4th image at 4x), reported only.
+
+`--analysis` says at what scale nanolily-v2 reads a photo's light: `native` (its own 1/4 at every size,
+the network as trained; the default here, and the scale guard's) or a pixel count P (the engine's scale
+matching, `nanolily.model_v2.analysis_factor`: a photo of more than about P pixels pooled further), each
+its own row. `python benchmarks/scales.py --models nanolily-v2 --analysis 240000 540000 960000 --add`
+chose the engine's P on validation.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch.nn.functional as F
 from nanolily.data import all_pairs, find_pairs, load_rgb_uint8
 from nanolily.enhance import NO_CORRECTIONS, enhance_tensor
 from nanolily.evaluate import image_metrics, to_float
+from nanolily.model_v2 import analysis_factor
 from nanolily.weights import load_model
 
 from exposure import model_label  # benchmarks/exposure.py
@@ -42,7 +49,16 @@ def upscale(image: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(image, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-def measure(model, pairs, every: dict[int, int]) -> dict:
+def network_output(model, image: torch.Tensor, analysis: str) -> torch.Tensor:
+    """Global mode, no corrections; nanolily-v2 read at its own scale (``"native"``) or scale-matched to
+    ``analysis`` pixels."""
+    if analysis == "native" or not model.resolution_free:
+        return enhance_tensor(image, model, mode="global", match_scale=False, **NO_CORRECTIONS)
+    factor = analysis_factor(*image.shape[-2:], model.config.factor, int(analysis))
+    return model(image, block=128, factor=factor).clamp(0, 1)
+
+
+def measure(model, pairs, every: dict[int, int], analysis: str = "native") -> dict:
     """Mean PSNR / SSIM / brightness ratio per scale; scale s uses every[s]-th image."""
     rows = {s: [] for s in SCALES}
     for k, pair in enumerate(pairs):
@@ -51,7 +67,7 @@ def measure(model, pairs, every: dict[int, int]) -> dict:
             if k % every[s]:
                 continue
             big_low, big_ref = upscale(low, s), upscale(ref, s)
-            out = enhance_tensor(big_low, model, mode="global", **NO_CORRECTIONS)
+            out = network_output(model, big_low, analysis)
             m = image_metrics(out, big_ref)
             rows[s].append({c: m[c] for c in COLUMNS})
     return {f"x{s}": {c: statistics.fmean(r[c] for r in rs) for c in COLUMNS} | {"images": len(rs)}
@@ -73,7 +89,9 @@ def markdown(results: dict) -> str:
         "**x4 - x1** how much a model loses when the same scene fills a 16x larger photo. Validation "
         "(lol-v1-val) compares models; test figures are reported only. Since session 12 a new nanolily-v2 "
         "must not score more than 0.2 dB below the model it replaces at x2 or x4 on validation "
-        "(docs/training.md, \"Design 8\").",
+        "(docs/training.md, \"Design 8\"). Rows without a note read nanolily-v2 at its own scale (the network "
+        "as trained); \"analysis P MP\" rows scale-match it as the engine does (`analysis_factor`: a photo "
+        "of more than about P pixels read from a coarser copy).",
         "",
         "| model | split | images x1 / x2 / x4 | PSNR x1 | x2 | x4 | mean | x4 - x1 | SSIM x1 / x4 | brightness x1 / x4 |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -102,6 +120,8 @@ def main() -> None:
                    help="shipped names or .safetensors files (a file is labelled by its folder)")
     p.add_argument("--test", action="store_true", help="also report LoL-v2-real test (every 4th image at 4x)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of each set (a quick look)")
+    p.add_argument("--analysis", nargs="+", default=["native"],
+                   help="nanolily-v2's scale: native, or pixel counts P to scale-match to, a row each")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--report-only", action="store_true", help="rewrite docs/scales.md from the saved JSON")
     p.add_argument("--add", action="store_true",
@@ -121,13 +141,16 @@ def main() -> None:
     results = json.loads(out_json.read_text()) if args.add else {"models": {}, "runs": []}
     with torch.inference_mode():
         for name in args.models:
-            model, label = load_model(name, device="cpu"), model_label(name)
-            results["models"][label] = {split: measure(model, pairs[:args.limit], every)
-                                        for split, (pairs, every) in splits.items()}
-            print(f"[{time.time() - start:5.0f} s] {label} done", flush=True)
+            model = load_model(name, device="cpu")
+            for analysis in args.analysis:
+                label = model_label(name) + ("" if analysis == "native" else f", analysis {int(analysis) / 1e6:g} MP")
+                results["models"][label] = {split: measure(model, pairs[:args.limit], every, analysis)
+                                            for split, (pairs, every) in splits.items()}
+                print(f"[{time.time() - start:5.0f} s] {label} done", flush=True)
     command = "python benchmarks/scales.py " + " ".join(
         ["--data " + args.data, "--models " + " ".join(args.models)] + (["--test"] if args.test else [])
-        + ([f"--limit {args.limit}"] if args.limit else []) + (["--add"] if args.add else []))
+        + ([f"--limit {args.limit}"] if args.limit else []) + (["--add"] if args.add else [])
+        + ([f"--analysis {' '.join(args.analysis)}"] if args.analysis != ["native"] else []))
     results["runs"].append({"command": command, "date": time.strftime("%Y-%m-%d"), "seconds": time.time() - start})
     out_json.write_text(json.dumps(results, indent=2))
     print(write_report(results))

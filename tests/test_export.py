@@ -143,6 +143,8 @@ def test_nanolily_v2_backend_runs_its_stages_in_strips(small_v2, tmp_path, monke
         whole = model(x)
     for rows in (16, 37, 1000):  # strips that split the image unevenly, and one strip
         assert (StagedOnnxPredictor(paths, model.config.factor, rows=rows)(x) - whole).abs().max() <= 1e-4
+    with torch.no_grad():  # read at a coarser scale, as the engine reads a large photo
+        assert (StagedOnnxPredictor(paths, model.config.factor, rows=37)(x, factor=6) - model(x, factor=6)).abs().max() <= 1e-4
     monkeypatch.setenv("NANOLILY_CACHE", str(tmp_path / "cache"))  # the backend exports them once, then reuses them
     predictor = onnx_predictor(model)
     assert isinstance(predictor, StagedOnnxPredictor)

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from nanolily.model_v2 import NanoLILYv2, NanoLILYv2Config, pool
+from nanolily.enhance import NO_CORRECTIONS, enhance_tensor
+from nanolily.model_v2 import ANALYSIS_PIXELS, NanoLILYv2, NanoLILYv2Config, analysis_factor, pool
 from nanolily.train import train
 from nanolily.weights import build_model, load_model, read_metadata, save_weights
 
@@ -46,6 +47,43 @@ def test_strips_equal_one_pass(config):
         for block in (1, 2, 5, 51):  # the 1/4-resolution encoder and decoder stages in strips
             strips = model.maps_from_pooled(small, block)
             assert torch.allclose(strips[0], maps, atol=1e-6) and torch.allclose(strips[1], matrix, atol=1e-6), block
+
+
+def test_analysis_factor_is_the_networks_own_up_to_the_analysis_size_then_grows_with_the_side():
+    assert analysis_factor(400, 600) == 4 and analysis_factor(1, 1) == 4  # LoL's size and less: as trained
+    sides = [analysis_factor(h, 3 * h // 2) for h in range(100, 8000, 50)]
+    assert sides == sorted(sides) and sides[-1] > 4  # never finer for a larger photo
+    assert analysis_factor(2 * 1000, 2 * 1500, pixels=1000 * 1500) == 8  # twice the side: pooled twice as far
+
+
+def test_a_scale_matched_large_photo_is_read_as_the_same_scene_at_the_analysis_size():
+    torch.manual_seed(3)
+    model = NanoLILYv2().eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0, 0.05)
+    x = torch.rand(1, 3, 64, 96)
+    big = x.repeat_interleave(2, -2).repeat_interleave(2, -1)  # the same scene, every pixel 2x2
+    with torch.no_grad():
+        maps, matrix = model.low_resolution(x)
+        big_maps, big_matrix = model.low_resolution(big, factor=8)
+        assert torch.allclose(big_maps, maps, atol=1e-5) and torch.allclose(big_matrix, matrix, atol=1e-6)
+        assert not torch.allclose(model.low_resolution(big)[1], matrix, atol=1e-3)  # read at 1/4 it is another scene
+
+
+def test_engine_scale_matches_large_photos_only():
+    torch.manual_seed(4)
+    model = NanoLILYv2().eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0, 0.05)
+    small, large = torch.rand(1, 3, 40, 60), torch.rand(1, 3, 1024, 1280)  # 1.3 MP > ANALYSIS_PIXELS
+    assert analysis_factor(1024, 1280) > 4 == analysis_factor(40, 60) and 1024 * 1280 > ANALYSIS_PIXELS
+    run = lambda x, match: enhance_tensor(x, model, match_scale=match, **NO_CORRECTIONS)  # noqa: E731
+    assert torch.equal(run(small, True), run(small, False))
+    with torch.no_grad():
+        expected = model(large, factor=analysis_factor(1024, 1280)).clamp(0, 1)
+    matched = run(large, True)
+    assert torch.allclose(matched, expected, atol=1e-5)
+    assert (matched - run(large, False)).abs().max() > 1e-3
 
 
 def test_curve_head_stays_in_range_and_lifts_shadows_more():

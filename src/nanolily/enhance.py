@@ -20,6 +20,7 @@ from . import adjust
 from .bloom import Predictor, bloom, core
 from .io import Photo, photo_to_pil, pil_to_photo, to_float, with_pixels
 from .model import NanoLILY
+from .model_v2 import analysis_factor
 from .weights import load_model, resolve_device
 
 MODES = ("global", "bloom", "core")
@@ -51,7 +52,7 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
                    batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
                    predictor: Predictor | None = None, strength: float = 1.0,
                    protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
-                   white_balance: bool = False, precision: str = "fp32") -> torch.Tensor:
+                   white_balance: bool = False, precision: str = "fp32", match_scale: bool = True) -> torch.Tensor:
     """Enhance ``(N, 3, H, W)`` float images in [0, 1] with ``model``; returns ``(N, 3, H, W)`` in [0, 1].
 
     ``strength`` scales the change the model makes: 0 returns the input, 1 the model's output, above 1
@@ -64,6 +65,10 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     precision under ``torch.autocast``, meant for GPUs (fp16 needs one; a CPU without bf16 units runs
     bf16 several times slower than fp32). The FFT, the blending and the corrections stay in fp32; the
     output is within about 0.01 of fp32's (tested).
+
+    ``match_scale`` (a resolution-free model, nanolily-v2, in global mode): read a photo larger than about
+    a megapixel at a coarser scale (:func:`nanolily.model_v2.analysis_factor`), so that it is lit as the
+    same scene at the size the model learned from; False runs the network at its own scale at any size.
 
     The canvas stays on ``images.device``; tiles run on the model's device. ``predictor`` (e.g. an
     :class:`nanolily.export.OnnxPredictor`) runs instead of ``model``: the tiles of bloom and core modes,
@@ -80,7 +85,7 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     predictor = predictor if predictor is not None else model
     with torch.inference_mode():
         with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
-            out = _run(predictor, model, images, mode, stride, batch_size, device, progress)
+            out = _run(predictor, model, images, mode, stride, batch_size, device, progress, match_scale)
         return apply_corrections(images, out, strength, protect_highlights, denoise, white_balance)
 
 
@@ -95,7 +100,7 @@ def check_precision(precision: str, device: torch.device, torch_backend: bool = 
 
 
 def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str, stride: int, batch_size: int,
-         device: torch.device, progress: bool) -> torch.Tensor:
+         device: torch.device, progress: bool, match_scale: bool = True) -> torch.Tensor:
     """The network's output for ``images`` in ``mode``, on ``images.device``."""
     patch = model.patch_size
     if mode == "bloom":
@@ -103,15 +108,23 @@ def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str,
                      progress=progress)
     if mode == "core":
         return core(predictor, images, patch=patch, device=device)
-    if mode == "global" and predictor is not model:
+    if mode != "global":
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if model.resolution_free:
+        from .export import StagedOnnxPredictor
+
+        factor = analysis_factor(*images.shape[-2:], model.config.factor) if match_scale else None
+        if predictor is model:
+            out = model(images.to(device), block=GLOBAL_STRIP, factor=factor)
+        elif isinstance(predictor, StagedOnnxPredictor):  # ONNX Runtime's graphs by stage: the same maths
+            out = predictor(images, factor=factor)
+        else:  # one exported graph (--onnx FILE): the network at its own scale, as exported
+            out = predictor(images.to(device))
+        return out.to(images.device, images.dtype)
+    if predictor is not model:
         return predictor(images.to(device)).to(images.device, images.dtype)
-    if mode == "global":
-        if model.resolution_free:
-            block = GLOBAL_STRIP
-        else:
-            block = GLOBAL_BLOCK if images.shape[-2] * images.shape[-1] > GLOBAL_BLOCK ** 2 else None
-        return model(images.to(device), block=block).to(images.device, images.dtype)
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    block = GLOBAL_BLOCK if images.shape[-2] * images.shape[-1] > GLOBAL_BLOCK ** 2 else None
+    return model(images.to(device), block=block).to(images.device, images.dtype)
 
 
 def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float = 1.0,
@@ -165,7 +178,7 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
             batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = "auto",
             progress: bool = False, backend: str = "torch", strength: float = 1.0,
             protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
-            white_balance: bool = False, precision: str = "fp32"):
+            white_balance: bool = False, precision: str = "fp32", match_scale: bool = True):
     """Brighten a dark photo.
 
     Args:
@@ -185,6 +198,8 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
         white_balance: restore the input's colour balance after enhancing.
         precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` (GPU) for the network's convolutions
             (:func:`enhance_tensor`).
+        match_scale: nanolily-v2 in global mode: read a photo of more than about a megapixel at a
+            coarser scale, as the same scene at the size the model learned from (:func:`enhance_tensor`).
         backend: ``"torch"``, or ``"onnxruntime"`` (the ``[onnx]`` extra; nanolily-v1 in bloom and core
             modes only): the model is exported to ONNX once per set of weights and cached
             (:func:`nanolily.export.onnx_predictor`).
@@ -203,7 +218,7 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
     model = model if model is not None else default_model(device)
     options = dict(mode=mode, stride=stride, batch_size=batch_size, progress=progress, strength=strength,
                    protect_highlights=protect_highlights, denoise=denoise, white_balance=white_balance,
-                   precision=precision)
+                   precision=precision, match_scale=match_scale)
     if backend == "onnxruntime":
         from .export import onnx_predictor
 

@@ -307,12 +307,14 @@ class StagedOnnxPredictor:
         d2, matrix = self.middle_graph.run(e1)
         return d2, matrix
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, 3, H, W)
+    def __call__(self, images: torch.Tensor, factor: int | None = None) -> torch.Tensor:  # (B, 3, H, W) -> same
+        """``factor``: the first downsampling, as :meth:`nanolily.model_v2.NanoLILYv2.forward`'s."""
         from .model_v2 import in_strips, maps_in_strips, pool
 
         images = images.detach().to("cpu", torch.float32)
-        maps, matrix = maps_in_strips(self, pool(images, self.factor), max(self.rows // self.factor, 16))
-        return in_strips(self.apply_maps, images, maps, matrix, self.factor, self.rows)
+        factor = factor or self.factor
+        maps, matrix = maps_in_strips(self, pool(images, factor), max(self.rows // factor, 16))
+        return in_strips(self.apply_maps, images, maps, matrix, factor, self.rows)
 
 
 def cache_dir() -> Path:

@@ -52,6 +52,11 @@ HEADS = ("gain", "curve")
 CHANNELS_LAST = torch.channels_last
 ENCODE_HALO = 3  # rows each way the 1/4-size encoder stage reads (three 3x3 convolutions; priors are per pixel)
 DECODE_HALO = 2  # rows each way the last decoder stage and the head read (two 3x3 convolutions)
+# Images up to about this many pixels are read at the network's own first downsampling; larger ones are
+# pooled further (analysis_factor). Chosen on lol-v1-val upscaled 2x and 4x by a rule fixed before the
+# sweep (docs/scales.md): of 240,000 (LoL's 600x400), 540,000 and 960,000, the highest mean PSNR over 2x
+# and 4x, unless one within 0.05 dB of it has a higher mean SSIM over 2x and 4x.
+ANALYSIS_PIXELS = 960_000
 
 
 @dataclass
@@ -112,22 +117,26 @@ class NanoLILYv2(nn.Module):
     def config_dict(self) -> dict:
         return asdict(self.config)
 
-    def forward(self, x: torch.Tensor, block: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, block: int | None = None, factor: int | None = None) -> torch.Tensor:
         """The whole image in one pass. ``block`` (rows) bounds memory: the full-resolution stage then
         runs in horizontal strips of ``block`` rows with a 2-row halo, which is exact (its two 3x3
         convolutions see 2 rows each way), and the largest low-resolution maps (1/4 size) in strips of
-        as many image rows (``block / factor`` of theirs, see :meth:`low_resolution`)."""
+        as many image rows (``block / factor`` of theirs, see :meth:`low_resolution`). ``factor``: the
+        first downsampling, ``config.factor`` (4) unless given; :func:`analysis_factor` gives a large
+        photo's (the engine's global mode uses it)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"NanoLILYv2 expects a (B, 3, H, W) tensor, got {tuple(x.shape)}")
-        maps, matrix = self.low_resolution(x, block and max(block // self.config.factor, 16))
-        return in_strips(self.apply_maps, x, maps, matrix, self.config.factor, block)
+        factor = factor or self.config.factor
+        maps, matrix = self.low_resolution(x, block and max(block // factor, 16), factor)
+        return in_strips(self.apply_maps, x, maps, matrix, factor, block)
 
-    def low_resolution(self, x: torch.Tensor, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder-decoder at 1/4 to 1/16 of the pixels: the head's maps ``(B, 6 or 3, h/4, w/4)``
-        (padded to a multiple of 4 * factor) and the global colour matrix ``(B, 3, 3)``. ``block``
-        (rows at this 1/4 resolution) runs the first encoder and last decoder stages, the largest maps,
-        in strips."""
-        return self.maps_from_pooled(pool(x, self.config.factor), block)
+    def low_resolution(self, x: torch.Tensor, block: int | None = None,
+                       factor: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder-decoder at 1/4 to 1/16 of the pixels (with ``factor`` f: 1/f to 1/4f): the head's
+        maps ``(B, 6 or 3, h/4, w/4)`` (padded to a multiple of 4 * factor) and the global colour matrix
+        ``(B, 3, 3)``. ``block`` (rows at this 1/4 resolution) runs the first encoder and last decoder
+        stages, the largest maps, in strips."""
+        return self.maps_from_pooled(pool(x, factor or self.config.factor), block)
 
     def maps_from_pooled(self, small: torch.Tensor, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`low_resolution` from the image already pooled (:func:`pool`): ``(B, 3, h/4, w/4)``."""
@@ -183,6 +192,19 @@ class NanoLILYv2(nn.Module):
         for _ in range(self.config.iterations):
             x = x + alpha * x * (1 - x)
         return x
+
+
+def analysis_factor(height: int, width: int, factor: int = 4, pixels: int = ANALYSIS_PIXELS) -> int:
+    """The first downsampling for an image of ``height`` x ``width``: ``factor`` (the network's own) up to
+    about ``pixels``, then larger in proportion to the side, so that the low-resolution part reads a
+    large photo's light from a copy about the size it learned from (LoL's 600x400) and not from a grid
+    of features each 1/16 of the scene it learned to read. The full-resolution stage is unchanged.
+
+    Example:
+        >>> analysis_factor(400, 600), analysis_factor(2160, 3840), analysis_factor(4000, 6000)
+        (4, 12, 20)
+    """
+    return max(factor, round(factor * math.sqrt(height * width / pixels)))
 
 
 def in_strips(apply_maps, x: torch.Tensor, maps: torch.Tensor, matrix: torch.Tensor, factor: int,

@@ -3,7 +3,7 @@
     POST /enhance   body: an image, as the raw request body or as a file field of a multipart form
                     (a camera RAW file as a form file, whose name's extension tells its kind);
                     query (each optional, the server's defaults otherwise): mode, stride, batch_size,
-                    strength, denoise, protect_highlights, white_balance, format (png, jpg, webp, tif,
+                    strength, denoise, protect_highlights, white_balance, match_scale, format (png, jpg, webp, tif,
                     bmp, ...), quality. Answers the enhanced image (PNG unless ``format`` says otherwise).
     GET  /health    {"status": "ok", "model": ..., "device": ..., "version": ...}
     GET  /          a small page to try it from a browser
@@ -79,7 +79,7 @@ def _parse(key: str, value: str):
         if fmt is None:
             raise ValueError(f"expected one of {', '.join(sorted(s[1:] for s in WRITE_FORMATS))}")
         return fmt
-    if key in ("protect_highlights", "white_balance"):
+    if key in ("protect_highlights", "white_balance", "match_scale"):
         if value not in TRUE + FALSE:
             raise ValueError("expected true or false")
         return value in TRUE

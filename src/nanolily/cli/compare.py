@@ -41,4 +41,4 @@ def comparison_figure(photo, model, stride: int, batch_size: int, height: int | 
 
 def run(args) -> int:
     return run_figure_verb(args, "compare", lambda photo, model: comparison_figure(
-        photo, model, args.stride, args.batch_size, args.height, **corrections(args)))
+        photo, model, args.stride, args.batch_size, args.height, match_scale=args.match_scale, **corrections(args)))

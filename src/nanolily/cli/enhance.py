@@ -125,7 +125,8 @@ def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int]:
             tiles = len(plan_tiles(max(height, 224), max(width, 224), 224, args.stride))
             out = enhance_photo(photo, model, mode=args.mode, stride=args.stride, batch_size=args.batch_size,
                                 progress=not args.quiet and args.mode == "bloom" and tiles >= TILE_BAR_MIN_TILES,
-                                predictor=predictor, precision=args.precision, **corrections(args))
+                                predictor=predictor, precision=args.precision, match_scale=args.match_scale,
+                                **corrections(args))
             if job.target == STDIO:
                 sys.stdout.buffer.write(encode_image(out, WRITE_FORMATS["." + (args.format or "png")], args.quality))
                 sys.stdout.buffer.flush()

@@ -2,8 +2,8 @@
 
 POST an image to /enhance and get the enhanced image back; GET /health says what is loaded; GET /
 is a small page to try it from a browser. Query parameters override this command's options for one
-request: mode, stride, batch_size, strength, denoise, protect_highlights, white_balance, format,
-quality.
+request: mode, stride, batch_size, strength, denoise, protect_highlights, white_balance, match_scale,
+format, quality.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def run(args) -> int:
     model = load_model_or_none(args)
     if model is None:
         return 1
-    defaults = dict(mode=args.mode, stride=args.stride, batch_size=args.batch_size, **corrections(args),
+    defaults = dict(mode=args.mode, stride=args.stride, batch_size=args.batch_size, match_scale=args.match_scale,
+                    **corrections(args),
                     format=WRITE_FORMATS["." + args.format], quality=args.quality)
     try:
         server = EnhanceServer((args.host, args.port), model, defaults, max_bytes=args.max_bytes,
