@@ -455,7 +455,7 @@ def write_doc(results: dict, path: Path) -> None:
                   f"{q['images']} images, outputs clamped to [0, 1], PSNR / SSIM as in `nanolily evaluate`. "
                   "A faster setting must not hide a worse picture: PSNR - (b) is each case against nanolily "
                   "bloom at the original's stride."
-                  + (f" Measured again after new weights: `{q['command']}` ({q['date']})." if "command" in q else "")
+                  + (f" Measured by `{q['command']}` ({q['date']})." if "command" in q else "")
                   + "\n", quality_table(q)]
     if results.get("stride_sweep"):
         parts += ["## Choosing bloom's default stride (validation split)\n",
@@ -596,6 +596,7 @@ def main() -> None:
             results["quality"] = quality(args, onnx_dir)
     if args.data and not args.no_stride_sweep:
         results["stride_sweep"] = stride_sweep(args)
+    keep_saved_sections(results, Path(args.out))
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
@@ -606,6 +607,18 @@ def main() -> None:
     if results.get("stride_sweep"):
         print(sweep_table(results["stride_sweep"]))
     print(f"wrote {args.out} and {args.doc}", file=sys.stderr)
+
+
+def keep_saved_sections(results: dict, saved: Path) -> None:
+    """A section this run skipped (``--no-quality``, ``--no-stride-sweep``) keeps the saved JSON's (the
+    quality section labelled with the command that measured it), so a speed-only run drops no figures."""
+    if not saved.exists():
+        return
+    old = json.loads(saved.read_text())
+    if "quality" not in results and old.get("quality"):
+        results["quality"] = {"command": old["command"], "date": old["date"]} | old["quality"]
+    if "stride_sweep" not in results and old.get("stride_sweep"):
+        results["stride_sweep"] = old["stride_sweep"]
 
 
 def _cached(height: int, width: int) -> bool:

@@ -53,7 +53,8 @@ def add_parser(sub) -> None:
                         "(default: %(default)s)")
     g.add_argument("--onnx", metavar="FILE", help="with --backend onnxruntime: an exported model to use "
                                                   "(from `nanolily export`; nanolily-v2's runs the whole image "
-                                                  "in one graph, which needs more memory) instead of the cache")
+                                                  "in one graph, which needs more memory and reads every "
+                                                  "photo at the network's own scale) instead of the cache")
     add_model_options(p)
     p.set_defaults(run=run, parser=p)
 
