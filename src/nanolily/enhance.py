@@ -67,7 +67,7 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     output is within about 0.01 of fp32's (tested).
 
     ``match_scale`` (a resolution-free model, nanolily-v2, in global mode): read a photo larger than about
-    a megapixel at a coarser scale (:func:`nanolily.model_v2.analysis_factor`), so that it is lit as the
+    0.7 MP at a coarser scale (:func:`nanolily.model_v2.analysis_factor`), so that it is lit as the
     same scene at the size the model learned from; False runs the network at its own scale at any size.
 
     The canvas stays on ``images.device``; tiles run on the model's device. ``predictor`` (e.g. an
@@ -198,7 +198,7 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
         white_balance: restore the input's colour balance after enhancing.
         precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` (GPU) for the network's convolutions
             (:func:`enhance_tensor`).
-        match_scale: nanolily-v2 in global mode: read a photo of more than about a megapixel at a
+        match_scale: nanolily-v2 in global mode: read a photo of more than about 0.7 MP at a
             coarser scale, as the same scene at the size the model learned from (:func:`enhance_tensor`).
         backend: ``"torch"``, or ``"onnxruntime"`` (the ``[onnx]`` extra; nanolily-v1 in bloom and core
             modes only): the model is exported to ONNX once per set of weights and cached

@@ -56,7 +56,7 @@ DECODE_HALO = 2  # rows each way the last decoder stage and the head read (two 3
 # pooled further (analysis_factor). Chosen on lol-v1-val upscaled 2x and 4x by a rule fixed before the
 # sweep (docs/scales.md): of 240,000 (LoL's 600x400), 540,000 and 960,000, the highest mean PSNR over 2x
 # and 4x, unless one within 0.05 dB of it has a higher mean SSIM over 2x and 4x.
-ANALYSIS_PIXELS = 960_000
+ANALYSIS_PIXELS = 540_000
 
 
 @dataclass
@@ -196,13 +196,14 @@ class NanoLILYv2(nn.Module):
 
 def analysis_factor(height: int, width: int, factor: int = 4, pixels: int = ANALYSIS_PIXELS) -> int:
     """The first downsampling for an image of ``height`` x ``width``: ``factor`` (the network's own) up to
-    about ``pixels``, then larger in proportion to the side, so that the low-resolution part reads a
-    large photo's light from a copy about the size it learned from (LoL's 600x400) and not from a grid
-    of features each 1/16 of the scene it learned to read. The full-resolution stage is unchanged.
+    about ``pixels`` (from 0.7 MP with the default), then larger in proportion to the side, so that the
+    low-resolution part reads a large photo's light from a copy of about ``pixels`` / factor^2 pixels,
+    near the 600x400 / 16 it learned from, instead of from features that each cover a few pixels of a
+    scene it learned to read whole. The full-resolution stage is unchanged.
 
     Example:
         >>> analysis_factor(400, 600), analysis_factor(2160, 3840), analysis_factor(4000, 6000)
-        (4, 12, 20)
+        (4, 16, 27)
     """
     return max(factor, round(factor * math.sqrt(height * width / pixels)))
 

@@ -46,7 +46,7 @@ def add_engine_options(p: argparse.ArgumentParser, with_mode: bool = True) -> No
     g.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                    help="tiles per network call (default: %(default)s)")
     g.add_argument("--match-scale", action=argparse.BooleanOptionalAction, default=True,
-                   help="nanolily-v2, global mode: read a photo larger than about a megapixel at a coarser "
+                   help="nanolily-v2, global mode: read a photo larger than about 0.7 MP at a coarser "
                         "scale, so a 24 MP photo is lit as the same scene at the size the model learned "
                         "from; --no-match-scale runs the network at its own scale at any size "
                         "(default: %(default)s)")
