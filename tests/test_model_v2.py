@@ -140,3 +140,26 @@ def test_cli_runs_v2_weights_and_explain_says_it_has_no_branches(tmp_path, capsy
                      "--weights", str(path)]) == 0
     assert main(["explain", str(photo), "--weights", str(path)]) == 1
     assert "NanoLILYv2 has no spatial / frequency branches" in capsys.readouterr().err
+
+
+def test_cli_match_scale_option_reads_a_large_photo_as_the_api_does(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from nanolily import enhance
+    from nanolily.cli import main
+
+    from .conftest import dark_image
+
+    photo = tmp_path / "big.png"
+    pixels = dark_image(800, 1000)  # 0.8 MP: read at 1/5 with scale matching, 1/4 without
+    Image.fromarray(pixels).save(photo)
+    model = load_model("nanolily-v2", device="cpu")
+    outs = {}
+    for option, match in (("--match-scale", True), ("--no-match-scale", False)):
+        target = tmp_path / f"{match}.png"
+        assert main(["enhance", str(photo), "-o", str(target), "-q", "--denoise", "0", option]) == 0
+        outs[match] = np.asarray(Image.open(target)).astype(int)
+        api = enhance(pixels, model=model, denoise=0, match_scale=match).astype(int)
+        assert np.abs(outs[match] - api).max() <= 1, option
+    assert np.abs(outs[True] - outs[False]).max() > 2

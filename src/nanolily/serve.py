@@ -3,8 +3,9 @@
     POST /enhance   body: an image, as the raw request body or as a file field of a multipart form
                     (a camera RAW file as a form file, whose name's extension tells its kind);
                     query (each optional, the server's defaults otherwise): mode, stride, batch_size,
-                    strength, denoise, protect_highlights, white_balance, match_scale, format (png, jpg, webp, tif,
-                    bmp, ...), quality. Answers the enhanced image (PNG unless ``format`` says otherwise).
+                    strength, denoise, protect_highlights, white_balance, match_scale, format (png, jpg,
+                    webp, tif, bmp, ...), quality. Answers the enhanced image (PNG unless ``format`` says
+                    otherwise).
     GET  /health    {"status": "ok", "model": ..., "device": ..., "version": ...}
     GET  /          a small page to try it from a browser
 
