@@ -45,14 +45,18 @@ def add_engine_options(p: argparse.ArgumentParser, with_mode: bool = True) -> No
                    help="bloom tile step in pixels, 1..224; 112 = 50%% overlap (default: %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                    help="tiles per network call (default: %(default)s)")
+    add_match_scale_option(g)
+    g.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse larger images, a guard against decompression bombs (default: %(default)s)")
+    add_correction_options(p)
+
+
+def add_match_scale_option(g) -> None:
     g.add_argument("--match-scale", action=argparse.BooleanOptionalAction, default=True,
                    help="nanolily-v2, global mode: read a photo larger than about 0.7 MP at a coarser "
                         "scale, so a 24 MP photo is lit as the same scene at the size the model learned "
                         "from; --no-match-scale runs the network at its own scale at any size "
                         "(default: %(default)s)")
-    g.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
-                   help="refuse larger images, a guard against decompression bombs (default: %(default)s)")
-    add_correction_options(p)
 
 
 def add_correction_options(p: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_correction_options, add_model_options
+from .common import add_correction_options, add_match_scale_option, add_model_options
 
 EPILOG = """examples:
   nanolily evaluate --data ../shared/datasets/lol-v2-real
@@ -42,6 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--gallery", metavar="DIR", help="write Input | Output | Target triptychs here")
     p.add_argument("--gallery-ids", nargs="+", default=[], metavar="ID", help="ids for the gallery (default: first 4)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_match_scale_option(p)
     add_correction_options(p)
     add_model_options(p)
     p.set_defaults(run=run, parser=p)
@@ -76,8 +77,9 @@ def run(args) -> int:
             return 1
     if not args.exposure > 0:
         args.parser.error(f"--exposure must be > 0, got {args.exposure}")
+    options = corrections(args) | {"match_scale": args.match_scale}  # enhance_tensor's keywords
     rows, summary = evaluate(model, pairs, args.mode, args.protocol, args.stride, lpips, vgg, progress=not args.quiet,
-                             corrections=corrections(args), exposure=args.exposure)
+                             corrections=options, exposure=args.exposure)
     name = Path(getattr(model, "weights_path", "model")).stem
     exposed = f"-exposure{args.exposure:g}" if args.exposure != 1 else ""
     out = Path(args.out or f"eval/{name}-{args.protocol}-{args.mode}{exposed}")
@@ -88,7 +90,7 @@ def run(args) -> int:
     if args.gallery:
         ids = args.gallery_ids or [p.id for p in pairs[:4]]
         try:
-            written = write_gallery(model, pairs, ids, args.gallery, args.mode, args.stride, corrections(args))
+            written = write_gallery(model, pairs, ids, args.gallery, args.mode, args.stride, options)
         except ValueError as e:
             error(str(e))
             return 1
