@@ -191,7 +191,10 @@ are darker on average than LoL-v1's (median image mean 0.38 against 0.47), and b
 the LoL-v1 level, which costs PSNR there: docs/exposure.md (`python benchmarks/exposure.py`) measures
 it, with PSNR/SSIM after matching each output's mean grey level to its reference's ("GT-mean", a
 diagnosis that uses the reference). nanolily-v1's 224x224 frequency mask makes each bloom tile
-estimate its own illumination. docs/quality.md measures four documented failure modes and their fixes.
+estimate its own illumination. Both learned from 600x400 photos; nanolily-v2 read at its own scale
+loses 0.6 dB on the validation scenes upscaled 4x, so the engine reads a photo over ~0.7 MP from a
+coarser copy (scale matching, docs/scales.md). docs/quality.md measures four documented failure modes
+and their fixes.
 """
 
 
