@@ -440,7 +440,7 @@ def write_doc(results: dict, path: Path) -> None:
         "- **the default model.** (g)-(i) run nanolily-v2, which `nanolily enhance` uses unless told "
         "otherwise: other weights, so no max abs diff vs (b); its quality is in the next section. It computes "
         "most of its features at 1/4 to 1/16 of the pixels, and a photo over ~0.7 MP from a coarser copy "
-        "(scale matching, README \"Large photos\": a 4K frame at 1/16 to 1/64), so a 4K photo costs a "
+        "(scale matching, README \"Large and small photos\": a 4K frame at 1/16 to 1/64), so a 4K photo costs a "
         "fraction of NanoLILY's convolutions; in PyTorch its 1/4-size stages and its full-resolution stage run in strips (128 "
         "image rows: faster and lighter than 256); (h) adds highlight protection and the guided-filter "
         "denoiser, in strips; (i) runs it in ONNX Runtime as `--backend onnxruntime` does: four graphs "

@@ -9,7 +9,8 @@ the low image and its reference alike) keeps the scene and its exposure and make
 2x or 4x larger in pixels: what a model sees in a bigger photo of the same scene. Each model runs in
 global mode (the whole image, one pass), the network's output without corrections, so the figures
 isolate the network. The validation split (lol-v1-val) is the one to compare models on; `--test` adds
-LoL-v2-real test (every 4th image at 4x), reported only.
+LoL-v2-real test (every 4th image at 4x), reported only. A second table has the same pairs at half the
+side and at 224x224 (smaller photos).
 
 `--analysis` says at what scale nanolily-v2 reads a photo's light: `native` (its own 1/4 at every size,
 the network as trained; the default here, and the scale guard's) or a pixel count P (the engine's scale
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from nanolily.bloom import resize
 from nanolily.data import all_pairs, find_pairs, load_rgb_uint8
 from nanolily.enhance import NO_CORRECTIONS, enhance_tensor
 from nanolily.evaluate import image_metrics, to_float
@@ -39,6 +41,7 @@ from exposure import model_label  # benchmarks/exposure.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALES = (1, 2, 4)
+SMALLER = {"x0.5": None, "224x224": (224, 224)}  # half the side (anti-aliased), the original's 224x224
 COLUMNS = ("psnr", "ssim", "brightness_ratio")
 
 
@@ -59,19 +62,20 @@ def network_output(model, image: torch.Tensor, analysis: str) -> torch.Tensor:
 
 
 def measure(model, pairs, every: dict[int, int], analysis: str = "native") -> dict:
-    """Mean PSNR / SSIM / brightness ratio per scale; scale s uses every[s]-th image."""
-    rows = {s: [] for s in SCALES}
+    """Mean PSNR / SSIM / brightness ratio per scale (scale s uses every[s]-th image), and per smaller
+    size (:data:`SMALLER`, every image)."""
+    rows = {f"x{s}": [] for s in SCALES} | {name: [] for name in SMALLER}
     for k, pair in enumerate(pairs):
         low, ref = (to_float(load_rgb_uint8(p)) for p in (pair.low, pair.high))
-        for s in SCALES:
-            if k % every[s]:
-                continue
-            big_low, big_ref = upscale(low, s), upscale(ref, s)
-            out = network_output(model, big_low, analysis)
-            m = image_metrics(out, big_ref)
-            rows[s].append({c: m[c] for c in COLUMNS})
-    return {f"x{s}": {c: statistics.fmean(r[c] for r in rs) for c in COLUMNS} | {"images": len(rs)}
-            for s, rs in rows.items()}
+        versions = {f"x{s}": (upscale(low, s), upscale(ref, s)) for s in SCALES if not k % every[s]}
+        for name, size in SMALLER.items():
+            size = size or (low.shape[-2] // 2, low.shape[-1] // 2)
+            versions[name] = resize(low, size), resize(ref, size)
+        for name, (small_or_big, reference) in versions.items():
+            m = image_metrics(network_output(model, small_or_big, analysis), reference)
+            rows[name].append({c: m[c] for c in COLUMNS})
+    return {name: {c: statistics.fmean(r[c] for r in rs) for c in COLUMNS} | {"images": len(rs)}
+            for name, rs in rows.items()}
 
 
 def markdown(results: dict) -> str:
@@ -104,7 +108,29 @@ def markdown(results: dict) -> str:
                 f"{' | '.join(f'{p:.2f}' for p in psnrs)} | {statistics.fmean(psnrs):.2f} | "
                 f"{psnrs[-1] - psnrs[0]:+.2f} | {r['x1']['ssim']:.3f} / {r['x4']['ssim']:.3f} | "
                 f"{r['x1']['brightness_ratio']:.2f} / {r['x4']['brightness_ratio']:.2f} |")
-    return "\n".join(lines + [""] + analysis_choice(results))
+    return "\n".join(lines + [""] + smaller_table(results) + analysis_choice(results))
+
+
+def smaller_table(results: dict) -> list[str]:
+    """The rows measured at :data:`SMALLER` sizes too (since the small-photo rule, session 14)."""
+    rows = [(name, split, r) for name, splits in results["models"].items() for split, r in splits.items()
+            if all(size in r for size in SMALLER)]
+    if not rows:
+        return []
+    return [
+        "## Smaller photos",
+        "",
+        "The same pairs at half the side (300x200, anti-aliased) and resized to 224x224 (the original's "
+        "protocol size, here per image and clamped). An \"analysis\" row reads a photo smaller than LoL's "
+        "0.24 MP at a finer scale (`analysis_factor`: 300x200 and 224x224 at 1/2 instead of 1/4), adopted "
+        "by a rule fixed before measuring: both mean PSNR and mean SSIM must rise at both sizes.",
+        "",
+        "| model | split | PSNR x0.5 | SSIM x0.5 | PSNR 224x224 | SSIM 224x224 |",
+        "|---|---|---|---|---|---|",
+        *(f"| {name} | {split} | {r['x0.5']['psnr']:.2f} | {r['x0.5']['ssim']:.3f} | {r['224x224']['psnr']:.2f} | "
+          f"{r['224x224']['ssim']:.3f} |" for name, split, r in rows),
+        "",
+    ]
 
 
 def analysis_choice(results: dict, model: str = "nanolily-v2") -> list[str]:

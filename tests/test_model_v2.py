@@ -50,9 +50,10 @@ def test_strips_equal_one_pass(config):
 
 
 def test_analysis_factor_is_the_networks_own_up_to_the_analysis_size_then_grows_with_the_side():
-    assert analysis_factor(400, 600) == 4 and analysis_factor(1, 1) == 4  # LoL's size and less: as trained
-    sides = [analysis_factor(h, 3 * h // 2) for h in range(100, 8000, 50)]
-    assert sides == sorted(sides) and sides[-1] > 4  # never finer for a larger photo
+    assert analysis_factor(400, 600) == analysis_factor(600, 900) == 4  # LoL's size and a little more: as trained
+    assert analysis_factor(200, 300) == 2 and analysis_factor(1, 1) == 1  # half LoL's side: half the pooling
+    sides = [analysis_factor(h, 3 * h // 2) for h in range(1, 8000, 25)]
+    assert sides == sorted(sides) and sides[0] == 1 and sides[-1] > 4  # never finer for a larger photo
     assert analysis_factor(2 * 1000, 2 * 1500, pixels=1000 * 1500) == 8  # twice the side: pooled twice as far
 
 
@@ -70,20 +71,21 @@ def test_a_scale_matched_large_photo_is_read_as_the_same_scene_at_the_analysis_s
         assert not torch.allclose(model.low_resolution(big)[1], matrix, atol=1e-3)  # read at 1/4 it is another scene
 
 
-def test_engine_scale_matches_large_photos_only():
+def test_engine_reads_photos_of_the_learned_size_as_the_network_does_and_others_scale_matched():
     torch.manual_seed(4)
     model = NanoLILYv2().eval()
     for p in model.parameters():
         torch.nn.init.normal_(p, 0, 0.05)
-    small, large = torch.rand(1, 3, 40, 60), torch.rand(1, 3, 1024, 1280)  # 1.3 MP > ANALYSIS_PIXELS
-    assert analysis_factor(1024, 1280) > 4 == analysis_factor(40, 60) and 1024 * 1280 > ANALYSIS_PIXELS
+    learned = torch.rand(1, 3, 400, 600)  # LoL's size
+    assert 1024 * 1280 > ANALYSIS_PIXELS and analysis_factor(1024, 1280) > 4 > analysis_factor(40, 60)
     run = lambda x, match: enhance_tensor(x, model, match_scale=match, **NO_CORRECTIONS)  # noqa: E731
-    assert torch.equal(run(small, True), run(small, False))
-    with torch.no_grad():
-        expected = model(large, factor=analysis_factor(1024, 1280)).clamp(0, 1)
-    matched = run(large, True)
-    assert torch.allclose(matched, expected, atol=1e-5)
-    assert (matched - run(large, False)).abs().max() > 1e-3
+    assert torch.equal(run(learned, True), run(learned, False))
+    for other in (torch.rand(1, 3, 1024, 1280), torch.rand(1, 3, 40, 60)):
+        with torch.no_grad():
+            expected = model(other, factor=analysis_factor(*other.shape[-2:])).clamp(0, 1)
+        matched = run(other, True)
+        assert torch.allclose(matched, expected, atol=1e-5)
+        assert (matched - run(other, False)).abs().max() > 1e-3
 
 
 def test_curve_head_stays_in_range_and_lifts_shadows_more():

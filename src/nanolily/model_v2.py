@@ -52,11 +52,14 @@ HEADS = ("gain", "curve")
 CHANNELS_LAST = torch.channels_last
 ENCODE_HALO = 3  # rows each way the 1/4-size encoder stage reads (three 3x3 convolutions; priors are per pixel)
 DECODE_HALO = 2  # rows each way the last decoder stage and the head read (two 3x3 convolutions)
-# Images up to about this many pixels are read at the network's own first downsampling; larger ones are
-# pooled further (analysis_factor). Chosen on lol-v1-val upscaled 2x and 4x by a rule fixed before the
-# sweep (docs/scales.md): of 240,000 (LoL's 600x400), 540,000 and 960,000, the highest mean PSNR over 2x
-# and 4x, unless one within 0.05 dB of it has a higher mean SSIM over 2x and 4x.
+# Images from LEARNED_PIXELS up to about this many pixels are read at the network's own first
+# downsampling; larger ones are pooled further, smaller ones less (analysis_factor). Smaller: adopted by
+# a rule fixed before measuring (raise both mean PSNR and SSIM on lol-v1-val at 300x200 and 224x224).
+# Larger: this size chosen on lol-v1-val upscaled 2x and 4x by a rule fixed before the sweep
+# (docs/scales.md): of 240,000 (LoL's 600x400), 540,000 and 960,000, the highest mean PSNR over 2x and 4x,
+# unless one within 0.05 dB of it has a higher mean SSIM over 2x and 4x.
 ANALYSIS_PIXELS = 540_000
+LEARNED_PIXELS = 240_000  # LoL's 600x400: smaller images are read at a finer scale (analysis_factor)
 
 
 @dataclass
@@ -194,18 +197,24 @@ class NanoLILYv2(nn.Module):
         return x
 
 
-def analysis_factor(height: int, width: int, factor: int = 4, pixels: int = ANALYSIS_PIXELS) -> int:
-    """The first downsampling for an image of ``height`` x ``width``: ``factor`` (the network's own) up to
-    about ``pixels`` (from 0.7 MP with the default), then larger in proportion to the side, so that the
-    low-resolution part reads a large photo's light from a copy of about ``pixels`` / factor^2 pixels,
-    near the 600x400 / 16 it learned from, instead of from features that each cover a few pixels of a
-    scene it learned to read whole. The full-resolution stage is unchanged.
+def analysis_factor(height: int, width: int, factor: int = 4, pixels: int = ANALYSIS_PIXELS,
+                    learned: int = LEARNED_PIXELS) -> int:
+    """The first downsampling for an image of ``height`` x ``width``, so that the low-resolution part
+    reads a scene at about the scale it learned to read it, whatever the photo's size: ``factor`` (the
+    network's own) for images of ``learned`` pixels (LoL's 600x400) up to ``pixels`` (0.54 MP, about
+    0.7 MP with rounding); beyond, larger in proportion to the side (a 4K frame pooled 16x); below,
+    smaller (a 300x200 image 2x), down to 1. The full-resolution stage is unchanged.
 
     Example:
         >>> analysis_factor(400, 600), analysis_factor(2160, 3840), analysis_factor(4000, 6000)
         (4, 16, 27)
+        >>> analysis_factor(200, 300), analysis_factor(224, 224), analysis_factor(8, 8)
+        (2, 2, 1)
     """
-    return max(factor, round(factor * math.sqrt(height * width / pixels)))
+    area = height * width
+    if area < learned:
+        return max(1, round(factor * math.sqrt(area / learned)))
+    return max(factor, round(factor * math.sqrt(area / pixels)))
 
 
 def in_strips(apply_maps, x: torch.Tensor, maps: torch.Tensor, matrix: torch.Tensor, factor: int,
