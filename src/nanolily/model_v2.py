@@ -15,6 +15,10 @@ so "global illumination" means the whole photo at any size; brightening is multi
 colour matrix corrects casts globally (as in IAT); the full-resolution refinement restores detail the
 low-resolution maps cannot carry. About 4.8 kFLOP of convolutions per pixel, against NanoLILY's 29.1k.
 
+Scale: the first pooling is 4 for photos of LoL's size; the engine picks it per photo (analysis_factor:
+coarser for large photos, finer for small ones), so the low-resolution part reads every scene at about
+the scale it learned (README, "Large and small photos").
+
 Memory: the low-resolution part is computed once; the full-resolution part can run in strips of rows
 (``forward(x, block=rows)``, exact), so a 7680x4320 photo peaks at ~1.35 GB, input and output included.
 
