@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from nanolily.bloom import resize
 from nanolily.data import all_pairs, find_pairs, load_rgb_uint8
-from nanolily.enhance import NO_CORRECTIONS, enhance_tensor
+from nanolily.enhance import GLOBAL_STRIP, NO_CORRECTIONS, enhance_tensor
 from nanolily.evaluate import image_metrics, to_float
 from nanolily.model_v2 import analysis_factor
 from nanolily.weights import load_model
@@ -58,7 +58,7 @@ def network_output(model, image: torch.Tensor, analysis: str) -> torch.Tensor:
     if analysis == "native" or not model.resolution_free:
         return enhance_tensor(image, model, mode="global", match_scale=False, **NO_CORRECTIONS)
     factor = analysis_factor(*image.shape[-2:], model.config.factor, int(analysis))
-    return model(image, block=128, factor=factor).clamp(0, 1)
+    return model(image, block=GLOBAL_STRIP, factor=factor).clamp(0, 1)  # as the engine runs it
 
 
 def measure(model, pairs, every: dict[int, int], analysis: str = "native") -> dict:
@@ -95,7 +95,8 @@ def markdown(results: dict) -> str:
         "must not score more than 0.2 dB below the model it replaces at x2 or x4 on validation "
         "(docs/training.md, \"Design 8\"). Rows without a note read nanolily-v2 at its own scale (the network "
         "as trained); \"analysis P MP\" rows scale-match it as the engine does (`analysis_factor`: a photo "
-        "of more than about P pixels read from a coarser copy).",
+        "of more than about P pixels read from a coarser copy, and, since session 14, one under 0.24 MP "
+        "from a finer one).",
         "",
         "| model | split | images x1 / x2 / x4 | PSNR x1 | x2 | x4 | mean | x4 - x1 | SSIM x1 / x4 | brightness x1 / x4 |",
         "|---|---|---|---|---|---|---|---|---|---|",

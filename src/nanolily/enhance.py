@@ -67,8 +67,9 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     output is within about 0.01 of fp32's (tested).
 
     ``match_scale`` (a resolution-free model, nanolily-v2, in global mode): read a photo larger than about
-    0.7 MP at a coarser scale (:func:`nanolily.model_v2.analysis_factor`), so that it is lit as the
-    same scene at the size the model learned from; False runs the network at its own scale at any size.
+    0.7 MP at a coarser scale and one smaller than 0.24 MP at a finer one
+    (:func:`nanolily.model_v2.analysis_factor`), so that it is lit as the same scene at the size the
+    model learned from; False runs the network at its own scale at any size.
 
     The canvas stays on ``images.device``; tiles run on the model's device. ``predictor`` (e.g. an
     :class:`nanolily.export.OnnxPredictor`) runs instead of ``model``: the tiles of bloom and core modes,
@@ -199,7 +200,8 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
         precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` (GPU) for the network's convolutions
             (:func:`enhance_tensor`).
         match_scale: nanolily-v2 in global mode: read a photo of more than about 0.7 MP at a
-            coarser scale, as the same scene at the size the model learned from (:func:`enhance_tensor`).
+            coarser scale and one under 0.24 MP at a finer one, as the same scene at the size the model
+            learned from (:func:`enhance_tensor`).
         backend: ``"torch"``, or ``"onnxruntime"`` (the ``[onnx]`` extra; nanolily-v1 in bloom and core
             modes only): the model is exported to ONNX once per set of weights and cached
             (:func:`nanolily.export.onnx_predictor`).

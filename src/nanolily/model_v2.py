@@ -129,8 +129,8 @@ class NanoLILYv2(nn.Module):
         runs in horizontal strips of ``block`` rows with a 2-row halo, which is exact (its two 3x3
         convolutions see 2 rows each way), and the largest low-resolution maps (1/4 size) in strips of
         as many image rows (``block / factor`` of theirs, see :meth:`low_resolution`). ``factor``: the
-        first downsampling, ``config.factor`` (4) unless given; :func:`analysis_factor` gives a large
-        photo's (the engine's global mode uses it)."""
+        first downsampling, ``config.factor`` (4) unless given; :func:`analysis_factor` gives one for
+        any photo's size (the engine's global mode uses it)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"NanoLILYv2 expects a (B, 3, H, W) tensor, got {tuple(x.shape)}")
         factor = factor or self.config.factor

@@ -54,9 +54,9 @@ def add_engine_options(p: argparse.ArgumentParser, with_mode: bool = True) -> No
 def add_match_scale_option(g) -> None:
     g.add_argument("--match-scale", action=argparse.BooleanOptionalAction, default=True,
                    help="nanolily-v2, global mode: read a photo larger than about 0.7 MP at a coarser "
-                        "scale, so a 24 MP photo is lit as the same scene at the size the model learned "
-                        "from; --no-match-scale runs the network at its own scale at any size "
-                        "(default: %(default)s)")
+                        "scale and one smaller than 0.24 MP at a finer one, so a 24 MP photo or a "
+                        "thumbnail is lit as the same scene at the size the model learned from; "
+                        "--no-match-scale runs the network at its own scale at any size (default: %(default)s)")
 
 
 def add_correction_options(p: argparse.ArgumentParser) -> None:
