@@ -1,3 +1,4 @@
+import functools
 import importlib
 
 import numpy as np
@@ -37,8 +38,9 @@ def test_numpy_alpha_and_grayscale(model):
 def test_matches_the_engine(model):
     a = dark_image(64, 300)
     x = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
-    expected = enhance_tensor(x, model)[0].permute(1, 2, 0).numpy()
-    assert np.abs(enhance(a, model=model).astype(float) / 255 - expected).max() <= 0.5 / 255 + 1e-6
+    expected = enhance_tensor(x, model, precision="fp32")[0].permute(1, 2, 0).numpy()
+    got = enhance(a, model=model, precision="fp32")  # auto may round the decoder to bf16 (one level apart)
+    assert np.abs(got.astype(float) / 255 - expected).max() <= 0.5 / 255 + 1e-6
 
 
 @pytest.mark.parametrize("shape", [(3, 60, 70), (2, 3, 60, 70)])
@@ -82,9 +84,11 @@ def test_global_mode_blocks_equal_one_pass(model, monkeypatch):
     x = torch.rand(1, 3, 300, 200)
     with torch.no_grad():
         single = model(x).clamp(0, 1)
-    assert torch.allclose(enhance_tensor(x, model, mode="global", **NO_CORRECTIONS), single, atol=5e-5)
+    assert torch.allclose(enhance_tensor(x, model, mode="global", precision="fp32", **NO_CORRECTIONS), single,
+                          atol=5e-5)
     monkeypatch.setattr(E, "GLOBAL_BLOCK", 64)
-    assert torch.allclose(enhance_tensor(x, model, mode="global", **NO_CORRECTIONS), single, atol=5e-5)
+    assert torch.allclose(enhance_tensor(x, model, mode="global", precision="fp32", **NO_CORRECTIONS), single,
+                          atol=5e-5)
 
 
 def test_nanolily_v2_global_mode_runs_in_strips_equal_to_one_pass():
@@ -104,22 +108,23 @@ def test_nanolily_v2_global_mode_runs_in_strips_equal_to_one_pass():
 
 def test_strength_scales_the_change_monotonically(model):
     x = torch.from_numpy(dark_image(120, 150)).permute(2, 0, 1)[None].float() / 255
-    full = enhance_tensor(x, model)
-    assert torch.allclose(enhance_tensor(x, model, strength=0.0), x)
-    assert torch.equal(enhance_tensor(x, model, strength=1.0), full)
-    means = [float(enhance_tensor(x, model, strength=s).mean()) for s in (0.0, 0.5, 1.0, 1.5)]
+    run = functools.partial(enhance_tensor, precision="fp32")  # compared with the fp32 network below
+    full = run(x, model)
+    assert torch.allclose(run(x, model, strength=0.0), x)
+    assert torch.equal(run(x, model, strength=1.0), full)
+    means = [float(run(x, model, strength=s).mean()) for s in (0.0, 0.5, 1.0, 1.5)]
     change = [abs(m - means[0]) for m in means]
     assert change == sorted(change) and change[-1] > change[1]
     with torch.no_grad():
         raw = model(x)  # global mode on an image under one block is a single pass
-    half = enhance_tensor(x, model, strength=0.5, **NO_CORRECTIONS)
+    half = run(x, model, strength=0.5, **NO_CORRECTIONS)
     assert torch.allclose(half, (x + 0.5 * (raw - x)).clamp(0, 1), atol=1e-6)
-    outs = [enhance_tensor(x, model, strength=s, denoise=0) for s in (0.5, 1.0, 2.0, 4.0)]  # highlights protected
+    outs = [run(x, model, strength=s, denoise=0) for s in (0.5, 1.0, 2.0, 4.0)]  # highlights protected
     brighter = raw > x  # where the model lifts, a higher strength lifts at least as far
     for weaker, stronger in zip(outs, outs[1:]):
         assert (stronger[brighter] >= weaker[brighter] - 1e-6).all()
     with pytest.raises(ValueError, match="strength must be >= 0"):
-        enhance_tensor(x, model, strength=-1)
+        run(x, model, strength=-1)
 
 
 @pytest.mark.parametrize("name", ["nanolily-v1", "nanolily-v2"])
@@ -135,9 +140,30 @@ def test_bf16_precision_is_close_to_fp32(name, monkeypatch):
         assert (half - full).abs().mean() < 0.005
 
 
+def test_auto_precision_rounds_only_nanolily_v1s_decoder_to_bf16_and_only_on_amx_cpus(monkeypatch):
+    E = importlib.import_module("nanolily.enhance")
+    v1, v2 = load_model("nanolily-v1", device="cpu"), load_model("nanolily-v2", device="cpu")
+    cpu = torch.device("cpu")
+    x = torch.from_numpy(dark_image(150, 230)).permute(2, 0, 1)[None].float() / 255  # one global block
+    with torch.inference_mode():
+        full = v1(x)
+        half = v1(x, decoder_dtype=torch.bfloat16)
+        blocks = v1(x, block=64, decoder_dtype=torch.bfloat16)
+    assert 0 < (half - full).abs().max() < 0.01 and (half - full).abs().mean() < 1e-3
+    assert (blocks - full).abs().max() < 0.01
+    for amx, network in ((False, full), (True, half)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+        assert E.auto_decoder_dtype(v1, cpu) == (torch.bfloat16 if amx else torch.float32)
+        assert E.auto_decoder_dtype(v2, cpu) == torch.float32
+        assert torch.equal(enhance_tensor(x, v1, mode="global", **NO_CORRECTIONS), network.clamp(0, 1))
+        assert torch.equal(enhance_tensor(x, v1, mode="global", precision="fp32", **NO_CORRECTIONS), full.clamp(0, 1))
+    assert E.auto_decoder_dtype(v1, torch.device("cuda")) == torch.float32
+
+
 def test_precision_is_checked(model):
     x = torch.rand(1, 3, 32, 32)
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         enhance_tensor(x, model, precision="fp16")
-    with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'bf16', 'fp16'\), got 'int8'"):
+    with pytest.raises(ValueError, match=r"precision must be one of \('auto', 'fp32', 'bf16', 'fp16'\), got 'int8'"):
         enhance_tensor(x, model, precision="int8")

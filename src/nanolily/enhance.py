@@ -12,6 +12,8 @@ Modes:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from PIL import Image
@@ -26,13 +28,17 @@ from .weights import load_model, resolve_device
 MODES = ("global", "bloom", "core")
 DEFAULT_MODE = "global"
 BACKENDS = ("torch", "onnxruntime")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # the network's arithmetic
+# the network's arithmetic under torch.autocast; "auto" is fp32 but for nanolily-v1's decoder (auto_decoder_dtype)
+PRECISIONS = {"auto": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 GLOBAL_BLOCK = 256  # nanolily-v1's global mode: conv-branch blocks of 256x256 (images larger than one block)
 # nanolily-v2's global mode: its full-resolution stage in strips of 128 image rows; measured against 256
 # (2 threads): 3840x2160 1.79 s against 2.05, 600x400 61 ms against 72, 7680x4320 peak ~150 MB lower
 GLOBAL_STRIP = 128
-DEFAULT_STRIDE = 112
-DEFAULT_BATCH_SIZE = 1  # one tile per call measured fastest on CPU (docs/performance.md)
+# bloom's defaults, chosen by rules fixed before measuring (docs/performance.md): the largest stride whose
+# lol-v1-val PSNR stays within 0.025 dB of the original's 112 (120: -0.021 dB, 124: -0.034; 576 tiles
+# at 4K instead of 646), and two tiles per call (7 % faster than one at 4K on 2 threads)
+DEFAULT_STRIDE = 120
+DEFAULT_BATCH_SIZE = 2
 DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
 DEFAULT_DENOISE = 0.5
 NO_CORRECTIONS = {"protect_highlights": False, "denoise": 0.0, "white_balance": False}  # the network's output alone
@@ -52,7 +58,7 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
                    batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
                    predictor: Predictor | None = None, strength: float = 1.0,
                    protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
-                   white_balance: bool = False, precision: str = "fp32", match_scale: bool = True) -> torch.Tensor:
+                   white_balance: bool = False, precision: str = "auto", match_scale: bool = True) -> torch.Tensor:
     """Enhance ``(N, 3, H, W)`` float images in [0, 1] with ``model``; returns ``(N, 3, H, W)`` in [0, 1].
 
     ``strength`` scales the change the model makes: 0 returns the input, 1 the model's output, above 1
@@ -61,10 +67,12 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     ``denoise`` (0..1) smooths grain and colour static, ``white_balance`` restores the input's colour
     balance (:mod:`nanolily.adjust`).
 
-    ``precision``: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` to run the network's convolutions in half
-    precision under ``torch.autocast``, meant for GPUs (fp16 needs one; a CPU without bf16 units runs
-    bf16 several times slower than fp32). The FFT, the blending and the corrections stay in fp32; the
-    output is within about 0.01 of fp32's (tested).
+    ``precision``: ``"auto"`` is ``"fp32"`` except on a CPU with AMX bf16 units, where nanolily-v1's
+    last two convolutions run in bf16 (:func:`auto_decoder_dtype`: ~8 % faster bloom, outputs within
+    ~0.005 of fp32's); ``"fp32"`` throughout; ``"bf16"`` / ``"fp16"`` run all the network's
+    convolutions in half precision under ``torch.autocast``, meant for GPUs (fp16 needs one; a CPU
+    without bf16 units runs bf16 several times slower than fp32). The FFT, the blending and the
+    corrections stay in fp32; the output is within about 0.01 of fp32's (tested).
 
     ``match_scale`` (a resolution-free model, nanolily-v2, in global mode): read a photo larger than about
     0.7 MP at a coarser scale and one smaller than 0.24 MP at a finer one
@@ -83,10 +91,12 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     if not strength >= 0:
         raise ValueError(f"strength must be >= 0, got {strength}")
     check_precision(precision, device, torch_backend=predictor is None)
+    decoder_dtype = auto_decoder_dtype(model, device) if precision == "auto" and predictor is None else torch.float32
     predictor = predictor if predictor is not None else model
     with torch.inference_mode():
-        with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "fp32"):
-            out = _run(predictor, model, images, mode, stride, batch_size, device, progress, match_scale)
+        with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=PRECISIONS[precision] is not None):
+            out = _run(predictor, model, images, mode, stride, batch_size, device, progress, match_scale,
+                       decoder_dtype)
         return apply_corrections(images, out, strength, protect_highlights, denoise, white_balance)
 
 
@@ -96,14 +106,30 @@ def check_precision(precision: str, device: torch.device, torch_backend: bool = 
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision fp16 needs a GPU (--device cuda); on the CPU use fp32 or bf16")
-    if precision != "fp32" and not torch_backend:
+    if PRECISIONS[precision] is not None and not torch_backend:
         raise ValueError("precision applies to the torch backend (ONNX Runtime runs the exported fp32 model)")
 
 
+def auto_decoder_dtype(model: NanoLILY, device: torch.device) -> torch.dtype:
+    """What ``precision="auto"`` gives ``model``'s composed decoder (:meth:`NanoLILY.forward`'s
+    ``decoder_dtype``): bf16 for nanolily-v1 on a CPU with AMX bf16 units (oneDNN runs the two
+    convolutions ~2.4x faster there; lol-v1-val PSNR moved by -0.0004 dB in bloom, -0.0009 in global
+    mode), fp32 elsewhere (without AMX, bf16 convolutions are slower than fp32 ones)."""
+    if model.resolution_free or device.type != "cpu":
+        return torch.float32
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    return torch.bfloat16 if amx() and bf16() else torch.float32
+
+
 def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str, stride: int, batch_size: int,
-         device: torch.device, progress: bool, match_scale: bool = True) -> torch.Tensor:
+         device: torch.device, progress: bool, match_scale: bool = True,
+         decoder_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The network's output for ``images`` in ``mode``, on ``images.device``."""
     patch = model.patch_size
+    torch_model = predictor is model
+    if torch_model and decoder_dtype != torch.float32:  # nanolily-v1 only (auto_decoder_dtype)
+        predictor = functools.partial(model, decoder_dtype=decoder_dtype)
     if mode == "bloom":
         return bloom(predictor, images, patch=patch, stride=stride, batch_size=batch_size, device=device,
                      progress=progress)
@@ -122,10 +148,10 @@ def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str,
         else:  # one exported graph (--onnx FILE): the network at its own scale, as exported
             out = predictor(images.to(device))
         return out.to(images.device, images.dtype)
-    if predictor is not model:
+    if not torch_model:
         return predictor(images.to(device)).to(images.device, images.dtype)
     block = GLOBAL_BLOCK if images.shape[-2] * images.shape[-1] > GLOBAL_BLOCK ** 2 else None
-    return model(images.to(device), block=block).to(images.device, images.dtype)
+    return predictor(images.to(device), block=block).to(images.device, images.dtype)
 
 
 def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float = 1.0,
@@ -179,7 +205,7 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
             batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = "auto",
             progress: bool = False, backend: str = "torch", strength: float = 1.0,
             protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
-            white_balance: bool = False, precision: str = "fp32", match_scale: bool = True):
+            white_balance: bool = False, precision: str = "auto", match_scale: bool = True):
     """Brighten a dark photo.
 
     Args:
@@ -197,8 +223,9 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
             clip to white (:func:`nanolily.adjust.protect_highlights`).
         denoise: 0 (off) to 1: smooth sensor grain and colour static, keeping edges.
         white_balance: restore the input's colour balance after enhancing.
-        precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` (GPU) for the network's convolutions
-            (:func:`enhance_tensor`).
+        precision: ``"auto"`` (fp32, but nanolily-v1's last two convolutions in bf16 on a CPU with
+            AMX units), ``"fp32"``, or ``"bf16"`` / ``"fp16"`` (GPU) for all the network's
+            convolutions (:func:`enhance_tensor`).
         match_scale: nanolily-v2 in global mode: read a photo of more than about 0.7 MP at a
             coarser scale and one under 0.24 MP at a finer one, as the same scene at the size the model
             learned from (:func:`enhance_tensor`).

@@ -46,7 +46,8 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
              progress: bool = False, corrections: dict | None = None,
              exposure: float = 1.0) -> tuple[list[dict], dict]:
     """Metrics per image and their summary for ``model`` on ``pairs``; ``corrections`` are keyword
-    arguments of :func:`enhance_tensor` (default: its defaults, i.e. what ``nanolily enhance`` does).
+    arguments of :func:`enhance_tensor` (default: its defaults, i.e. what ``nanolily enhance`` does, but
+    in fp32 whatever the hardware unless they name a ``precision``).
     ``exposure`` re-exposes each low image by that factor in linear light first (the reference
     unchanged; :func:`nanolily.data.expose_linear`): how a model copes with darker or brighter captures.
 
@@ -65,7 +66,7 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
         if exposure != 1:
             low = expose_linear(low, exposure)
         if protocol == "full":
-            out = enhance_tensor(low, model, mode=mode, stride=stride, **(corrections or {}))
+            out = enhance_tensor(low, model, mode=mode, stride=stride, **({"precision": "fp32"} | (corrections or {})))
         else:
             low, high = resize(low, (224, 224)), resize(high, (224, 224))
             out = model(low.to(next(model.parameters()).device)).cpu()  # unclamped, as the original measured
@@ -146,7 +147,7 @@ def write_gallery(model: NanoLILY, pairs: list[Pair], ids: list[str], out_dir: s
     for i in ids:
         low, high = to_float(load_rgb_uint8(by_id[i].low)), to_float(load_rgb_uint8(by_id[i].high))
         with torch.inference_mode():
-            result = enhance_tensor(low, model, mode=mode, stride=stride, **(corrections or {}))
+            result = enhance_tensor(low, model, mode=mode, stride=stride, **({"precision": "fp32"} | (corrections or {})))
         score = float(psnr(result, high))
         figure = side_by_side([(f"Input {i}", tensor_to_pil(low)),
                                (f"Output ({mode}) {score:.2f} dB", tensor_to_pil(result)),

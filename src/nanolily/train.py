@@ -175,7 +175,7 @@ def validate(model: NanoLILY, images: PairedImages, mode: str = "bloom", stride:
         low, high = images.full(i)
         for f in exposures:
             out = enhance_tensor(expose_linear(low, f)[None] if f != 1 else low[None], model, mode=mode,
-                                 stride=stride, **NO_CORRECTIONS)
+                                 stride=stride, precision="fp32", **NO_CORRECTIONS)
             p[f].append(float(psnr(out, high[None])))
             s[f].append(float(ssim(out, high[None])))
     model.train(was_training)

@@ -42,7 +42,7 @@ def add_engine_options(p: argparse.ArgumentParser, with_mode: bool = True) -> No
                             "original's engine; core: the original single 224x224 pass, resized back "
                             "(default: %(default)s)")
     g.add_argument("--stride", type=positive_int, default=DEFAULT_STRIDE,
-                   help="bloom tile step in pixels, 1..224; 112 = 50%% overlap (default: %(default)s)")
+                   help="bloom tile step in pixels, 1..224; 112 = 50%% overlap, the original's (default: %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                    help="tiles per network call (default: %(default)s)")
     add_match_scale_option(g)

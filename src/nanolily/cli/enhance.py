@@ -47,10 +47,11 @@ def add_parser(sub) -> None:
                    help="what runs the model: torch, or onnxruntime (the [onnx] extra: nanolily-v2 as whole "
                         "images, its full-resolution stage in strips; nanolily-v1 as tiles, bloom/core modes "
                         "only); the model is exported to ONNX once and cached (default: %(default)s)")
-    g.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
-                   help="the network's arithmetic with the torch backend: bf16 or fp16 run its convolutions in "
-                        "half precision, for GPUs (fp16 needs one; outputs within ~0.01 of fp32) "
-                        "(default: %(default)s)")
+    g.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                   help="the network's arithmetic with the torch backend: fp32; auto = fp32, but nanolily-v1's "
+                        "last two convolutions in bf16 on a CPU with AMX units (faster, outputs within ~0.005); "
+                        "bf16 or fp16 run all its convolutions in half precision, for GPUs (fp16 needs one; "
+                        "outputs within ~0.01 of fp32) (default: %(default)s)")
     g.add_argument("--onnx", metavar="FILE", help="with --backend onnxruntime: an exported model to use "
                                                   "(from `nanolily export`; nanolily-v2's runs the whole image "
                                                   "in one graph, which needs more memory and reads every "
