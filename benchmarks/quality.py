@@ -136,8 +136,8 @@ def load(path) -> torch.Tensor:
 
 
 def raw(model, low: torch.Tensor, mode: str) -> torch.Tensor:
-    """The network's output through the engine, no corrections."""
-    return enhance_tensor(low, model, mode=mode, **NO_CORRECTIONS)
+    """The network's output through the engine, no corrections, in fp32 (bloom at the original's stride)."""
+    return enhance_tensor(low, model, mode=mode, stride=112, precision="fp32", **NO_CORRECTIONS)
 
 
 def corrected(low: torch.Tensor, out: torch.Tensor, settings: dict) -> torch.Tensor:
