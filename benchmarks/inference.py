@@ -329,7 +329,7 @@ def stride_sweep(args, strides=(112, 116, 120, 124, 128, 160, 192, 224)) -> list
     return rows
 
 
-def defaults_sweep(args, rounds: int = 3) -> dict:
+def defaults_sweep(args, rounds: int = 5) -> dict:
     """Bloom's tiles per call and precision at 3840x2160, stride 112: medians of same-process rounds."""
     from nanolily.enhance import NO_CORRECTIONS, enhance_tensor
     from nanolily.weights import load_model
@@ -409,6 +409,16 @@ def export_all(directory: str) -> None:
                        [Path(directory) / name for name in ONNX_FILES["v2onnx"]])
 
 
+def resweep_defaults(args) -> None:
+    """``--defaults-only``: the tiles-per-call / precision section of the last full run's JSON, again."""
+    results = json.loads(Path(args.out).read_text())
+    results["defaults_sweep"] = defaults_sweep(args)
+    results["defaults_sweep"]["command"] = "python benchmarks/inference.py " + " ".join(sys.argv[1:])
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_doc(results, Path(args.doc))
+    print(defaults_table(results["defaults_sweep"]))
+
+
 def requalify(args) -> None:
     """``--quality-only``: the quality section of the last full run's JSON, measured again."""
     results = json.loads(Path(args.out).read_text())
@@ -479,14 +489,15 @@ def write_doc(results: dict, path: Path) -> None:
         "- **InstanceNorm as group norm** (one channel per group, each channel first shifted by a rough mean "
         "so the channels-last kernel's E[x^2] - E[x]^2 does not cancel): the same maths, several times "
         "faster than `F.instance_norm` on channels-last maps.\n"
-        "- **two tiles per call**, one per thread's share: measured below; more made each tile slower "
-        "(cache pressure), and on the AMD EPYC of earlier runs one tile per call was fastest.\n"
+        "- **two tiles per call**: 3-7 % faster than one at 4K in this benchmark's runs on this Intel CPU "
+        "(the table at the end of this page has the latest); four were slower (cache pressure), and on "
+        "the AMD EPYC of earlier runs one tile per call was fastest.\n"
         "- **precision auto: the decoder in bf16 on CPUs with AMX units.** The composed decoder's two "
         "convolutions, the last ones (after both norms, so their rounding is not amplified by a norm's "
-        "division), run in bf16 where oneDNN has AMX kernels for them (~2.4x faster per convolution), "
-        "everything else in fp32; outputs move by ~0.005 at most. The earlier convolutions stay fp32: "
-        "on a flat dark tile, bf16 there moved outputs by up to 0.08. Elsewhere auto is fp32. (b) runs "
-        "`--precision fp32`, the exact reference.\n"
+        "division), run in bf16 where oneDNN has AMX kernels for them, everything else in fp32; outputs "
+        "move by ~0.005 at most, lol-v1-val PSNR by -0.001 dB (the stride table below). The earlier "
+        "convolutions stay fp32: on a flat dark tile, bf16 there moved outputs by up to 0.08. Elsewhere "
+        "auto is fp32. (b) runs `--precision fp32`, the exact reference.\n"
         "- **global mode in cache-sized blocks.** The whole image in one pass, but the conv branch runs in "
         "256x256 blocks with a 4-pixel halo (the branch's receptive field): pass 1 gathers the "
         "first InstanceNorm's whole-image statistics from each block's own pixels (no halo, no crop; the "
@@ -530,8 +541,8 @@ def write_doc(results: dict, path: Path) -> None:
         parts += ["## Choosing bloom's tiles per call and precision (3840x2160, stride 112)\n",
                   f"The bundled sample at 3840x2160, bloom at stride 112, each setting once per round, "
                   f"{len(d['rows'][0]['times'])} rounds in one process ({d['cpu']}, {d['threads']} threads, "
-                  f"{d['date']}). Rule fixed before measuring: two tiles per call if more than 5 % faster "
-                  "than one.\n", defaults_table(d)]
+                  f"{d['date']}" + (f"; `{d['command']}`" if "command" in d else "") + "). Rule fixed before "
+                  "measuring: two tiles per call if more than 5 % faster than one.\n", defaults_table(d)]
     parts += int8_section(path.parent.parent / "benchmarks/results/int8_tiles.json")
     path.write_text("\n".join(parts))
 
@@ -565,6 +576,8 @@ def int8_section(json_path: Path) -> list[str]:
     def gain(name: str) -> float:
         return cases[name]["speedup_vs_a"] / cases["nanolily bloom, float32"]["speedup_vs_a"] - 1
     return ["## Tried for bloom: int8 tiles and two workers (not adopted)\n",
+            "Measured on an AMD EPYC, at stride 112, before bloom's present defaults (stride 120, two "
+            "tiles per call, the decoder in bf16 on AMX CPUs). "
             "Bloom at its defaults is asked to run >= 3x faster than the original loop at 4K. Its tile is "
             "already near this CPU's convolution rate (the four convolutions are most of its time; the rest "
             "is the norms, the FFT branch and the output's element-wise passes), so `python "
@@ -581,8 +594,8 @@ def int8_section(json_path: Path) -> list[str]:
             f"by {change:+.3f} dB, yet single pixels by up to "
             f"{cases['nanolily bloom, int8 tile']['max_abs_diff_vs_float32']:.2f} (where activations pass "
             "the calibrated range), on operators PyTorch keeps for its compiler's quantisation path. Neither "
-            "reaches the target, so bloom stays float32, one tile at a time. "
-"Global mode is the fast way to run nanolily-v1 (its rows above).\n"]
+            "was adopted: int8 moves pixels too far and the workers change the process's threads. "
+            "Global mode is the fast way to run nanolily-v1 (its rows above).\n"]
 
 
 def main() -> None:
@@ -607,6 +620,8 @@ def main() -> None:
     parser.add_argument("--quality-only", action="store_true",
                         help="re-measure only the quality section (after new weights) into the --out JSON; the "
                         "speed and memory figures, which depend on the architectures alone, stay from their run")
+    parser.add_argument("--defaults-only", action="store_true",
+                        help="re-measure only the tiles-per-call / precision section into the --out JSON")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
@@ -625,6 +640,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.quality_only:
         return requalify(args)
+    if args.defaults_only:
+        return resweep_defaults(args)
     cases = args.cases.split(",")
     config = NanoLILYConfig()
     results = {

@@ -36,7 +36,7 @@ GLOBAL_BLOCK = 256  # nanolily-v1's global mode: conv-branch blocks of 256x256 (
 GLOBAL_STRIP = 128
 # bloom's defaults, chosen by rules fixed before measuring (docs/performance.md): the largest stride whose
 # lol-v1-val PSNR stays within 0.025 dB of the original's 112 (120: -0.021 dB, 124: -0.034; 576 tiles
-# at 4K instead of 646), and two tiles per call (7 % faster than one at 4K on 2 threads)
+# at 4K instead of 646), and two tiles per call (3-7 % faster than one at 4K on 2 threads)
 DEFAULT_STRIDE = 120
 DEFAULT_BATCH_SIZE = 2
 DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
@@ -68,7 +68,7 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     balance (:mod:`nanolily.adjust`).
 
     ``precision``: ``"auto"`` is ``"fp32"`` except on a CPU with AMX bf16 units, where nanolily-v1's
-    last two convolutions run in bf16 (:func:`auto_decoder_dtype`: ~8 % faster bloom, outputs within
+    last two convolutions run in bf16 (:func:`auto_decoder_dtype`: 1-7 % faster bloom at 4K, outputs within
     ~0.005 of fp32's); ``"fp32"`` throughout; ``"bf16"`` / ``"fp16"`` run all the network's
     convolutions in half precision under ``torch.autocast``, meant for GPUs (fp16 needs one; a CPU
     without bf16 units runs bf16 several times slower than fp32). The FFT, the blending and the
@@ -112,9 +112,9 @@ def check_precision(precision: str, device: torch.device, torch_backend: bool = 
 
 def auto_decoder_dtype(model: NanoLILY, device: torch.device) -> torch.dtype:
     """What ``precision="auto"`` gives ``model``'s composed decoder (:meth:`NanoLILY.forward`'s
-    ``decoder_dtype``): bf16 for nanolily-v1 on a CPU with AMX bf16 units (oneDNN runs the two
-    convolutions ~2.4x faster there; lol-v1-val PSNR moved by -0.0004 dB in bloom, -0.0009 in global
-    mode), fp32 elsewhere (without AMX, bf16 convolutions are slower than fp32 ones)."""
+    ``decoder_dtype``): bf16 for nanolily-v1 on a CPU with AMX bf16 units (where oneDNN runs the two
+    convolutions faster; lol-v1-val PSNR moved by -0.001 dB in bloom and in global mode,
+    docs/performance.md), fp32 elsewhere (without AMX, bf16 convolutions are slower than fp32 ones)."""
     if model.resolution_free or device.type != "cpu":
         return torch.float32
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)

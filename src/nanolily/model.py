@@ -525,8 +525,8 @@ class NanoLILY(nn.Module):
         layers run as published, on the whole image.
 
         ``decoder_dtype``: the arithmetic of the composed decoder's two convolutions, the last ones,
-        after both norms (inference only). ``torch.bfloat16`` runs them ~2.4x faster on a CPU with AMX
-        units and moves outputs by ~0.005 at most; everything else stays in the input's dtype. The
+        after both norms (inference only). ``torch.bfloat16`` runs them faster on a CPU with AMX units
+        and moves outputs by ~0.005 at most; everything else stays in the input's dtype. The
         earlier convolutions stay fp32 because each norm divides by its map's spread: on a flat tile
         their bf16 rounding, so amplified, moved outputs by up to 0.08.
         """
