@@ -9,7 +9,7 @@ Cases, all with the same shipped weights and the same inputs:
   c  bloom      nanolily bloom with its default settings (stride, tiles per call, precision auto)
   d  monai      MONAI sliding_window_inference (roi 224, overlap 0.5, gaussian) with the same model
   e  global     nanolily global mode: the whole image in one pass
-  f  onnx       nanolily bloom (default settings) with tiles run by ONNX Runtime
+  f  onnx       nanolily bloom, stride 112, with tiles run by ONNX Runtime (fp32: its difference to b is the parity)
 and, with the other shipped model, what `nanolily enhance` runs by default:
   g  v2         nanolily-v2 (the default model), global mode, the network alone
   h  default    `nanolily enhance` defaults: nanolily-v2, global, highlight protection and denoising
@@ -51,7 +51,7 @@ CASES = {
     "bloom": "(c) nanolily bloom, defaults",
     "monai": "(d) MONAI sliding_window_inference",
     "global": "(e) nanolily global",
-    "onnx": "(f) nanolily bloom, ONNX Runtime",
+    "onnx": "(f) nanolily bloom, stride 112, ONNX Runtime",
     "v2": "(g) nanolily-v2 global (default model)",
     "default": "(h) nanolily enhance defaults (v2 + corrections)",
     "v2onnx": "(i) nanolily-v2 global, ONNX Runtime (strips)",
@@ -135,7 +135,7 @@ def make_input(width: int, height: int) -> torch.Tensor:
 
 def case_runner(case: str, onnx_dir: str | None):
     """(run(x) -> output, tile counter) for a case."""
-    from nanolily.enhance import DEFAULT_BATCH_SIZE, DEFAULT_STRIDE, NO_CORRECTIONS, enhance_tensor
+    from nanolily.enhance import DEFAULT_BATCH_SIZE, NO_CORRECTIONS, enhance_tensor
     from nanolily.weights import load_model
 
     model = load_model(DEFAULT_MODEL_CASES.get(case, MODEL), device="cpu").eval()
@@ -181,7 +181,7 @@ def case_runner(case: str, onnx_dir: str | None):
         from nanolily.export import OnnxPredictor
 
         predictor = counted(OnnxPredictor(Path(onnx_dir) / ONNX_FILES[case][0]))
-        return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom", stride=DEFAULT_STRIDE, predictor=predictor)), calls
+        return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom", stride=112, predictor=predictor)), calls
     if case == "v2":
         return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="global")), calls
     if case == "default":
