@@ -84,7 +84,7 @@ class SpatialBranch(nn.Module):
 
     def skip_phases(self, s1: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
         """``conv_out(s1)`` without its bias, as sub-pixel phases: (B, w, H, W) -> (B, >= 4C, H/2, W/2)."""
-        kernel = kernel if kernel is not None else self.composed_weights()[2]
+        kernel = kernel if kernel is not None else phase_kernel(self.conv_out, 8).to(self.decoder_dtype)
         return _conv_in_dtype_of(kernel, s1, stride=2, padding=1)
 
     def _decode_composed(self, d: torch.Tensor, skip: torch.Tensor, border: tuple[bool, bool, bool, bool],
