@@ -316,7 +316,7 @@ def stride_sweep(args, strides=(112, 116, 120, 124, 128, 160, 192, 224)) -> list
 
     model = load_model(MODEL, device="cpu")
     pairs = all_pairs(Path(args.data) / "lol-v1", "lol-v1", Path(args.data) / "splits/lol-v1-val.txt")
-    auto = _auto_decoder_dtype()
+    auto = _auto_inner_dtype()
     rows = []
     for stride, precision in [(s, "fp32") for s in strides] + [(DEFAULT_STRIDE, "auto"), ("global", "fp32"),
                                                                  ("global", "auto")]:
@@ -345,9 +345,9 @@ def defaults_sweep(args, rounds: int = 5) -> dict:
             enhance_tensor(x, model, mode="bloom", stride=112, batch_size=batch, precision=precision,
                            **NO_CORRECTIONS)
             times[batch, precision].append(time.perf_counter() - start)
-    auto = _auto_decoder_dtype()
+    auto = _auto_inner_dtype()
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": _cpu_name(),
-            "threads": torch.get_num_threads(), "auto_decoder_dtype": auto,
+            "threads": torch.get_num_threads(), "auto_inner_dtype": auto,
             "rows": [{"batch_size": b, "precision": p, "times": times[b, p], "median_s": statistics.median(times[b, p])}
                      for b, p in settings]}
 
@@ -393,7 +393,7 @@ def defaults_table(sweep: dict) -> str:
     base = sweep["rows"][0]["median_s"]
     lines = ["| tiles per call | precision | median s | speed vs 1 tile, fp32 | rounds (s) |", "|---|---|---|---|---|"]
     for r in sweep["rows"]:
-        precision = r["precision"] if r["precision"] == "fp32" else f"auto ({sweep['auto_decoder_dtype']} decoder)"
+        precision = r["precision"] if r["precision"] == "fp32" else f"auto ({sweep['auto_inner_dtype']} inner convolutions)"
         lines.append(f"| {r['batch_size']} | {precision} | {r['median_s']:.2f} | {base / r['median_s']:.2f}x | "
                      f"{', '.join(f'{t:.2f}' for t in r['times'])} |")
     return "\n".join(lines) + "\n"
@@ -492,11 +492,15 @@ def write_doc(results: dict, path: Path) -> None:
         "- **two tiles per call**: 3-7 % faster than one at 4K in this benchmark's runs on this Intel CPU "
         "(the table at the end of this page has the latest); four were no faster (slower in one run: cache "
         "pressure), and on the AMD EPYC of earlier runs one tile per call was fastest.\n"
-        "- **precision auto: the decoder in bf16 on CPUs with AMX units.** The composed decoder's two "
-        "convolutions, the last ones (after both norms, so their rounding is not amplified by a norm's "
-        "division), run in bf16 where oneDNN has AMX kernels for them, everything else in fp32; outputs "
-        "move by ~0.005 at most, lol-v1-val PSNR by -0.001 dB (the stride table below). The earlier "
-        "convolutions stay fp32: on a flat dark tile, bf16 there moved outputs by up to 0.08. Elsewhere "
+        "- **precision auto: the inner convolutions in bf16 on CPUs with AMX units.** The three "
+        "convolutions that read normalised maps (the 32->64 stride-2 one, which reads `s1` in bf16 as the "
+        "skip connection does, and the composed decoder's two) run in bf16 where oneDNN has AMX kernels "
+        "for them (the stride-2 one ~3.7x faster than in fp32), everything else in fp32: bloom at 4K ran "
+        "1.27x faster than with the decoder's two alone in bf16 (median of 5 same-process rounds), "
+        "lol-v1-val PSNR moved by -0.0004 dB in bloom and -0.001 dB in global mode, outputs by at most "
+        "0.011 (the stride table below; rule fixed before measuring: within 0.01 dB, 0.02 and >= 5 % "
+        "faster). The first convolution stays fp32: it reads the raw input, and the first norm divides by "
+        "its output's spread, so on a flat dark tile bf16 there moved outputs by up to 0.08. Elsewhere "
         "auto is fp32. (b) runs `--precision fp32`, the exact reference.\n"
         "- **global mode in cache-sized blocks.** The whole image in one pass, but the conv branch runs in "
         "256x256 blocks with a 4-pixel halo (the branch's receptive field): pass 1 gathers the "
@@ -552,8 +556,8 @@ def defaults_note(results: dict) -> str:
     from nanolily.bloom import plan_tiles
     from nanolily.enhance import DEFAULT_BATCH_SIZE, DEFAULT_STRIDE
 
-    auto = results["machine"].get("auto_decoder_dtype")
-    precision = {"bfloat16": "rounds the decoder's two convolutions to bf16 (this CPU has AMX units)",
+    auto = results["machine"].get("auto_inner_dtype")
+    precision = {"bfloat16": "runs the three inner convolutions in bf16 (this CPU has AMX units)",
                  "float32": "is fp32 (this CPU has no AMX units)"}.get(auto, "was not recorded")
     return (f"(c) runs bloom's defaults: stride {DEFAULT_STRIDE} ({len(plan_tiles(2160, 3840, 224, DEFAULT_STRIDE))} "
             f"tiles at 3840x2160 against 646 at 112, chosen on the validation split below), {DEFAULT_BATCH_SIZE} "
@@ -577,7 +581,7 @@ def int8_section(json_path: Path) -> list[str]:
         return cases[name]["speedup_vs_a"] / cases["nanolily bloom, float32"]["speedup_vs_a"] - 1
     return ["## Tried for bloom: int8 tiles and two workers (not adopted)\n",
             "Measured on an AMD EPYC, at stride 112, before bloom's present defaults (stride 120, two "
-            "tiles per call, the decoder in bf16 on AMX CPUs). "
+            "tiles per call, the inner convolutions in bf16 on AMX CPUs). "
             "Bloom at its defaults is asked to run >= 3x faster than the original loop at 4K. Its tile is "
             "already near this CPU's convolution rate (the four convolutions are most of its time; the rest "
             "is the norms, the FFT branch and the output's element-wise passes), so `python "
@@ -649,7 +653,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cpu": _cpu_name(), "cores_used": args.threads,
                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "monai": monai.__version__,
-                    "auto_decoder_dtype": _auto_decoder_dtype()},
+                    "auto_inner_dtype": _auto_inner_dtype()},
         "repeats": args.repeats, "max_seconds": args.max_seconds,
         "tile_gflop": tile_flops(config) / 1e9, "peak": flop_peak(),
         "rss_baseline_mb": _import_rss(), "speed": {},
@@ -739,11 +743,11 @@ def _cached(height: int, width: int) -> bool:
     return NanoLILY().spatial.kept_bytes(height, width, GLOBAL_BLOCK) * 4 <= BLOCK_CACHE_BYTES
 
 
-def _auto_decoder_dtype() -> str:
-    from nanolily.enhance import auto_decoder_dtype
+def _auto_inner_dtype() -> str:
+    from nanolily.enhance import auto_inner_dtype
     from nanolily.model import NanoLILY
 
-    return str(auto_decoder_dtype(NanoLILY(), torch.device("cpu"))).removeprefix("torch.")
+    return str(auto_inner_dtype(NanoLILY(), torch.device("cpu"))).removeprefix("torch.")
 
 
 def _cpu_name() -> str:

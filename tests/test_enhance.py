@@ -4,6 +4,7 @@ import importlib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from nanolily import enhance
@@ -140,25 +141,29 @@ def test_bf16_precision_is_close_to_fp32(name, monkeypatch):
         assert (half - full).abs().mean() < 0.005
 
 
-def test_auto_precision_rounds_only_nanolily_v1s_decoder_to_bf16_and_only_on_amx_cpus(monkeypatch):
+def test_auto_precision_rounds_only_nanolily_v1s_inner_convolutions_to_bf16_and_only_on_amx_cpus(monkeypatch):
     E = importlib.import_module("nanolily.enhance")
     v1, v2 = load_model("nanolily-v1", device="cpu"), load_model("nanolily-v2", device="cpu")
     cpu = torch.device("cpu")
     x = torch.from_numpy(dark_image(150, 230)).permute(2, 0, 1)[None].float() / 255  # one global block
     with torch.inference_mode():
         full = v1(x)
-        half = v1(x, decoder_dtype=torch.bfloat16)
-        blocks = v1(x, block=64, decoder_dtype=torch.bfloat16)
-    assert 0 < (half - full).abs().max() < 0.01 and (half - full).abs().mean() < 1e-3
-    assert (blocks - full).abs().max() < 0.01
+        half = v1(x, inner_dtype=torch.bfloat16)
+        blocks = v1(x, block=64, inner_dtype=torch.bfloat16)
+        branch = v1.spatial.followed_by(v1.fuse, torch.bfloat16)
+        s1 = torch.rand(1, 32, 16, 16)
+        assert torch.equal(branch._down(s1), F.conv2d(s1.bfloat16(), v1.spatial.down.weight.bfloat16(), stride=2,
+                                                       padding=1).float() + v1.spatial.down.bias[:, None, None])
+    assert 0 < (half - full).abs().max() < 0.02 and (half - full).abs().mean() < 1e-3
+    assert (blocks - full).abs().max() < 0.02
     for amx, network in ((False, full), (True, half)):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-        assert E.auto_decoder_dtype(v1, cpu) == (torch.bfloat16 if amx else torch.float32)
-        assert E.auto_decoder_dtype(v2, cpu) == torch.float32
+        assert E.auto_inner_dtype(v1, cpu) == (torch.bfloat16 if amx else torch.float32)
+        assert E.auto_inner_dtype(v2, cpu) == torch.float32
         assert torch.equal(enhance_tensor(x, v1, mode="global", **NO_CORRECTIONS), network.clamp(0, 1))
         assert torch.equal(enhance_tensor(x, v1, mode="global", precision="fp32", **NO_CORRECTIONS), full.clamp(0, 1))
-    assert E.auto_decoder_dtype(v1, torch.device("cuda")) == torch.float32
+    assert E.auto_inner_dtype(v1, torch.device("cuda")) == torch.float32
 
 
 def test_precision_is_checked(model):

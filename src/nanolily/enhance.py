@@ -28,7 +28,8 @@ from .weights import load_model, resolve_device
 MODES = ("global", "bloom", "core")
 DEFAULT_MODE = "global"
 BACKENDS = ("torch", "onnxruntime")
-# the network's arithmetic under torch.autocast; "auto" is fp32 but for nanolily-v1's decoder (auto_decoder_dtype)
+# the network's arithmetic under torch.autocast; "auto" is fp32 but for nanolily-v1's inner convolutions
+# (auto_inner_dtype)
 PRECISIONS = {"auto": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 GLOBAL_BLOCK = 256  # nanolily-v1's global mode: conv-branch blocks of 256x256 (images larger than one block)
 # nanolily-v2's global mode: its full-resolution stage in strips of 128 image rows; measured against 256
@@ -68,8 +69,8 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     balance (:mod:`nanolily.adjust`).
 
     ``precision``: ``"auto"`` is ``"fp32"`` except on a CPU with AMX bf16 units, where nanolily-v1's
-    last two convolutions run in bf16 (:func:`auto_decoder_dtype`: 1-7 % faster bloom at 4K, outputs within
-    ~0.005 of fp32's); ``"fp32"`` throughout; ``"bf16"`` / ``"fp16"`` run all the network's
+    three convolutions that read normalised maps run in bf16 (:func:`auto_inner_dtype`: bloom at 4K
+    ~1.3x faster, outputs within ~0.01 of fp32's); ``"fp32"`` throughout; ``"bf16"`` / ``"fp16"`` run all the network's
     convolutions in half precision under ``torch.autocast``, meant for GPUs (fp16 needs one; a CPU
     without bf16 units runs bf16 several times slower than fp32). The FFT, the blending and the
     corrections stay in fp32; the output is within about 0.01 of fp32's (tested).
@@ -91,12 +92,12 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     if not strength >= 0:
         raise ValueError(f"strength must be >= 0, got {strength}")
     check_precision(precision, device, torch_backend=predictor is None)
-    decoder_dtype = auto_decoder_dtype(model, device) if precision == "auto" and predictor is None else torch.float32
+    inner_dtype = auto_inner_dtype(model, device) if precision == "auto" and predictor is None else torch.float32
     predictor = predictor if predictor is not None else model
     with torch.inference_mode():
         with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=PRECISIONS[precision] is not None):
             out = _run(predictor, model, images, mode, stride, batch_size, device, progress, match_scale,
-                       decoder_dtype)
+                       inner_dtype)
         return apply_corrections(images, out, strength, protect_highlights, denoise, white_balance)
 
 
@@ -110,11 +111,13 @@ def check_precision(precision: str, device: torch.device, torch_backend: bool = 
         raise ValueError("precision applies to the torch backend (ONNX Runtime runs the exported fp32 model)")
 
 
-def auto_decoder_dtype(model: NanoLILY, device: torch.device) -> torch.dtype:
-    """What ``precision="auto"`` gives ``model``'s composed decoder (:meth:`NanoLILY.forward`'s
-    ``decoder_dtype``): bf16 for nanolily-v1 on a CPU with AMX bf16 units (where oneDNN runs the two
-    convolutions faster; lol-v1-val PSNR moved by -0.001 dB in bloom and in global mode,
-    docs/performance.md), fp32 elsewhere (without AMX, bf16 convolutions are slower than fp32 ones)."""
+def auto_inner_dtype(model: NanoLILY, device: torch.device) -> torch.dtype:
+    """What ``precision="auto"`` gives ``model``'s convolutions that read normalised maps
+    (:meth:`NanoLILY.forward`'s ``inner_dtype``: the stride-2 one and the composed decoder's two): bf16
+    for nanolily-v1 on a CPU with AMX bf16 units, where oneDNN runs them several times faster (bloom at
+    4K ~1.3x faster than with the decoder's two alone; lol-v1-val PSNR moved by -0.0004 dB in bloom,
+    -0.001 dB in global mode, outputs by <= 0.011: docs/performance.md), fp32 elsewhere (without AMX, bf16
+    convolutions are slower than fp32 ones)."""
     if model.resolution_free or device.type != "cpu":
         return torch.float32
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
@@ -124,12 +127,12 @@ def auto_decoder_dtype(model: NanoLILY, device: torch.device) -> torch.dtype:
 
 def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str, stride: int, batch_size: int,
          device: torch.device, progress: bool, match_scale: bool = True,
-         decoder_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+         inner_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The network's output for ``images`` in ``mode``, on ``images.device``."""
     patch = model.patch_size
     torch_model = predictor is model
-    if torch_model and decoder_dtype != torch.float32:  # nanolily-v1 only (auto_decoder_dtype)
-        predictor = functools.partial(model, decoder_dtype=decoder_dtype)
+    if torch_model and inner_dtype != torch.float32:  # nanolily-v1 only (auto_inner_dtype)
+        predictor = functools.partial(model, inner_dtype=inner_dtype)
     if mode == "bloom":
         return bloom(predictor, images, patch=patch, stride=stride, batch_size=batch_size, device=device,
                      progress=progress)

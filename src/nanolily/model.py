@@ -31,8 +31,9 @@ BLOCK_HALO = 4
 class SpatialBranch(nn.Module):
     """A two-scale conv encoder/decoder with one skip connection: local texture and contrast."""
 
-    # the arithmetic of the composed decoder's two convolutions (inference only; see followed_by)
-    decoder_dtype: torch.dtype = torch.float32
+    # the arithmetic of the convolutions that read normalised maps: down and the composed decoder's two
+    # (inference only; see followed_by); None: the parameters' dtype. conv_in always runs in that one
+    inner_dtype: torch.dtype | None = None
 
     def __init__(self, channels: int, width: int, negative_slope: float):
         super().__init__()
@@ -49,8 +50,18 @@ class SpatialBranch(nn.Module):
         x = _pad_to_even(x).contiguous(memory_format=torch.channels_last)  # stride-2 down/up need even sizes
         slope = self.negative_slope
         s1 = F.leaky_relu(_instance_norm_(self.conv_in(x)), slope, inplace=True)  # (B, w, H, W)
-        d = F.leaky_relu(_instance_norm_(self.down(s1)), slope, inplace=True)  # (B, 2w, H/2, W/2)
+        s1 = self._inner(s1)  # read by down and the skip connection alike
+        d = F.leaky_relu(_instance_norm_(self._down(s1)), slope, inplace=True)  # (B, 2w, H/2, W/2)
         return self.decode(d, s1, composed=composed)[..., :h, :w]  # (B, C, H, W)
+
+    def _down(self, s1: torch.Tensor, down: nn.Conv2d | None = None, shift: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """``down`` (default: :attr:`down`, its bias less ``shift``) of ``s1``, with the products in
+        :attr:`inner_dtype`, returned in the parameters' dtype."""
+        down = down if down is not None else self.down
+        return _conv(s1, self._inner(down.weight), down.bias - shift, stride=2, padding=1)
+
+    def _inner(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.inner_dtype is None else t.to(self.inner_dtype)
 
     def decode(self, d: torch.Tensor, s1: torch.Tensor, border: tuple[bool, bool, bool, bool] = (True,) * 4,
                composed: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
@@ -78,14 +89,15 @@ class SpatialBranch(nn.Module):
         """The decoder's half-resolution form: ``(weight, bias)`` of :func:`compose_up_conv` and the skip
         connection's :func:`phase_kernel`, each with its outputs padded to a multiple of ``pad_to``
         (oneDNN's kernels run a quarter faster on 16 outputs than on 12). The two kernels come in
-        :attr:`decoder_dtype`, the bias in the parameters' dtype."""
+        :attr:`inner_dtype`, the bias in the parameters' dtype."""
         weight, bias = compose_up_conv(self.up, self.conv_out, pad_to)
-        return weight.to(self.decoder_dtype), bias, phase_kernel(self.conv_out, pad_to).to(self.decoder_dtype)
+        return self._inner(weight), bias, self._inner(phase_kernel(self.conv_out, pad_to))
 
     def skip_phases(self, s1: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
-        """``conv_out(s1)`` without its bias, as sub-pixel phases: (B, w, H, W) -> (B, >= 4C, H/2, W/2)."""
-        kernel = kernel if kernel is not None else phase_kernel(self.conv_out, 8).to(self.decoder_dtype)
-        return _conv_in_dtype_of(kernel, s1, stride=2, padding=1)
+        """``conv_out(s1)`` without its bias, as sub-pixel phases: (B, w, H, W) -> (B, >= 4C, H/2, W/2), in
+        the parameters' dtype."""
+        kernel = kernel if kernel is not None else self._inner(phase_kernel(self.conv_out, 8))
+        return _conv(s1, kernel, dtype=self.conv_out.weight.dtype, stride=2, padding=1)
 
     def _decode_composed(self, d: torch.Tensor, skip: torch.Tensor, border: tuple[bool, bool, bool, bool],
                          composed: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
@@ -99,7 +111,7 @@ class SpatialBranch(nn.Module):
         (the corners belong to the top and bottom rows).
         """
         weight, bias = (composed if composed is not None else self.composed_weights())[:2]
-        phases = _conv_in_dtype_of(weight, d, bias, padding=1).add_(skip)  # (B, >= 4C, H/2, W/2)
+        phases = _conv(d, weight, bias, padding=1).add_(skip)  # (B, >= 4C, H/2, W/2)
         return self.fix_border(F.pixel_shuffle(phases[:, :4 * self.conv_out.out_channels], 2), d, border)
 
     def fix_border(self, out: torch.Tensor, d: torch.Tensor, border: tuple[bool, bool, bool, bool]) -> torch.Tensor:
@@ -173,8 +185,8 @@ class SpatialBranch(nn.Module):
         kept = {}  # block -> (its down map, with halo; its skip_phases, with halo, or None)
         stats = _Moments()
         for span, xs, crop, half in blocks():  # pass 2: statistics of down
-            s1 = F.leaky_relu(conv_in(nhwc(xs)), slope, inplace=True)
-            d = F.conv2d(s1, self.down.weight, self.down.bias - stats.shift, stride=2, padding=1)
+            s1 = self._inner(F.leaky_relu(conv_in(nhwc(xs)), slope, inplace=True))
+            d = self._down(s1, shift=stats.shift)
             stats.add(d, half)
             if keep:
                 kept[span] = d, self.skip_phases(s1) if composing else None
@@ -197,18 +209,18 @@ class SpatialBranch(nn.Module):
             if skip is not None:
                 out = self._decode_composed(d, skip, sides)
             else:
-                s1 = F.leaky_relu(conv_in(nhwc(xs)), slope, inplace=True)
+                s1 = self._inner(F.leaky_relu(conv_in(nhwc(xs)), slope, inplace=True))
                 if d is None:
-                    d = F.leaky_relu(down(s1), slope, inplace=True)
+                    d = F.leaky_relu(self._down(s1, down), slope, inplace=True)
                 out = self.decode(d, s1, sides)  # only the image's own border needs decode's fix
             yield y0, y1, x0, x1, out[crop][..., :y1 - y0, :x1 - x0]
 
-    def followed_by(self, fuse: nn.Conv2d, decoder_dtype: torch.dtype = torch.float32) -> SpatialBranch:
+    def followed_by(self, fuse: nn.Conv2d, inner_dtype: torch.dtype | None = None) -> SpatialBranch:
         """This branch followed by ``fuse``'s part on it: a 1x1 convolution whose first C inputs are this
         branch's output (its other inputs left out, its bias kept). The same modules with ``conv_out``
-        replaced by the composition of the two, for inference, its composed decoder's convolutions in
-        ``decoder_dtype``; cached until the weights change, like :func:`compose_up_conv`."""
-        key = _cache_key(f"followed_by {decoder_dtype}", 0, self.conv_out.weight, self.conv_out.bias, fuse.weight, fuse.bias)
+        replaced by the composition of the two, for inference, and :attr:`inner_dtype` set to
+        ``inner_dtype``; cached until the weights change, like :func:`compose_up_conv`."""
+        key = _cache_key(f"followed_by {inner_dtype}", 0, self.conv_out.weight, self.conv_out.bias, fuse.weight, fuse.bias)
         if key not in _composed:
             c = self.conv_out.out_channels
             with torch.inference_mode(False), torch.no_grad():  # normal tensors: the caches key on versions
@@ -218,7 +230,7 @@ class SpatialBranch(nn.Module):
                 conv.bias.copy_(mix @ self.conv_out.bias + fuse.bias)
             branch = copy.copy(self)
             branch._modules = {**self._modules, "conv_out": conv}
-            branch.decoder_dtype = decoder_dtype
+            branch.inner_dtype = inner_dtype
             _store(key, branch)
         return _composed[key]
 
@@ -308,14 +320,15 @@ def phase_kernel(conv: nn.Conv2d, pad_to: int = 1) -> torch.Tensor:
     return _composed[key]
 
 
-def _conv_in_dtype_of(weight: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None = None,
-                      **kwargs) -> torch.Tensor:
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+          dtype: torch.dtype | None = None, **kwargs) -> torch.Tensor:
     """``F.conv2d(x, weight, bias)`` with the products in ``weight``'s dtype (bf16: oneDNN's AMX kernels,
-    sums in fp32), returned in ``x``'s dtype, the bias added in it."""
-    if weight.dtype == x.dtype:
+    sums in fp32), returned in ``dtype`` (default: the bias's), the bias added in it."""
+    dtype = dtype or bias.dtype
+    if weight.dtype == x.dtype == dtype:
         return F.conv2d(x, weight, bias, **kwargs)
-    out = F.conv2d(x.to(weight.dtype), weight, **kwargs).to(x.dtype)
-    return out if bias is None else out.add_(bias.to(x.dtype)[:, None, None])
+    out = F.conv2d(x.to(weight.dtype), weight, **kwargs).to(dtype)
+    return out if bias is None else out.add_(bias.to(dtype)[:, None, None])
 
 
 def _cache_key(kind: str, pad_to: int, *params: torch.Tensor) -> tuple:
@@ -514,7 +527,7 @@ class NanoLILY(nn.Module):
         return {"spatial": spatial, "frequency": frequency, "residual": residual, "output": x + residual}
 
     def forward(self, x: torch.Tensor, block: int | None = None,
-                decoder_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                inner_dtype: torch.dtype | None = None) -> torch.Tensor:
         """``block``: run the spatial branch one ``block x block`` tile at a time (with exact whole-image
         InstanceNorm statistics, see :meth:`SpatialBranch.blocks`) and fuse each as it comes, so no
         full-size feature map exists: the same result to float rounding, faster and lighter on big images.
@@ -524,17 +537,18 @@ class NanoLILY(nn.Module):
         which saves the concatenation and the 6->3 convolution. With gradients (or when traced) the
         layers run as published, on the whole image.
 
-        ``decoder_dtype``: the arithmetic of the composed decoder's two convolutions, the last ones,
-        after both norms (inference only). ``torch.bfloat16`` runs them faster on a CPU with AMX units
-        and moves outputs by ~0.005 at most; everything else stays in the input's dtype. The
-        earlier convolutions stay fp32 because each norm divides by its map's spread: on a flat tile
-        their bf16 rounding, so amplified, moved outputs by up to 0.08.
+        ``inner_dtype``: the arithmetic of the convolutions that read normalised maps, the stride-2 one
+        and the composed decoder's two (inference only; default: the parameters' dtype).
+        ``torch.bfloat16`` runs them several times faster on a CPU with AMX units and moves outputs by
+        ~0.01 at most; everything else stays in the parameters' dtype. ``conv_in`` never changes:
+        it reads the raw input, and the first norm divides by its output's spread, so on a flat tile
+        bf16 rounding of the input, so amplified, moved outputs by up to 0.08.
         """
         self._check_input(x)
         if not _composing():
             return self.branches(x)["output"]
         c = self.config.channels
-        spatial_branch = self.spatial.followed_by(self.fuse, decoder_dtype)
+        spatial_branch = self.spatial.followed_by(self.fuse, inner_dtype)
         mix = self.fuse.weight[:, c:, 0, 0]  # (C, C): fuse's frequency half
         out = self.frequency(x)  # (B, C, H, W); overwritten by the output, block by block
         if block is None:

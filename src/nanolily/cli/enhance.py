@@ -49,7 +49,8 @@ def add_parser(sub) -> None:
                         "only); the model is exported to ONNX once and cached (default: %(default)s)")
     g.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                    help="the network's arithmetic with the torch backend: fp32; auto = fp32, but nanolily-v1's "
-                        "last two convolutions in bf16 on a CPU with AMX units (faster, outputs within ~0.005); "
+                        "three inner convolutions in bf16 on a CPU with AMX units (~1.3x faster bloom, outputs "
+                        "within ~0.01); "
                         "bf16 or fp16 run all its convolutions in half precision, for GPUs (fp16 needs one; "
                         "outputs within ~0.01 of fp32) (default: %(default)s)")
     g.add_argument("--onnx", metavar="FILE", help="with --backend onnxruntime: an exported model to use "
