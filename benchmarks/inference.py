@@ -490,7 +490,7 @@ def write_doc(results: dict, path: Path) -> None:
         "- **InstanceNorm as group norm** (one channel per group, each channel first shifted by a rough mean "
         "so the channels-last kernel's E[x^2] - E[x]^2 does not cancel): the same maths, several times "
         "faster than `F.instance_norm` on channels-last maps.\n"
-        "- **two tiles per call**: 3-7 % faster than one at 4K in this benchmark's runs on this Intel CPU "
+        "- **two tiles per call**: 3-9 % faster than one at 4K in this benchmark's runs on this Intel CPU "
         "(the table at the end of this page has the latest); four were no faster (slower in one run: cache "
         "pressure), and on the AMD EPYC of earlier runs one tile per call was fastest.\n"
         "- **precision auto: the inner convolutions in bf16 on CPUs with AMX units.** The three "
