@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nanolily.model import NanoLILY, NanoLILYConfig, compose_up_conv, phase_kernel, resample_mask
+from nanolily.model import NanoLILY, NanoLILYConfig, _pixel_shuffle, compose_up_conv, phase_kernel, resample_mask
 
 
 def test_parameter_count_is_the_original():
@@ -102,6 +102,13 @@ def test_composed_kernel_padding_adds_only_zero_channels():
     assert weight.shape[0] == 12 and padded_weight.shape[0] == 16
     assert torch.equal(padded_weight[:12], weight) and torch.equal(padded_bias[:12], bias)
     assert not padded_weight[12:].any() and not padded_bias[12:].any()
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_pixel_shuffle_of_the_first_phases_equals_torchs(memory_format):
+    phases = torch.randn(2, 16, 5, 7).contiguous(memory_format=memory_format)  # 12 phases + 4 padding channels
+    out = _pixel_shuffle(phases, 3)
+    assert out.is_contiguous() and torch.equal(out, torch.nn.functional.pixel_shuffle(phases[:, :12], 2))
 
 
 def test_phase_kernel_is_the_convolution_at_every_pixel():
