@@ -37,7 +37,7 @@ GLOBAL_BLOCK = 256  # nanolily-v1's global mode: conv-branch blocks of 256x256 (
 GLOBAL_STRIP = 128
 # bloom's defaults, chosen by rules fixed before measuring (docs/performance.md): the largest stride whose
 # lol-v1-val PSNR stays within 0.025 dB of the original's 112 (120: -0.021 dB, 124: -0.034; 576 tiles
-# at 4K instead of 646), and two tiles per call (3-7 % faster than one at 4K on 2 threads)
+# at 4K instead of 646), and two tiles per call (3-9 % faster than one at 4K on 2 threads)
 DEFAULT_STRIDE = 120
 DEFAULT_BATCH_SIZE = 2
 DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
@@ -226,8 +226,8 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
             clip to white (:func:`nanolily.adjust.protect_highlights`).
         denoise: 0 (off) to 1: smooth sensor grain and colour static, keeping edges.
         white_balance: restore the input's colour balance after enhancing.
-        precision: ``"auto"`` (fp32, but nanolily-v1's last two convolutions in bf16 on a CPU with
-            AMX units), ``"fp32"``, or ``"bf16"`` / ``"fp16"`` (GPU) for all the network's
+        precision: ``"auto"`` (fp32, but nanolily-v1's three convolutions that read normalised maps in
+            bf16 on a CPU with AMX units), ``"fp32"``, or ``"bf16"`` / ``"fp16"`` (GPU) for all the network's
             convolutions (:func:`enhance_tensor`).
         match_scale: nanolily-v2 in global mode: read a photo of more than about 0.7 MP at a
             coarser scale and one under 0.24 MP at a finer one, as the same scene at the size the model

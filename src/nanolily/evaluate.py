@@ -41,6 +41,12 @@ def to_float(image: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
+def _in_fp32(corrections: dict | None) -> dict:
+    """``corrections`` for :func:`enhance_tensor`, in fp32 unless they name a ``precision``: figures must
+    not depend on the CPU they were measured on."""
+    return {"precision": "fp32"} | (corrections or {})
+
+
 def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: str = "full", stride: int = 112,
              lpips: LPIPS | None = None, vgg: losses.VGGPerceptual | None = None,
              progress: bool = False, corrections: dict | None = None,
@@ -66,7 +72,7 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
         if exposure != 1:
             low = expose_linear(low, exposure)
         if protocol == "full":
-            out = enhance_tensor(low, model, mode=mode, stride=stride, **({"precision": "fp32"} | (corrections or {})))
+            out = enhance_tensor(low, model, mode=mode, stride=stride, **_in_fp32(corrections))
         else:
             low, high = resize(low, (224, 224)), resize(high, (224, 224))
             out = model(low.to(next(model.parameters()).device)).cpu()  # unclamped, as the original measured
@@ -147,7 +153,7 @@ def write_gallery(model: NanoLILY, pairs: list[Pair], ids: list[str], out_dir: s
     for i in ids:
         low, high = to_float(load_rgb_uint8(by_id[i].low)), to_float(load_rgb_uint8(by_id[i].high))
         with torch.inference_mode():
-            result = enhance_tensor(low, model, mode=mode, stride=stride, **({"precision": "fp32"} | (corrections or {})))
+            result = enhance_tensor(low, model, mode=mode, stride=stride, **_in_fp32(corrections))
         score = float(psnr(result, high))
         figure = side_by_side([(f"Input {i}", tensor_to_pil(low)),
                                (f"Output ({mode}) {score:.2f} dB", tensor_to_pil(result)),
