@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from nanolily.cli import main
 from nanolily.data import find_pairs
 from nanolily.enhance import NO_CORRECTIONS
 from nanolily.evaluate import evaluate, markdown_table
-from nanolily.metrics import LPIPS, gt_mean_match, psnr
+from nanolily.metrics import LPIPS, batch_pooled_psnr, gt_mean_match, psnr
 
 from .conftest import SHARED, dark_image
 from .test_data import make_layout
@@ -37,11 +38,29 @@ def test_evaluate_full_and_resize224(tmp_path):
     rows, summary = evaluate(Identity(), pairs, protocol="full")
     assert [r["id"] for r in rows] == ["a", "b"] and summary["images"] == 2
     assert summary["psnr"] == pytest.approx(sum(r["psnr"] for r in rows) / 2)
-    _, s224 = evaluate(Identity(), pairs, protocol="resize224")
-    assert "psnr_pooled" in s224 and s224["mode"] == "resize224 forward"
+    rows224, s224 = evaluate(Identity(), pairs, protocol="resize224")
+    assert s224["mode"] == "resize224 forward" and s224["pool_batch"] == 32
+    assert s224["psnr_batch_pooled"] == pytest.approx(s224["psnr_pooled"])  # two images: one batch
+    _, by_image = evaluate(Identity(), pairs, protocol="resize224", pool_batch=1)
+    assert by_image["psnr_batch_pooled"] == pytest.approx(s224["psnr"], abs=1e-4)
+    assert s224["psnr_pooled"] <= s224["psnr"] + 1e-6
     assert summary["psnr_gt_mean"] >= summary["psnr"] - 1e-3  # generated pairs differ mostly in exposure
     table = markdown_table([("identity", summary), ("identity", s224)])
-    assert table.count("\n") == 4 and "psnr_pooled" in table
+    assert table.count("\n") == 4 and "psnr_pooled" in table and "psnr_batch_pooled" in table
+
+
+def test_batch_pooled_psnr_pools_within_consecutive_batches():
+    errors = [1e-2, 1e-4, 1e-3, 1e-3, 4e-3]
+    assert batch_pooled_psnr(errors, 1) == pytest.approx(sum(-10 * math.log10(e) for e in errors) / 5)
+    pooled = [sum(errors[:2]) / 2, sum(errors[2:4]) / 2, errors[4]]
+    assert batch_pooled_psnr(errors, 2) == pytest.approx(sum(-10 * math.log10(e) for e in pooled) / 3)
+    assert batch_pooled_psnr(errors) == batch_pooled_psnr(errors, 5) == batch_pooled_psnr(errors, 99)
+    assert batch_pooled_psnr(errors) == pytest.approx(-10 * math.log10(sum(errors) / 5))
+    assert batch_pooled_psnr([4e-2], data_range=2.0) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="no squared errors"):
+        batch_pooled_psnr([])
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        batch_pooled_psnr(errors, -1)
 
 
 def test_evaluate_at_another_exposure_reexposes_only_the_input(tmp_path):
@@ -94,6 +113,20 @@ def test_evaluate_cli_writes_reports_and_gallery(tmp_path, random_weights, capsy
     assert (out / "per_image.csv").read_text().count("\n") == 3
     assert "| untrained |" in capsys.readouterr().out
     assert Image.open(tmp_path / "g" / "b.png").width > 3 * 60
+
+
+def test_evaluate_cli_resize224_pools_by_the_batch_asked(tmp_path, random_weights, capsys):
+    make_layout(tmp_path / "set", "pair", ["a", "b", "c"])
+    out = tmp_path / "report"
+    args = ["evaluate", "--data", str(tmp_path / "set"), "--weights", str(random_weights), "--no-lpips", "-q",
+            "--protocol", "resize224", "--out", str(out)]
+    assert main(args + ["--pool-batch", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pool_batch"] == 1 and summary["psnr_batch_pooled"] == pytest.approx(summary["psnr"], abs=1e-4)
+    assert "psnr_batch_pooled" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(args + ["--pool-batch", "0"])
+    assert "--pool-batch must be >= 1" in capsys.readouterr().err
 
 
 def test_explain_figure(tmp_path, random_weights, capsys):

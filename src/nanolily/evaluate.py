@@ -4,8 +4,10 @@ Protocols:
     full       (default, the honest one) every image at its own resolution, the model run in the chosen
                mode (bloom or core), outputs clamped to [0, 1], metrics per image, then averaged.
     resize224  the original NanoLILY measurement: low and reference images resized to 224x224, one
-               forward pass, outputs not clamped, and PSNR from the MSE pooled over all images
-               (reported as ``psnr_pooled``, beside the per-image mean). Only comparable with itself.
+               forward pass, outputs not clamped, and PSNR from MSEs pooled within batches: over
+               batches of ``pool_batch`` images (``psnr_batch_pooled``; the original does not state
+               its evaluation batch, 32 is its training batch) and over all images (``psnr_pooled``),
+               beside the per-image mean (``psnr``). Only comparable with itself.
 
 Metrics (all fp32): PSNR; SSIM (Gaussian 11x11, sigma 1.5, per RGB channel, data range 1, valid region);
 LPIPS (AlexNet, v0.1); and the original's loss terms as metrics: VGG19 relu3_4 perceptual MSE,
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from pathlib import Path
 
@@ -30,10 +31,11 @@ from . import losses
 from .bloom import resize
 from .data import Pair, expose_linear, load_rgb_uint8
 from .enhance import enhance_tensor
-from .metrics import LPIPS, gt_mean_match, mean_grey, psnr, ssim
+from .metrics import LPIPS, batch_pooled_psnr, gt_mean_match, mean_grey, psnr, ssim
 from .model import NanoLILY
 
 PROTOCOLS = ("full", "resize224")
+POOL_BATCH = 32  # resize224's batch for batch-pooled PSNR: the original's training batch
 
 
 def to_float(image: torch.Tensor) -> torch.Tensor:
@@ -50,7 +52,7 @@ def _in_fp32(corrections: dict | None) -> dict:
 def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: str = "full", stride: int = 112,
              lpips: LPIPS | None = None, vgg: losses.VGGPerceptual | None = None,
              progress: bool = False, corrections: dict | None = None,
-             exposure: float = 1.0) -> tuple[list[dict], dict]:
+             exposure: float = 1.0, pool_batch: int = POOL_BATCH) -> tuple[list[dict], dict]:
     """Metrics per image and their summary for ``model`` on ``pairs``; ``corrections`` are keyword
     arguments of :func:`enhance_tensor` (default: its defaults, i.e. what ``nanolily enhance`` does, but
     in fp32 whatever the hardware unless they name a ``precision``).
@@ -59,14 +61,16 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
 
     Returns:
         (rows, summary): one dict per image (``id`` and each metric) and a dict of means plus the
-        protocol, mode and image count (and ``psnr_pooled`` under resize224).
+        protocol, mode and image count (and ``psnr_pooled``, ``psnr_batch_pooled`` and ``pool_batch``
+        under resize224).
     """
     from tqdm.auto import tqdm
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    rows = []
-    squared_error, count = 0.0, 0
+    if pool_batch < 1:
+        raise ValueError(f"pool_batch must be >= 1, got {pool_batch}")
+    rows, squared_errors = [], []
     for pair in tqdm(pairs, desc=f"evaluate ({protocol}, {mode})", unit="img", disable=not progress):
         low, high = to_float(load_rgb_uint8(pair.low)), to_float(load_rgb_uint8(pair.high))
         if exposure != 1:
@@ -75,20 +79,22 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
             out = enhance_tensor(low, model, mode=mode, stride=stride, **_in_fp32(corrections))
         else:
             low, high = resize(low, (224, 224)), resize(high, (224, 224))
-            out = model(low.to(next(model.parameters()).device)).cpu()  # unclamped, as the original measured
+            with torch.inference_mode():  # unclamped, as the original measured
+                out = model(low.to(next(model.parameters()).device)).cpu()
         row = {"id": pair.id, "height": int(high.shape[-2]), "width": int(high.shape[-1])}
         row.update(image_metrics(out, high, lpips, vgg))
         rows.append(row)
-        squared_error += float((out - high).pow(2).sum())
-        count += high.numel()
+        squared_errors.append(float((out - high).pow(2).mean()))
     metric_names = [k for k in rows[0] if k not in ("id", "height", "width")] if rows else []
     summary = {"protocol": protocol, "mode": mode if protocol == "full" else "resize224 forward",
                "stride": stride if protocol == "full" and mode == "bloom" else None, "images": len(rows)}
     if exposure != 1:
         summary["exposure"] = exposure
     summary.update({k: sum(r[k] for r in rows) / len(rows) for k in metric_names})
-    if protocol == "resize224":
-        summary["psnr_pooled"] = 10 * math.log10(1 / (squared_error / count))
+    if protocol == "resize224":  # every image is 224x224, so per-image MSEs pool like pixels
+        summary["psnr_pooled"] = batch_pooled_psnr(squared_errors)
+        summary["psnr_batch_pooled"] = batch_pooled_psnr(squared_errors, pool_batch)
+        summary["pool_batch"] = pool_batch
     return rows, summary
 
 
@@ -126,7 +132,7 @@ def write_report(out_dir: str | os.PathLike, rows: list[dict], summary: dict, ti
 
 def markdown_table(results: list[tuple[str, dict]]) -> str:
     """A markdown table with one row per (name, summary)."""
-    columns = ["psnr", "psnr_pooled", "ssim", "lpips", "vgg", "charbonnier", "fft", "color", "tv",
+    columns = ["psnr", "psnr_batch_pooled", "psnr_pooled", "ssim", "lpips", "vgg", "charbonnier", "fft", "color", "tv",
                "psnr_gt_mean", "ssim_gt_mean"]
     columns = [c for c in columns if any(c in s for _, s in results)]
     lines = ["| run | protocol | mode | images | " + " | ".join(columns) + " |",

@@ -34,6 +34,30 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, eps: float =
     return 10 * torch.log10(data_range ** 2 / (mse + eps))
 
 
+def batch_pooled_psnr(squared_errors: list[float] | torch.Tensor, batch: int | None = None,
+                      data_range: float = 1.0) -> float:
+    """PSNR from per-image mean squared errors of equal-sized images, pooled within consecutive batches
+    of ``batch`` images, then averaged over the batches (``None``: one batch of all the images).
+
+    This is how a training loop's "PSNR of the batch" averages over a test set: the original NanoLILY's
+    resize224 figure. ``batch=1`` is the per-image mean; a pooled error is dominated by the worst images
+    of its batch, so larger batches usually read lower, and the figure depends on the batch size and on
+    the images' order.
+
+    Example:
+        >>> round(batch_pooled_psnr([1e-2, 1e-4], batch=1), 4), round(batch_pooled_psnr([1e-2, 1e-4]), 4)
+        (30.0, 22.9671)
+    """
+    errors = torch.as_tensor(squared_errors, dtype=torch.float64).flatten()
+    if errors.numel() == 0:
+        raise ValueError("no squared errors to pool")
+    batch = errors.numel() if batch is None else batch
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    pooled = torch.stack([chunk.mean() for chunk in errors.split(batch)])
+    return float((10 * torch.log10(data_range ** 2 / pooled)).mean())
+
+
 def gt_mean_match(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """``x`` scaled so its mean grey level equals ``y``'s, clamped to [0, 1]: the "GT-mean" protocol
     of KinD, LLFlow, Retinexformer and HVI-CIDNet (grey = BT.601 luma, as OpenCV's RGB2GRAY).

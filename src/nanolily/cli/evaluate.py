@@ -15,12 +15,13 @@ EPILOG = """examples:
   nanolily evaluate --data ../shared/datasets/lol-v2-real --mode core --gallery gallery/ --gallery-ids 00690 00701
 
 protocols: full = each image at full resolution, outputs clamped, per-image metrics averaged (honest);
-resize224 = the original's measurement (224x224 resize, unclamped, PSNR pooled over all images)."""
+resize224 = the original's measurement (224x224 resize, unclamped): PSNR per image, pooled within batches
+of --pool-batch images, and pooled over all images."""
 
 
 def add_parser(sub) -> None:
     from ..enhance import DEFAULT_MODE, MODES
-    from ..evaluate import PROTOCOLS
+    from ..evaluate import POOL_BATCH, PROTOCOLS
 
     p = sub.add_parser("evaluate", help="metrics on a paired test set", description=__doc__, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +35,9 @@ def add_parser(sub) -> None:
                    help="re-expose each low image by F in linear light first, e.g. 0.5 or 2: robustness to "
                         "darker or brighter captures (default: %(default)s, as captured)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="full", help="measurement protocol (default: %(default)s)")
+    p.add_argument("--pool-batch", type=int, default=POOL_BATCH, metavar="N",
+                   help="resize224: images per batch for batch-pooled PSNR (default: %(default)s, the original's "
+                        "training batch; its evaluation batch is not stated)")
     p.add_argument("--out", metavar="DIR", help="report folder (default: eval/<weights>-<protocol>-<mode>)")
     p.add_argument("--weights-dir", metavar="DIR",
                    help="folder with AlexNet/LPIPS and VGG19 weights (default: $NANOLILY_WEIGHTS_DIR, then "
@@ -77,9 +81,11 @@ def run(args) -> int:
             return 1
     if not args.exposure > 0:
         args.parser.error(f"--exposure must be > 0, got {args.exposure}")
+    if args.pool_batch < 1:
+        args.parser.error(f"--pool-batch must be >= 1, got {args.pool_batch}")
     options = corrections(args) | {"match_scale": args.match_scale}  # enhance_tensor's keywords
     rows, summary = evaluate(model, pairs, args.mode, args.protocol, args.stride, lpips, vgg, progress=not args.quiet,
-                             corrections=options, exposure=args.exposure)
+                             corrections=options, exposure=args.exposure, pool_batch=args.pool_batch)
     name = Path(getattr(model, "weights_path", "model")).stem
     exposed = f"-exposure{args.exposure:g}" if args.exposure != 1 else ""
     out = Path(args.out or f"eval/{name}-{args.protocol}-{args.mode}{exposed}")
