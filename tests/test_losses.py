@@ -55,6 +55,31 @@ def test_ssim_agrees_with_a_direct_computation():
     assert abs(float(ssim(x, x + 0.1)) - expected) < 1e-9
 
 
+def test_ssim_of_a_batch_is_each_images_own_and_matches_scikit_image():
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 40, 48, dtype=torch.float64)
+    y = (x + 0.2 * torch.rand_like(x)).clamp(0, 1)
+    batch = ssim(x, y)
+    one_by_one = torch.cat([ssim(x[i:i + 1], y[i:i + 1]) for i in range(4)])
+    assert torch.allclose(batch, one_by_one, atol=1e-12)
+    structural_similarity = pytest.importorskip("skimage.metrics").structural_similarity
+    # skimage: Gaussian weights, population covariance, the mean over the valid region (its default crop)
+    expected = structural_similarity(x[1].permute(1, 2, 0).numpy(), y[1].permute(1, 2, 0).numpy(), channel_axis=2,
+                                     data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert float(batch[1]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_color_equals_cosine_similarity_in_value_and_gradient():
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 8, 8, dtype=torch.float64), torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    x[0, :, :2] = 0  # black pixels: the eps clamp
+    ours, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    L.color(ours, y).backward()
+    (1 - torch.nn.functional.cosine_similarity(reference, y, dim=1, eps=1e-8)).mean().backward()
+    assert float(L.color(x, y)) == pytest.approx(float((1 - torch.nn.functional.cosine_similarity(x, y, dim=1)).mean()))
+    assert torch.allclose(ours.grad, reference.grad, rtol=1e-9, atol=1e-12)
+
+
 def test_composite_weights_and_schedule():
     x, y = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
     comp = L.CompositeLoss({"l1": 1.0, "ssim": 0.5})

@@ -101,13 +101,16 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int 
     _check_pair(x, y)
     if min(x.shape[-2:]) < window:
         raise ValueError(f"SSIM needs images of at least {window}x{window}, got {tuple(x.shape[-2:])}")
-    c = x.shape[1]
+    n, c = x.shape[:2]
+    # the images' channels side by side in one image: the same depthwise blur, but on the CPU ~10x
+    # faster (forward and backward) for a training batch than with n images of c channels
+    x, y = x.reshape(1, n * c, *x.shape[-2:]), y.reshape(1, n * c, *y.shape[-2:])
     k = gaussian_kernel(window, sigma, x.dtype, x.device)
-    kh = k.view(1, 1, 1, window).expand(c, 1, 1, window)
-    kv = k.view(1, 1, window, 1).expand(c, 1, window, 1)
+    kh = k.view(1, 1, 1, window).expand(n * c, 1, 1, window)
+    kv = k.view(1, 1, window, 1).expand(n * c, 1, window, 1)
 
     def blur(t: torch.Tensor) -> torch.Tensor:  # separable, depthwise, valid region
-        return F.conv2d(F.conv2d(t, kh, groups=c), kv, groups=c)
+        return F.conv2d(F.conv2d(t, kh, groups=n * c), kv, groups=n * c)
 
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mx, my = blur(x), blur(y)
@@ -115,7 +118,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int 
     syy = blur(y * y) - my * my
     sxy = blur(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(1)
+    return s.reshape(n, -1).mean(1)
 
 
 ALEXNET_FILE = "alexnet-features-imagenet.safetensors"
