@@ -135,7 +135,8 @@ class NanoLILYv2(nn.Module):
             raise ValueError(f"NanoLILYv2 expects a (B, 3, H, W) tensor, got {tuple(x.shape)}")
         factor = factor or self.config.factor
         maps, matrix = self.low_resolution(x, block and max(block // factor, 16), factor)
-        return in_strips(self.apply_maps, x, maps, matrix, factor, block)
+        # planar maps upsample to planar strips, which apply_maps wants
+        return in_strips(self.apply_maps, x, maps.contiguous(), matrix, factor, block)
 
     def low_resolution(self, x: torch.Tensor, block: int | None = None,
                        factor: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,11 +182,13 @@ class NanoLILYv2(nn.Module):
         to them ``up`` (B, 6|3, R, W), the colour matrix (B, 3, 3) -> (B, 3, R, W): brighten, apply the
         matrix, refine. The refinement's 3x3 convolutions zero-pad, so only rows 2 or more from a cut
         edge are exact (:func:`strip_inputs` adds them; :func:`in_strips` runs it so)."""
-        up = up.contiguous(memory_format=CHANNELS_LAST)
-        x = x.contiguous(memory_format=CHANNELS_LAST)
-        y = torch.einsum("bij,bjhw->bihw", matrix, self._brighten(x, up)).contiguous(memory_format=CHANNELS_LAST)
-        slope = self.config.slope
-        return y + self.refine2(F.leaky_relu(self.refine1(torch.cat([x, y], 1)), slope))
+        # element-wise maths on planar (NCHW) maps, whose channel slices are contiguous planes: on
+        # channels-last ones they are strided and several times slower; channels-last only for the
+        # refinement's convolutions, which oneDNN runs faster so
+        y = torch.einsum("bij,bjhw->bihw", matrix, self._brighten(x.contiguous(), up.contiguous()))
+        features = torch.cat([x, y], 1).contiguous(memory_format=CHANNELS_LAST)
+        refined = self.refine2(F.leaky_relu(self.refine1(features), self.config.slope, inplace=True))
+        return y.add_(refined)  # (B, 3, R, W), planar
 
     def _brighten(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """Per-pixel exposure. "gain": ``x * exp(gain) + offset``, unbounded. "curve": Zero-DCE's
@@ -193,7 +196,8 @@ class NanoLILYv2(nn.Module):
         times; each step is monotone and maps [0, 1] onto [0, 1], so shadows can be lifted as far as
         needed while a pixel that is already bright can only approach white, never clip past it."""
         if self.config.head == "gain":
-            return x * torch.exp(maps[:, :3]) + maps[:, 3:]
+            gain, offset = maps.split(3, dim=1)
+            return torch.addcmul(offset, x, gain.exp())
         alpha = torch.tanh(maps)
         x = x.clamp(0, 1)
         for _ in range(self.config.iterations):
