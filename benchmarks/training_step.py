@@ -98,8 +98,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = TrainConfig.from_yaml(args.config)
     measured = measure(config, args.steps, Path(args.data))
-    record = {"config": str(Path(args.config).resolve().relative_to(ROOT)) if Path(args.config).resolve().is_relative_to(ROOT)
-              else args.config, "batch": [config.batch_size, 3, config.size, config.size],
+    config_path = Path(args.config).resolve()
+    record = {"config": str(config_path.relative_to(ROOT)) if config_path.is_relative_to(ROOT) else args.config,
+              "batch": [config.batch_size, 3, config.size, config.size],
               "model": config.architecture, "loss": config.loss, "threads": args.threads, "steps": args.steps,
               "torch": torch.__version__, "machine": platform.processor() or platform.machine(), **measured}
     phases = measured["phases"]

@@ -42,13 +42,13 @@ def to_float(image: torch.Tensor) -> torch.Tensor:
     return image.float()[None] / 255  # (1, 3, H, W)
 
 
-@torch.inference_mode()
 def _in_fp32(corrections: dict | None) -> dict:
     """``corrections`` for :func:`enhance_tensor`, in fp32 unless they name a ``precision``: figures must
     not depend on the CPU they were measured on."""
     return {"precision": "fp32"} | (corrections or {})
 
 
+@torch.inference_mode()
 def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: str = "full", stride: int = 112,
              lpips: LPIPS | None = None, vgg: losses.VGGPerceptual | None = None,
              progress: bool = False, corrections: dict | None = None,
@@ -79,8 +79,7 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
             out = enhance_tensor(low, model, mode=mode, stride=stride, **_in_fp32(corrections))
         else:
             low, high = resize(low, (224, 224)), resize(high, (224, 224))
-            with torch.inference_mode():  # unclamped, as the original measured
-                out = model(low.to(next(model.parameters()).device)).cpu()
+            out = model(low.to(next(model.parameters()).device)).cpu()  # unclamped, as the original measured
         row = {"id": pair.id, "height": int(high.shape[-2]), "width": int(high.shape[-1])}
         row.update(image_metrics(out, high, lpips, vgg))
         rows.append(row)
