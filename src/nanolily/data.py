@@ -208,7 +208,8 @@ class PairedImages:
     def sample(self, index: int, generator: torch.Generator, size: int = 224, crop: str = "random",
                resize_prob: float = 0.5, flips: bool = True, rot90: bool = True,
                exposure: tuple[float, float] | None = None,
-               zoom: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               zoom: tuple[float, float] | None = None,
+               identity: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """One augmented training view of pair ``index``: (low, high), each (3, size, size) in [0, 1].
 
         ``zoom=(lo, hi)`` (random crops only) takes a ``size / z`` square and resizes it to ``size``, ``z``
@@ -219,6 +220,9 @@ class PairedImages:
         in linear light (the reference is unchanged): factors below 1 show the model darker captures
         than the dataset's, above 1 brighter ones, so it learns the reference's brightness from the
         scene rather than from the input's level.
+
+        ``identity``: the probability that the input is the reference itself (no exposure change), so the
+        model learns to leave a photo that is already well lit as it is.
         """
         low, high = self.low[index], self.high[index]
         if crop == "mixed":
@@ -253,6 +257,8 @@ class PairedImages:
                 k = 2 * (k % 2)  # a quarter turn would change the shape of a full-size view
             pair = torch.rot90(pair, k, dims=(-2, -1))
         low, high = pair[0], pair[1]
+        if identity and torch.rand((), generator=generator).item() < identity:
+            return high.contiguous(), high.contiguous()
         if exposure is not None:
             low = expose_linear(low, _log_uniform(exposure, generator))
         return low.contiguous(), high.contiguous()

@@ -62,6 +62,7 @@ class TrainConfig:
     rot90: bool = True
     exposure: list | None = None  # [lo, hi]: scale low images' exposure by a log-uniform factor in linear light
     zoom: list | None = None  # [lo, hi]: random crops of size / z resized to size, z log-uniform in [lo, hi]
+    identity: float = 0.0  # share of views whose input is the reference itself: well-lit photos stay as they are
     # optimisation
     lr: float = 2e-5
     weight_decay: float = 1e-2
@@ -128,6 +129,8 @@ class TrainConfig:
             bounds = getattr(self, key)
             if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] <= bounds[1]):
                 raise ValueError(f"{key} must be [lo, hi] with 0 < lo <= hi, got {bounds}")
+        if not 0 <= self.identity < 1:
+            raise ValueError(f"identity must be a probability in [0, 1), got {self.identity}")
         if self.zoom is not None and self.crop != "random":
             raise ValueError(f"zoom applies to random crops only, got crop {self.crop!r}")
         build_model(self.architecture, self.model)
@@ -440,7 +443,7 @@ def _batch(images: PairedImages, config: TrainConfig, step: int, epoch: int, ste
     gen = torch.Generator().manual_seed(((config.seed * 1_000_003 + step) * 1009 + dist.rank) % (2 ** 63))
     views = [images.sample(int(k), gen, config.size, config.crop, config.resize_prob, config.flips, config.rot90,
                            tuple(config.exposure) if config.exposure else None,
-                           tuple(config.zoom) if config.zoom else None) for k in chosen]
+                           tuple(config.zoom) if config.zoom else None, config.identity) for k in chosen]
     sizes = {tuple(v[0].shape[-2:]) for v in views}
     if len(sizes) > 1:  # only crop "full" gives views of the images' own sizes
         raise ValueError(f"crop 'full' needs training images of one size, got {sorted(sizes)}: use crop 'random'")
