@@ -33,10 +33,10 @@ from pathlib import Path
 
 import torch
 
-from nanolily.data import all_pairs, find_pairs, load_rgb_uint8
-from nanolily.enhance import NO_CORRECTIONS
-from nanolily.evaluate import evaluate, image_metrics, to_float
-from nanolily.weights import load_model
+from nanolily.training.data import all_pairs, find_pairs, load_rgb_uint8
+from nanolily.engine.pipeline import NO_CORRECTIONS
+from nanolily.training.evaluate import evaluate, image_metrics, to_float
+from nanolily.models.weights import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["psnr", "ssim", "psnr_gt_mean", "ssim_gt_mean", "brightness_ratio"]

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanolily.export import STAGES
+from nanolily.engine.onnx import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "nanolily-v1"  # the original architecture: the model the original loop (a) can run
@@ -135,8 +135,8 @@ def make_input(width: int, height: int) -> torch.Tensor:
 
 def case_runner(case: str, onnx_dir: str | None):
     """(run(x) -> output, tile counter) for a case."""
-    from nanolily.enhance import DEFAULT_BATCH_SIZE, NO_CORRECTIONS, enhance_tensor
-    from nanolily.weights import load_model
+    from nanolily.engine.pipeline import DEFAULT_BATCH_SIZE, NO_CORRECTIONS, enhance_tensor
+    from nanolily.models.weights import load_model
 
     model = load_model(DEFAULT_MODEL_CASES.get(case, MODEL), device="cpu").eval()
     calls = {"tiles": 0}
@@ -178,7 +178,7 @@ def case_runner(case: str, onnx_dir: str | None):
     if case == "global":
         return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="global")), calls
     if case == "onnx":
-        from nanolily.export import OnnxPredictor
+        from nanolily.engine.onnx import OnnxPredictor
 
         predictor = counted(OnnxPredictor(Path(onnx_dir) / ONNX_FILES[case][0]))
         return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom", stride=112, predictor=predictor)), calls
@@ -187,7 +187,7 @@ def case_runner(case: str, onnx_dir: str | None):
     if case == "default":
         return (lambda x: enhance_tensor(x, model)), calls
     if case == "v2onnx":
-        from nanolily.export import StagedOnnxPredictor
+        from nanolily.engine.onnx import StagedOnnxPredictor
 
         predictor = StagedOnnxPredictor([Path(onnx_dir) / name for name in ONNX_FILES[case]], model.config.factor)
         return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="global", predictor=predictor)), calls
@@ -272,8 +272,8 @@ def run_case(case: str, size: str, args, onnx_dir: str | None, out_npy: Path) ->
 # ----------------------------------------------------------------------------- quality on LoL-v2-real
 
 def quality(args, onnx_dir: str | None) -> dict:
-    from nanolily.data import find_pairs, load_rgb_uint8
-    from nanolily.metrics import psnr, ssim
+    from nanolily.training.data import find_pairs, load_rgb_uint8
+    from nanolily.training.metrics import psnr, ssim
 
     pairs = find_pairs(Path(args.data) / "lol-v2-real", "lol-v2", "Test")
     runners = {case: case_runner(case, onnx_dir)[0] for case in CASES}
@@ -308,11 +308,11 @@ def stride_sweep(args, strides=(112, 116, 120, 124, 128, 160, 192, 224)) -> list
     """The default-stride trade-off: lol-v1-val PSNR (the validation split: nothing is chosen on test)
     and the tile count of a 3840x2160 image, in fp32; then bloom's default stride and global mode with
     precision auto (what it does on this CPU)."""
-    from nanolily.bloom import plan_tiles
-    from nanolily.data import all_pairs
-    from nanolily.enhance import DEFAULT_STRIDE, NO_CORRECTIONS
-    from nanolily.evaluate import evaluate
-    from nanolily.weights import load_model
+    from nanolily.engine.bloom import plan_tiles
+    from nanolily.training.data import all_pairs
+    from nanolily.engine.pipeline import DEFAULT_STRIDE, NO_CORRECTIONS
+    from nanolily.training.evaluate import evaluate
+    from nanolily.models.weights import load_model
 
     model = load_model(MODEL, device="cpu")
     pairs = all_pairs(Path(args.data) / "lol-v1", "lol-v1", Path(args.data) / "splits/lol-v1-val.txt")
@@ -331,8 +331,8 @@ def stride_sweep(args, strides=(112, 116, 120, 124, 128, 160, 192, 224)) -> list
 
 def defaults_sweep(args, rounds: int = 5) -> dict:
     """Bloom's tiles per call and precision at 3840x2160, stride 112: medians of same-process rounds."""
-    from nanolily.enhance import NO_CORRECTIONS, enhance_tensor
-    from nanolily.weights import load_model
+    from nanolily.engine.pipeline import NO_CORRECTIONS, enhance_tensor
+    from nanolily.models.weights import load_model
 
     model = load_model(MODEL, device="cpu")
     x = make_input(3840, 2160)
@@ -401,8 +401,8 @@ def defaults_table(sweep: dict) -> str:
 
 def export_all(directory: str) -> None:
     """The ONNX files the ONNX Runtime cases read, from the shipped weights."""
-    from nanolily.export import export_onnx, export_onnx_stages
-    from nanolily.weights import load_model
+    from nanolily.engine.onnx import export_onnx, export_onnx_stages
+    from nanolily.models.weights import load_model
 
     export_onnx(load_model(MODEL, device="cpu"), Path(directory) / ONNX_FILES["onnx"][0])
     export_onnx_stages(load_model(DEFAULT_MODEL_CASES["v2onnx"], device="cpu"),
@@ -557,8 +557,8 @@ def write_doc(results: dict, path: Path) -> None:
 
 def defaults_note(results: dict) -> str:
     """What separates (c) from (b): bloom's defaults, and what precision auto does on this CPU."""
-    from nanolily.bloom import plan_tiles
-    from nanolily.enhance import DEFAULT_BATCH_SIZE, DEFAULT_STRIDE
+    from nanolily.engine.bloom import plan_tiles
+    from nanolily.engine.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_STRIDE
 
     auto = results["machine"].get("auto_inner_dtype")
     precision = {"bfloat16": "runs the three inner convolutions in bf16 (this CPU has AMX units)",
@@ -643,7 +643,7 @@ def main() -> None:
     import onnxruntime
     import monai
 
-    from nanolily.model import BLOCK_HALO, NanoLILYConfig
+    from nanolily.models.v1 import BLOCK_HALO, NanoLILYConfig
 
     torch.set_num_threads(args.threads)
     if args.quality_only:
@@ -680,7 +680,7 @@ def main() -> None:
                 r["times"] = times[case]
                 r["median_s"] = statistics.median(r["times"])
                 r["ms_per_mp"] = 1000 * r["median_s"] / (width * height / 1e6)
-                from nanolily.enhance import GLOBAL_BLOCK
+                from nanolily.engine.pipeline import GLOBAL_BLOCK
 
                 if case == "v2onnx":  # ONNX Runtime's convolutions are not hooked: (g) runs the same ones
                     flops = rows["v2"]["counted_conv_flops"] if "v2" in rows else 0
@@ -741,15 +741,15 @@ def keep_saved_sections(results: dict, saved: Path) -> None:
 
 def _cached(height: int, width: int) -> bool:
     """Whether global mode's pass 2 keeps its maps for pass 3 (see SpatialBranch.blocks)."""
-    from nanolily.enhance import GLOBAL_BLOCK
-    from nanolily.model import BLOCK_CACHE_BYTES, NanoLILY
+    from nanolily.engine.pipeline import GLOBAL_BLOCK
+    from nanolily.models.v1 import BLOCK_CACHE_BYTES, NanoLILY
 
     return NanoLILY().spatial.kept_bytes(height, width, GLOBAL_BLOCK) * 4 <= BLOCK_CACHE_BYTES
 
 
 def _auto_inner_dtype() -> str:
-    from nanolily.enhance import auto_inner_dtype
-    from nanolily.model import NanoLILY
+    from nanolily.engine.pipeline import auto_inner_dtype
+    from nanolily.models.v1 import NanoLILY
 
     return str(auto_inner_dtype(NanoLILY(), torch.device("cpu"))).removeprefix("torch.")
 

@@ -4,7 +4,7 @@ int8, measured for speed and quality. Not part of the package.
 
 The int8 tile (:class:`Int8Tile`) keeps the first convolution, both InstanceNorms, the FFT branch and
 the fused output in float32 and runs the 32->64 stride-2 convolution and the composed decoder's two
-convolutions (nanolily.model.SpatialBranch.decode) through oneDNN's int8 kernels
+convolutions (nanolily.models.v1.SpatialBranch.decode) through oneDNN's int8 kernels
 (``torch.ops.onednn.qconv2d_pointwise``, the ones PyTorch's x86 quantisation lowers to), with
 weights quantised per output channel and activations per tensor with a fixed range. The ranges are
 calibrated once on LoL-v1 *training* tiles (the 0.01 % / 99.99 % quantiles of each normalised map).
@@ -40,11 +40,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from inference import make_input  # noqa: E402
 from original_bloom import original_bloom, original_model  # noqa: E402
 
-from nanolily import model as nanolily_model  # noqa: E402
-from nanolily.bloom import blend_window, bloom, plan_tiles  # noqa: E402
-from nanolily.data import all_pairs, find_pairs, load_rgb_uint8  # noqa: E402
-from nanolily.metrics import psnr, ssim  # noqa: E402
-from nanolily.weights import load_model  # noqa: E402
+from nanolily.models import v1 as nanolily_model  # noqa: E402
+from nanolily.engine.bloom import blend_window, bloom, plan_tiles  # noqa: E402
+from nanolily.training.data import all_pairs, find_pairs, load_rgb_uint8  # noqa: E402
+from nanolily.training.metrics import psnr, ssim  # noqa: E402
+from nanolily.models.weights import load_model  # noqa: E402
 
 LEVELS = 127  # 7-bit activations: exact on AVX2 (see the module docstring)
 CHANNELS_LAST = torch.channels_last

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from nanolily.data import all_pairs, find_pairs
-from nanolily.enhance import NO_CORRECTIONS
-from nanolily.evaluate import evaluate, markdown_table
-from nanolily.losses import VGGPerceptual
-from nanolily.metrics import LPIPS
-from nanolily.train import DEFAULT_VGG
-from nanolily.weights import DEFAULT_MODEL, SHIPPED, feature_weights_path, file_sha256, load_model, read_metadata
+from nanolily.training.data import all_pairs, find_pairs
+from nanolily.engine.pipeline import NO_CORRECTIONS
+from nanolily.training.evaluate import evaluate, markdown_table
+from nanolily.training.losses import VGGPerceptual
+from nanolily.training.metrics import LPIPS
+from nanolily.training.train import DEFAULT_VGG
+from nanolily.models.weights import DEFAULT_MODEL, SHIPPED, feature_weights_path, file_sha256, load_model, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [("full", "global"), ("full", "bloom"), ("full", "core"), ("resize224", "core")]
@@ -72,7 +72,7 @@ is the identity), and the 40 validation pairs travelled as they are. Commands:
 ARCHITECTURE_TEXT = {
     "NanoLILY": "The original NanoLILY architecture (129,016 parameters: a two-scale conv branch and a learnable "
                 "224x224 FFT amplitude mask, fused into a residual added to the input).",
-    "NanoLILYv2": "NanoLILYv2 (`src/nanolily/model_v2.py`): a resolution-free encoder-decoder that runs at 1/4 to "
+    "NanoLILYv2": "NanoLILYv2 (`src/nanolily/models/v2.py`): a resolution-free encoder-decoder that runs at 1/4 to "
                   "1/16 of the pixels and predicts per-pixel exposure maps, a global 3x3 colour matrix from the "
                   "whole image's mean features, and a small full-resolution refinement; no 224 grid, no "
                   "InstanceNorm, so one pass over a whole photo of any size is its natural mode.",

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanolily.data import all_pairs, find_pairs, load_rgb_uint8
-from nanolily.enhance import (DEFAULT_DENOISE, DEFAULT_PROTECT_HIGHLIGHTS, NO_CORRECTIONS, apply_corrections,
+from nanolily.training.data import all_pairs, find_pairs, load_rgb_uint8
+from nanolily.engine.pipeline import (DEFAULT_DENOISE, DEFAULT_PROTECT_HIGHLIGHTS, NO_CORRECTIONS, apply_corrections,
                               enhance_tensor)
-from nanolily.evaluate import image_metrics, to_float
-from nanolily.metrics import LPIPS, psnr, ssim
-from nanolily.synthesis import linear_to_srgb, srgb_to_linear
-from nanolily.weights import load_model
+from nanolily.training.evaluate import image_metrics, to_float
+from nanolily.training.metrics import LPIPS, psnr, ssim
+from nanolily.training.synthesis import linear_to_srgb, srgb_to_linear
+from nanolily.models.weights import load_model
 
 from scales import upscale  # benchmarks/scales.py
 

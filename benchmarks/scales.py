@@ -14,7 +14,7 @@ side and at 224x224 (smaller photos).
 
 `--analysis` says at what scale nanolily-v2 reads a photo's light: `native` (its own 1/4 at every size,
 the network as trained; the default here, and the scale guard's) or a pixel count P (the engine's scale
-matching, `nanolily.model_v2.analysis_factor`: a photo of more than about P pixels pooled further), each
+matching, `nanolily.models.v2.analysis_factor`: a photo of more than about P pixels pooled further), each
 its own row. `python benchmarks/scales.py --models nanolily-v2 --analysis 240000 540000 960000 --add`
 chose the engine's P on validation.
 """
@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nanolily.bloom import resize
-from nanolily.data import all_pairs, find_pairs, load_rgb_uint8
-from nanolily.enhance import GLOBAL_STRIP, NO_CORRECTIONS, enhance_tensor
-from nanolily.evaluate import image_metrics, to_float
-from nanolily.model_v2 import analysis_factor
-from nanolily.weights import load_model
+from nanolily.engine.bloom import resize
+from nanolily.training.data import all_pairs, find_pairs, load_rgb_uint8
+from nanolily.engine.pipeline import GLOBAL_STRIP, NO_CORRECTIONS, enhance_tensor
+from nanolily.training.evaluate import image_metrics, to_float
+from nanolily.models.v2 import analysis_factor
+from nanolily.models.weights import load_model
 
 from exposure import model_label  # benchmarks/exposure.py
 

@@ -18,11 +18,11 @@ import json
 import statistics
 from pathlib import Path
 
-from nanolily.data import all_pairs, find_pairs, load_rgb_uint8
-from nanolily.enhance import NO_CORRECTIONS, enhance_tensor
-from nanolily.evaluate import evaluate, to_float
-from nanolily.metrics import LPIPS
-from nanolily.weights import load_model
+from nanolily.training.data import all_pairs, find_pairs, load_rgb_uint8
+from nanolily.engine.pipeline import NO_CORRECTIONS, enhance_tensor
+from nanolily.training.evaluate import evaluate, to_float
+from nanolily.training.metrics import LPIPS
+from nanolily.models.weights import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "checkpoints/seed-stage1-gpu"

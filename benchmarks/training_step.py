@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from nanolily.losses import LOSSES, CompositeLoss
-from nanolily.train import TrainConfig, resolve_vgg
-from nanolily.weights import build_model
+from nanolily.training.losses import LOSSES, CompositeLoss
+from nanolily.training.train import TrainConfig, resolve_vgg
+from nanolily.models.weights import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from nanolily.io import to_uint
-from nanolily.synthesis import darken
+from nanolily.io.images import to_uint
+from nanolily.training.synthesis import darken
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "nanolily" / "assets" / "samples"
 # name: (source file, exposure, gamma, photons, read noise, seed)

@@ -3,14 +3,14 @@
     python scripts/ship_weights.py runs/cpu --name nanolily-v1
 
 Re-saves the weights with ``version`` set to the shipped name and the run's summary in the metadata;
-then put the printed sha256 into ``SHIPPED`` in src/nanolily/weights.py.
+then put the printed sha256 into ``SHIPPED`` in src/nanolily/models/weights.py.
 """
 
 import argparse
 import json
 from pathlib import Path
 
-from nanolily.weights import ASSETS, file_sha256, load_model, read_metadata, save_weights
+from nanolily.models.weights import ASSETS, file_sha256, load_model, read_metadata, save_weights
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from nanolily.model import NanoLILY
-from nanolily.weights import save_weights
+from nanolily.models.v1 import NanoLILY
+from nanolily.models.weights import save_weights
 
 SHARED = Path(os.environ.get("NANOLILY_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
@@ -23,7 +23,7 @@ def random_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model(random_weights):
-    from nanolily.weights import load_model
+    from nanolily.models.weights import load_model
 
     return load_model(random_weights, device="cpu")
 

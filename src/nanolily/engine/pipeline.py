@@ -1,0 +1,293 @@
+"""One call to brighten a photo: :func:`enhance` takes a PIL image, numpy array or torch tensor and
+returns the same type, dtype and shape.
+
+Modes:
+    global (default) the whole image in one pass, the frequency mask resampled to its size (true global
+           illumination); the conv branch runs block by block with exact whole-image statistics,
+           which bounds memory and keeps each block's feature maps in the CPU cache. Measured better than
+           bloom on the validation split (+1.3 dB PSNR) and faster (docs/performance.md).
+    bloom  overlapping 224x224 tiles blended with a Hann window: the original's engine, full resolution.
+    core   the original "Core" output: the whole image resized to 224x224, enhanced, resized back.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nanolily.engine import corrections
+from nanolily.engine.bloom import Predictor, bloom, core
+from nanolily.io.images import Photo, photo_to_pil, pil_to_photo, to_float, with_pixels
+from nanolily.models.v1 import NanoLILY
+from nanolily.models.v2 import analysis_factor
+from nanolily.models.weights import load_model, resolve_device
+
+MODES = ("global", "bloom", "core")
+DEFAULT_MODE = "global"
+BACKENDS = ("torch", "onnxruntime")
+# the network's arithmetic under torch.autocast; "auto" is fp32 but for nanolily-v1's inner convolutions
+# (auto_inner_dtype)
+PRECISIONS = {"auto": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+GLOBAL_BLOCK = 256  # nanolily-v1's global mode: conv-branch blocks of 256x256 (images larger than one block)
+# nanolily-v2's global mode: its full-resolution stage in strips of 128 image rows; measured against 256
+# (2 threads): 3840x2160 1.79 s against 2.05, 600x400 61 ms against 72, 7680x4320 peak ~150 MB lower
+GLOBAL_STRIP = 128
+# bloom's defaults, chosen by rules fixed before measuring (docs/performance.md): the largest stride whose
+# lol-v1-val PSNR stays within 0.025 dB of the original's 112 (120: -0.021 dB, 124: -0.034; 576 tiles
+# at 4K instead of 646), and two tiles per call (3-9 % faster than one at 4K on 2 threads)
+DEFAULT_STRIDE = 120
+DEFAULT_BATCH_SIZE = 2
+DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
+DEFAULT_DENOISE = 0.5
+NO_CORRECTIONS = {"protect_highlights": False, "denoise": 0.0, "white_balance": False}  # the network's output alone
+CORRECTION_STRIP = 128  # rows per strip of the corrections: bounds their temporaries (~0.15 GB at 7680x4320)
+_default_models: dict[str, NanoLILY] = {}
+
+
+def default_model(device: str | torch.device | None = "auto") -> NanoLILY:
+    """The shipped default model, loaded once per device."""
+    key = str(resolve_device(device))
+    if key not in _default_models:
+        _default_models[key] = load_model(None, device=key)
+    return _default_models[key]
+
+
+def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MODE, stride: int = DEFAULT_STRIDE,
+                   batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
+                   predictor: Predictor | None = None, strength: float = 1.0,
+                   protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
+                   white_balance: bool = False, precision: str = "auto", match_scale: bool = True) -> torch.Tensor:
+    """Enhance ``(N, 3, H, W)`` float images in [0, 1] with ``model``; returns ``(N, 3, H, W)`` in [0, 1].
+
+    ``strength`` scales the change the model makes: 0 returns the input, 1 the model's output, above 1
+    pushes further (``input + strength * (output - input)``, then clamped). Then, in this order:
+    ``protect_highlights`` limits the lift to each pixel's headroom so nothing below white clips,
+    ``denoise`` (0..1) smooths grain and colour static, ``white_balance`` restores the input's colour
+    balance (:mod:`nanolily.engine.corrections`).
+
+    ``precision``: ``"auto"`` is ``"fp32"`` except on a CPU with AMX bf16 units, where nanolily-v1's
+    three convolutions that read normalised maps run in bf16 (:func:`auto_inner_dtype`: bloom at 4K
+    ~1.3x faster, outputs within ~0.01 of fp32's); ``"fp32"`` throughout; ``"bf16"`` / ``"fp16"`` run all the network's
+    convolutions in half precision under ``torch.autocast``, meant for GPUs (fp16 needs one; a CPU
+    without bf16 units runs bf16 several times slower than fp32). The FFT, the blending and the
+    corrections stay in fp32; the output is within about 0.01 of fp32's (tested).
+
+    ``match_scale`` (a resolution-free model, nanolily-v2, in global mode): read a photo larger than about
+    0.7 MP at a coarser scale and one smaller than 0.24 MP at a finer one
+    (:func:`nanolily.models.v2.analysis_factor`), so that it is lit as the same scene at the size the
+    model learned from; False runs the network at its own scale at any size.
+
+    The canvas stays on ``images.device``; tiles run on the model's device. ``predictor`` (e.g. an
+    :class:`nanolily.engine.onnx.OnnxPredictor`) runs instead of ``model``: the tiles of bloom and core modes,
+    or, for a resolution-free model (nanolily-v2), the whole image in global mode.
+    """
+    device = next(model.parameters()).device if predictor is None else torch.device("cpu")
+    patch = model.patch_size
+    if predictor is not None and mode == "global" and not model.resolution_free:
+        raise ValueError(f"this model's other backends take {patch}x{patch} tiles: use --mode bloom or core "
+                         "with them (global mode runs nanolily-v1 in PyTorch only)")
+    if not strength >= 0:
+        raise ValueError(f"strength must be >= 0, got {strength}")
+    check_precision(precision, device, torch_backend=predictor is None)
+    inner_dtype = auto_inner_dtype(model, device) if precision == "auto" and predictor is None else torch.float32
+    predictor = predictor if predictor is not None else model
+    with torch.inference_mode():
+        with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=PRECISIONS[precision] is not None):
+            out = _run(predictor, model, images, mode, stride, batch_size, device, progress, match_scale,
+                       inner_dtype)
+        return apply_corrections(images, out, strength, protect_highlights, denoise, white_balance)
+
+
+def check_precision(precision: str, device: torch.device, torch_backend: bool = True) -> None:
+    """Raise ``ValueError`` unless ``precision`` can run on ``device`` with that backend."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision fp16 needs a GPU (--device cuda); on the CPU use fp32 or bf16")
+    if PRECISIONS[precision] is not None and not torch_backend:
+        raise ValueError("precision applies to the torch backend (ONNX Runtime runs the exported fp32 model)")
+
+
+def auto_inner_dtype(model: NanoLILY, device: torch.device) -> torch.dtype:
+    """What ``precision="auto"`` gives ``model``'s convolutions that read normalised maps
+    (:meth:`NanoLILY.forward`'s ``inner_dtype``: the stride-2 one and the composed decoder's two): bf16
+    for nanolily-v1 on a CPU with AMX bf16 units, where oneDNN runs them several times faster (bloom at
+    4K ~1.3x faster than with the decoder's two alone; lol-v1-val PSNR moved by -0.0004 dB in bloom,
+    -0.001 dB in global mode, outputs by <= 0.011: docs/performance.md), fp32 elsewhere (without AMX, bf16
+    convolutions are slower than fp32 ones)."""
+    if model.resolution_free or device.type != "cpu":
+        return torch.float32
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    return torch.bfloat16 if amx() and bf16() else torch.float32
+
+
+def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str, stride: int, batch_size: int,
+         device: torch.device, progress: bool, match_scale: bool = True,
+         inner_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The network's output for ``images`` in ``mode``, on ``images.device``."""
+    patch = model.patch_size
+    torch_model = predictor is model
+    if torch_model and inner_dtype != torch.float32:  # nanolily-v1 only (auto_inner_dtype)
+        predictor = functools.partial(model, inner_dtype=inner_dtype)
+    if mode == "bloom":
+        return bloom(predictor, images, patch=patch, stride=stride, batch_size=batch_size, device=device,
+                     progress=progress)
+    if mode == "core":
+        return core(predictor, images, patch=patch, device=device)
+    if mode != "global":
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if model.resolution_free:
+        from nanolily.engine.onnx import StagedOnnxPredictor
+
+        factor = analysis_factor(*images.shape[-2:], model.config.factor) if match_scale else None
+        if predictor is model:
+            out = model(images.to(device), block=GLOBAL_STRIP, factor=factor)
+        elif isinstance(predictor, StagedOnnxPredictor):  # ONNX Runtime's graphs by stage: the same maths
+            out = predictor(images, factor=factor)
+        else:  # one exported graph (--onnx FILE): the network at its own scale, as exported
+            out = predictor(images.to(device))
+        return out.to(images.device, images.dtype)
+    if not torch_model:
+        return predictor(images.to(device)).to(images.device, images.dtype)
+    block = GLOBAL_BLOCK if images.shape[-2] * images.shape[-1] > GLOBAL_BLOCK ** 2 else None
+    return predictor(images.to(device), block=block).to(images.device, images.dtype)
+
+
+def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float = 1.0,
+                      protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
+                      white_balance: bool = False, rows: int = CORRECTION_STRIP) -> torch.Tensor:
+    """The corrections of :func:`enhance_tensor`, applied to a network output ``out`` for ``images``
+    (both ``(N, 3, H, W)``), in place on ``out``, which is returned clamped to [0, 1].
+
+    They run in strips of ``rows`` rows, so a large photo needs no full-size temporaries. The denoiser
+    reads ``corrections.DENOISE_HALO`` rows beyond each strip, so a strip's result is written back only once
+    no later strip reads its rows, which keeps the strips exact.
+    """
+    denoise *= min(strength, 1.0)  # the denoiser fades in with the strength: strength 0 is the input itself
+    height = out.shape[-2]
+    halo = corrections.DENOISE_HALO if denoise else 0
+    pending: list[tuple[int, int, torch.Tensor]] = []  # (top, bottom, result) not yet written back
+    for top in range(0, height + rows, rows):
+        first = max(top - halo, 0)
+        while pending and (pending[0][1] <= first or top >= height):
+            done_top, done_bottom, result = pending.pop(0)
+            out[..., done_top:done_bottom, :] = result
+        if top >= height:
+            break
+        bottom, last = min(top + rows, height), min(top + rows + halo, height)
+        x, y = images[..., first:last, :], out[..., first:last, :]
+        if strength != 1.0:
+            y = x + strength * (y - x)
+        if protect_highlights:
+            y = corrections.protect_highlights(x, y)
+        y = y.clamp(0.0, 1.0)
+        if denoise:
+            y = corrections.denoise(y, denoise)
+        pending.append((top, bottom, y[..., top - first:bottom - first, :]))
+    if white_balance:
+        out.mul_(corrections.white_balance_gains(images, out)[..., None, None])
+    return out.clamp_(0.0, 1.0)
+
+
+def enhance_photo(photo: Photo, model: NanoLILY, **kwargs) -> Photo:
+    """Enhance a decoded :class:`Photo`; alpha, bit depth and metadata are kept, grayscale stays gray."""
+    x = torch.from_numpy(np.ascontiguousarray(photo.pixels)).permute(2, 0, 1)[None]  # (1, C, H, W)
+    if photo.is_grayscale:
+        x = x.expand(-1, 3, -1, -1)
+    y = enhance_tensor(x.contiguous(), model, **kwargs)[0]  # (3, H, W)
+    if photo.is_grayscale:
+        y = y.mean(dim=0, keepdim=True)
+    return with_pixels(photo, y.permute(1, 2, 0).numpy())
+
+
+def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stride: int = DEFAULT_STRIDE,
+            batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = "auto",
+            progress: bool = False, backend: str = "torch", strength: float = 1.0,
+            protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
+            white_balance: bool = False, precision: str = "auto", match_scale: bool = True):
+    """Brighten a dark photo.
+
+    Args:
+        image: a PIL image; a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16 or
+            float in [0, 1]; or a torch float tensor (3, H, W) or (N, 3, H, W) in [0, 1].
+        mode: ``"global"`` (the whole image in one pass, the default), ``"bloom"`` (224x224 tiles, the
+            original's engine) or ``"core"`` (the original single 224x224 pass, resized back).
+        model: what :func:`nanolily.load_model` returns; default: the shipped weights.
+        stride: bloom tile step in pixels (224 = no overlap, 112 = 50 % overlap).
+        batch_size: tiles per network call.
+        device: where the default model runs (ignored when ``model`` is given).
+        progress: show a bar over tiles.
+        strength: how far to go: 0 = the input, 1 = the model's output, 1.5 = half as much again.
+        protect_highlights: limit the lift to each pixel's headroom, so lamps and lit windows do not
+            clip to white (:func:`nanolily.engine.corrections.protect_highlights`).
+        denoise: 0 (off) to 1: smooth sensor grain and colour static, keeping edges.
+        white_balance: restore the input's colour balance after enhancing.
+        precision: ``"auto"`` (fp32, but nanolily-v1's three convolutions that read normalised maps in
+            bf16 on a CPU with AMX units), ``"fp32"``, or ``"bf16"`` / ``"fp16"`` (GPU) for all the network's
+            convolutions (:func:`enhance_tensor`).
+        match_scale: nanolily-v2 in global mode: read a photo of more than about 0.7 MP at a
+            coarser scale and one under 0.24 MP at a finer one, as the same scene at the size the model
+            learned from (:func:`enhance_tensor`).
+        backend: ``"torch"``, or ``"onnxruntime"`` (the ``[onnx]`` extra; nanolily-v1 in bloom and core
+            modes only): the model is exported to ONNX once per set of weights and cached
+            (:func:`nanolily.engine.onnx.onnx_predictor`).
+
+    Returns:
+        The enhanced image, of the type, dtype and shape of ``image`` (alpha passed through untouched).
+
+    Example:
+        >>> from PIL import Image
+        >>> out = enhance(Image.open("night.jpg"))  # doctest: +SKIP
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    model = model if model is not None else default_model(device)
+    options = dict(mode=mode, stride=stride, batch_size=batch_size, progress=progress, strength=strength,
+                   protect_highlights=protect_highlights, denoise=denoise, white_balance=white_balance,
+                   precision=precision, match_scale=match_scale)
+    if backend == "onnxruntime":
+        from nanolily.engine.onnx import onnx_predictor
+
+        options["predictor"] = onnx_predictor(model)
+    if isinstance(image, Image.Image):
+        return photo_to_pil(enhance_photo(pil_to_photo(image), model, **options))
+    if isinstance(image, np.ndarray):
+        return _enhance_array(image, model, options)
+    if isinstance(image, torch.Tensor):
+        return _enhance_tensor_input(image, model, options)
+    raise TypeError(f"image must be a PIL image, numpy array or torch tensor, got {type(image).__name__}")
+
+
+def _enhance_array(a: np.ndarray, model: NanoLILY, options: dict) -> np.ndarray:
+    if a.ndim == 2:
+        return _enhance_array(a[..., None], model, options)[..., 0]
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"numpy image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {a.shape}")
+    if not (a.dtype in (np.uint8, np.uint16) or np.issubdtype(a.dtype, np.floating)):
+        raise ValueError(f"numpy image must be uint8, uint16 or float, got {a.dtype}")
+    has_alpha = a.shape[-1] == 4
+    photo = Photo(to_float(a[..., :3] if has_alpha else a))
+    out = enhance_photo(photo, model, **options).pixels  # (H, W, C) float32
+    if a.dtype == np.uint8 or a.dtype == np.uint16:
+        top = np.iinfo(a.dtype).max
+        out = np.round(out * top).astype(a.dtype)
+    else:
+        out = out.astype(a.dtype)
+    return np.concatenate([out, a[..., 3:]], axis=-1) if has_alpha else out
+
+
+def _enhance_tensor_input(t: torch.Tensor, model: NanoLILY, options: dict) -> torch.Tensor:
+    if t.ndim == 3:
+        return _enhance_tensor_input(t[None], model, options)[0]
+    if t.ndim != 4 or t.shape[1] != 3:
+        raise ValueError(f"tensor image must be (3, H, W) or (N, 3, H, W), got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise ValueError(f"tensor image must be floating point in [0, 1], got {t.dtype}")
+    out = enhance_tensor(t.detach().float(), model, **options)
+    return out.to(t.dtype)

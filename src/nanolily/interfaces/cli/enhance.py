@@ -1,0 +1,146 @@
+"""nanolily enhance: brighten files, folders and globs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from nanolily.engine.pipeline import BACKENDS, PRECISIONS, check_precision
+from nanolily.io.images import WRITE_FORMATS
+from nanolily.interfaces.cli.common import (STDIO, Job, add_engine_options, add_model_options, add_output_options, corrections, error,
+                     expand_inputs, load_model_or_none, plan_jobs)
+
+TILE_BAR_MIN_TILES = 64  # show a tile bar only for images big enough to take a while
+
+EXAMPLES = """examples:
+  nanolily enhance night.jpg                    writes night_lily.jpg beside it
+  nanolily enhance night.jpg -o bright.png      one file, format from the extension
+  nanolily enhance shots/ -r -o bright/         a folder tree, mirrored into bright/
+  nanolily enhance 'trip/*.jpg' --mode core     a glob (quote it), the original 224x224 pass
+  curl -s URL | nanolily enhance - > bright.png   standard input to standard output (PNG; --format jpg ...)
+  nanolily enhance night.jpg --backend onnxruntime     the default model through ONNX Runtime
+  nanolily enhance big.tif --model nanolily-v1 --mode bloom --backend onnxruntime   v1's tiles through it
+  nanolily enhance noisy.jpg --denoise 0.5      smooth sensor grain and colour static
+  nanolily enhance night.jpg --model nanolily-v1   the original NanoLILY architecture
+  nanolily enhance shots/ -o bright/ --device cuda --precision bf16   on a GPU, in half precision
+
+exit status: 0 all done, 1 some inputs failed, 2 usage error"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("enhance", help="brighten photos (files, folders, globs)", description=__doc__,
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders or glob patterns; - reads one image from standard input")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="output file (one input), folder, or - for standard output; default: <stem>_lily.<ext> "
+                        "beside each input (standard output for standard input)")
+    p.add_argument("-r", "--recursive", action="store_true", help="include subfolders of folder inputs")
+    add_output_options(p, None, "output format for folder/beside outputs (default: the input's; a 16-bit TIFF "
+                                "for camera RAW files, PNG for other formats nanolily does not write)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files, inputs included")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary; errors still print")
+    add_engine_options(p)
+    g = p.add_argument_group("backend")
+    g.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="what runs the model: torch, or onnxruntime (the [onnx] extra: nanolily-v2 as whole "
+                        "images, its full-resolution stage in strips; nanolily-v1 as tiles, bloom/core modes "
+                        "only); the model is exported to ONNX once and cached (default: %(default)s)")
+    g.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                   help="the network's arithmetic with the torch backend: fp32; auto = fp32, but nanolily-v1's "
+                        "three inner convolutions in bf16 on a CPU with AMX units (~1.3x faster bloom, outputs "
+                        "within ~0.01); "
+                        "bf16 or fp16 run all its convolutions in half precision, for GPUs (fp16 needs one; "
+                        "outputs within ~0.01 of fp32) (default: %(default)s)")
+    g.add_argument("--onnx", metavar="FILE", help="with --backend onnxruntime: an exported model to use "
+                                                  "(from `nanolily export`; nanolily-v2's runs the whole image "
+                                                  "in one graph, which needs more memory and reads every "
+                                                  "photo at the network's own scale) instead of the cache")
+    add_model_options(p)
+    p.set_defaults(run=run, parser=p)
+
+
+def run(args) -> int:
+    if not args.strength >= 0:
+        args.parser.error(f"--strength must be >= 0, got {args.strength}")
+    if args.stride > 224:
+        args.parser.error(f"--stride must be at most the tile size 224, got {args.stride}")
+    files, failures, notes = expand_inputs(args.inputs, args.recursive)
+    for line in failures:
+        error(line)
+    for line in notes if not args.quiet else ():
+        print(f"note: {line}", file=sys.stderr)
+    try:
+        jobs = plan_jobs(files, args.output, args.format)
+    except ValueError as e:
+        args.parser.error(str(e))
+    if not jobs:
+        return 1
+    if args.onnx and args.backend != "onnxruntime":
+        args.parser.error("--onnx needs --backend onnxruntime")
+    model = load_model_or_none(args)
+    if model is None:
+        return 1
+    try:
+        check_precision(args.precision, next(model.parameters()).device, args.backend == "torch")
+    except ValueError as e:
+        args.parser.error(f"--{e}")  # "--precision ..."
+    if args.backend == "onnxruntime" and args.mode == "global" and not model.resolution_free:
+        args.parser.error("nanolily-v1 runs in ONNX Runtime as 224x224 tiles: use --mode bloom or core with it")
+    predictor = None
+    if args.backend == "onnxruntime":
+        from nanolily.engine.onnx import onnx_predictor
+
+        try:
+            predictor = onnx_predictor(model, args.onnx)
+        except Exception as e:  # a missing extra, an unreadable or invalid ONNX file
+            error(f"{args.onnx or 'onnx export'}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            return 1
+    start = time.perf_counter()
+    done, failed = process(jobs, model, args, predictor)
+    failed += len(failures)
+    if not args.quiet:
+        where = f" -> {args.output}" if args.output else ""
+        extra = f", {failed} failed" if failed else ""
+        print(f"enhanced {done} of {done + failed} images in {time.perf_counter() - start:.1f} s"
+              f"{extra}{where}", file=sys.stderr)
+    return 0 if failed == 0 else 1
+
+
+def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int]:
+    """Enhance each job; a failure is reported and the batch goes on. Returns (done, failed)."""
+    from tqdm.auto import tqdm
+
+    from nanolily.engine.bloom import plan_tiles
+    from nanolily.engine.pipeline import enhance_photo
+    from nanolily.io.images import ImageError, encode_image, read_image, write_image
+
+    done = failed = 0
+    bar = tqdm(jobs, unit="img", disable=args.quiet or len(jobs) < 2, desc="images")
+    for job in bar:
+        try:
+            if job.target != STDIO and job.target.exists() and not args.overwrite:
+                raise ImageError(job.target, "already exists (use --overwrite to replace it)")
+            source = sys.stdin.buffer if job.source == STDIO else job.source
+            photo = read_image(source, max_pixels=args.max_pixels)
+            width, height = photo.size
+            tiles = len(plan_tiles(max(height, 224), max(width, 224), 224, args.stride))
+            out = enhance_photo(photo, model, mode=args.mode, stride=args.stride, batch_size=args.batch_size,
+                                progress=not args.quiet and args.mode == "bloom" and tiles >= TILE_BAR_MIN_TILES,
+                                predictor=predictor, precision=args.precision, match_scale=args.match_scale,
+                                **corrections(args))
+            if job.target == STDIO:
+                sys.stdout.buffer.write(encode_image(out, WRITE_FORMATS["." + (args.format or "png")], args.quality))
+                sys.stdout.buffer.flush()
+            else:
+                job.target.parent.mkdir(parents=True, exist_ok=True)
+                write_image(job.target, out, quality=args.quality, overwrite=args.overwrite)
+            done += 1
+        except ImageError as e:
+            error(str(e))
+            failed += 1
+        except OSError as e:  # e.g. the output folder cannot be made
+            error(f"{job.target}: {e.strerror or e}")
+            failed += 1
+    return done, failed

@@ -1,0 +1,104 @@
+"""nanolily evaluate: metrics of a model on a paired test set (per-image CSV, summary JSON, markdown)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nanolily.interfaces.cli.common import add_correction_options, add_match_scale_option, add_model_options
+
+EPILOG = """examples:
+  nanolily evaluate --data ../shared/datasets/lol-v2-real
+  nanolily evaluate --data ../shared/datasets/lol-v2-real --protocol resize224
+  nanolily evaluate --data ../shared/datasets/lol-v1 --split ../shared/datasets/splits/lol-v1-val.txt --exposure 2
+  nanolily evaluate --data ../shared/datasets/lol-v2-real --mode core --gallery gallery/ --gallery-ids 00690 00701
+
+protocols: full = each image at full resolution, outputs clamped, per-image metrics averaged (honest);
+resize224 = the original's measurement (224x224 resize, unclamped): PSNR per image, pooled within batches
+of --pool-batch images, and pooled over all images."""
+
+
+def add_parser(sub) -> None:
+    from nanolily.engine.pipeline import DEFAULT_MODE, MODES
+    from nanolily.training.evaluate import POOL_BATCH, PROTOCOLS
+
+    p = sub.add_parser("evaluate", help="metrics on a paired test set", description=__doc__, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="a dataset folder (layout detected: our485/eval15, Train/Test, or low/+high/)")
+    p.add_argument("--subset", help="only this subset, e.g. Test or eval15 (default: all present)")
+    p.add_argument("--split", metavar="FILE", help="only the ids in this file")
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE, help="engine mode (default: %(default)s)")
+    p.add_argument("--stride", type=int, default=112, help="bloom stride (default: %(default)s)")
+    p.add_argument("--exposure", type=float, default=1.0, metavar="F",
+                   help="re-expose each low image by F in linear light first, e.g. 0.5 or 2: robustness to "
+                        "darker or brighter captures (default: %(default)s, as captured)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="full", help="measurement protocol (default: %(default)s)")
+    p.add_argument("--pool-batch", type=int, default=POOL_BATCH, metavar="N",
+                   help="resize224: images per batch for batch-pooled PSNR (default: %(default)s, the original's "
+                        "training batch; its evaluation batch is not stated)")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: eval/<weights>-<protocol>-<mode>)")
+    p.add_argument("--weights-dir", metavar="DIR",
+                   help="folder with AlexNet/LPIPS and VGG19 weights (default: $NANOLILY_WEIGHTS_DIR, then "
+                        "weights/ beside the data)")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS and VGG (no feature weights needed)")
+    p.add_argument("--gallery", metavar="DIR", help="write Input | Output | Target triptychs here")
+    p.add_argument("--gallery-ids", nargs="+", default=[], metavar="ID", help="ids for the gallery (default: first 4)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_match_scale_option(p)
+    add_correction_options(p)
+    add_model_options(p)
+    p.set_defaults(run=run, parser=p)
+
+
+def run(args) -> int:
+    from nanolily.training.data import DatasetError, all_pairs, find_pairs, detect_layout
+    from nanolily.training.evaluate import evaluate, markdown_table, write_gallery, write_report
+    from nanolily.training.losses import VGGPerceptual
+    from nanolily.training.metrics import LPIPS
+    from nanolily.training.train import DEFAULT_VGG
+    from nanolily.models.weights import feature_weights_path
+    from nanolily.interfaces.cli.common import corrections, error, load_model_or_none
+
+    try:
+        if args.subset:
+            pairs = find_pairs(args.data, detect_layout(args.data), args.subset, args.split)
+        else:
+            pairs = all_pairs(args.data, split=args.split)
+    except DatasetError as e:
+        args.parser.error(str(e))
+    model = load_model_or_none(args)
+    if model is None:
+        return 1
+    lpips = vgg = None
+    if not args.no_lpips:
+        try:
+            lpips = LPIPS.from_dir(args.weights_dir, args.data)
+            vgg = VGGPerceptual(feature_weights_path(DEFAULT_VGG, args.weights_dir, args.data))
+        except FileNotFoundError as e:
+            error(f"{e} (or pass --no-lpips)")
+            return 1
+    if not args.exposure > 0:
+        args.parser.error(f"--exposure must be > 0, got {args.exposure}")
+    if args.pool_batch < 1:
+        args.parser.error(f"--pool-batch must be >= 1, got {args.pool_batch}")
+    options = corrections(args) | {"match_scale": args.match_scale}  # enhance_tensor's keywords
+    rows, summary = evaluate(model, pairs, args.mode, args.protocol, args.stride, lpips, vgg, progress=not args.quiet,
+                             corrections=options, exposure=args.exposure, pool_batch=args.pool_batch)
+    name = Path(getattr(model, "weights_path", "model")).stem
+    exposed = f"-exposure{args.exposure:g}" if args.exposure != 1 else ""
+    out = Path(args.out or f"eval/{name}-{args.protocol}-{args.mode}{exposed}")
+    title = f"{name} on {args.data}" + (f" ({args.subset})" if args.subset else "")
+    paths = write_report(out, rows, summary, title)
+    print(markdown_table([(name, summary)]), end="")
+    print(f"per-image: {paths['csv']}  summary: {paths['json']}", file=sys.stderr)
+    if args.gallery:
+        ids = args.gallery_ids or [p.id for p in pairs[:4]]
+        try:
+            written = write_gallery(model, pairs, ids, args.gallery, args.mode, args.stride, options)
+        except ValueError as e:
+            error(str(e))
+            return 1
+        print(f"gallery: {len(written)} figures in {args.gallery}", file=sys.stderr)
+    return 0

@@ -1,0 +1,61 @@
+"""nanolily export: the model as an ONNX file for ONNX Runtime and other inference engines.
+
+nanolily-v2 (the default) exports for whole images: (batch, 3, height, width) float in [0, 1], all
+dynamic, the enhanced image out, unclamped. nanolily-v1's graph takes (batch, 3, 224, 224) tiles
+(dynamic batch); run bigger images through it with LILY Bloom (`nanolily enhance --model nanolily-v1
+--mode bloom --backend onnxruntime --onnx FILE`) or your own tiling. The export is checked against PyTorch in ONNX Runtime
+(max |difference| <= 1e-4) before the file is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nanolily.interfaces.cli.common import add_model_options, error, load_model_or_none
+
+EXAMPLES = """examples:
+  nanolily export -o nanolily.onnx                        the default model, nanolily-v2
+  nanolily export --model nanolily-v1 -o nanolily-v1.onnx  224x224 tiles
+  nanolily export --weights runs/cpu/best.safetensors -o mine.onnx
+  nanolily enhance night.jpg --backend onnxruntime --onnx nanolily.onnx"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="write the model as ONNX", description=__doc__, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="output format (default: %(default)s)")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="the file to write")
+    p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime parity check")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    add_model_options(p)
+    p.set_defaults(run=run, parser=p)
+
+
+def run(args) -> int:
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        error(f"{output}: already exists (use --overwrite to replace it)")
+        return 1
+    if not output.parent.is_dir():
+        error(f"{output}: folder {output.parent} does not exist")
+        return 1
+    args.device = "cpu"
+    model = load_model_or_none(args)
+    if model is None:
+        return 1
+    from nanolily.engine.onnx import PARITY_TOLERANCE, export_onnx
+
+    try:
+        worst = export_onnx(model, output, check=not args.no_check)
+    except ImportError as e:
+        error(f"{output}: {e}")
+        return 1
+    except RuntimeError as e:
+        error(str(e))
+        return 1
+    size_kb = output.stat().st_size / 1024
+    checked = "" if worst is None else f", max |diff| vs PyTorch {worst:.1e} (<= {PARITY_TOLERANCE:g})"
+    shape = "height, width" if model.resolution_free else f"{model.patch_size}, {model.patch_size}"
+    print(f"wrote {output} ({size_kb:.0f} KiB, input (batch, 3, {shape}){checked})")
+    return 0

@@ -1,0 +1,321 @@
+"""Paired low-light datasets: finding pairs in the published layouts, RAM caching, augmentation, and the
+leakage guard that compares training and test images by content.
+
+Layouts (``root`` is the folder named in the first column):
+
+=========  ==========================================================================
+lol-v1     ``root/{our485|eval15}/{low,high}/<id>.*``          (subset: our485, eval15)
+lol-v2     ``root/{Train,Test}/{Low,Normal}/{low,normal}<id>.*`` (subset: Train, Test)
+pair       ``root/low/<id>.*`` + ``root/high/<id>.*``
+=========  ==========================================================================
+
+Pairs are matched by id with any image extension; a split file lists one id per line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nanolily.io.images import READ_SUFFIXES, read_image, to_uint
+from nanolily.training.synthesis import linear_to_srgb, srgb_to_linear
+
+LAYOUTS = ("lol-v1", "lol-v2", "pair")
+DATA_ENV = "NANOLILY_DATA"
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as asked; the message names the folder and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: str
+    low: Path
+    high: Path
+
+
+@dataclass
+class DatasetSpec:
+    """Where a paired set lives: ``path`` is relative to the data root unless absolute."""
+
+    layout: str
+    path: str
+    subset: str | None = None
+    split: str | None = None
+
+
+def data_root(option: str | os.PathLike | None) -> Path:
+    """The data root from a CLI option, else ``$NANOLILY_DATA``; an error if neither is set."""
+    value = option or os.environ.get(DATA_ENV)
+    if not value:
+        raise DatasetError(f"no data folder: pass --data DIR or set {DATA_ENV} "
+                           "(e.g. ../shared/datasets, holding lol-v1/ and lol-v2-real/)")
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data folder does not exist")
+    return root
+
+
+def _folders(root: Path, layout: str, subset: str | None) -> tuple[Path, Path, str, str]:
+    """(low folder, high folder, low name prefix, high name prefix)."""
+    if layout == "lol-v1":
+        sub = root / (subset or "our485")
+        return sub / "low", sub / "high", "", ""
+    elif layout == "lol-v2":
+        sub = root / (subset or "Train")
+        return sub / "Low", sub / "Normal", "low", "normal"
+    elif layout == "pair":
+        return root / "low", root / "high", "", ""
+    else:
+        raise DatasetError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+def _index(folder: Path, prefix: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: folder does not exist")
+    found = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in READ_SUFFIXES and f.stem.startswith(prefix):
+            key = f.stem[len(prefix):]
+            if key in found:
+                raise DatasetError(f"{folder}: id {key!r} appears twice ({found[key].name}, {f.name})")
+            found[key] = f
+    return found
+
+
+def read_split(path: str | os.PathLike) -> list[str]:
+    """Ids in a split file: one per line; blank lines and ``#`` comments ignored."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read split file ({e.strerror or e})") from None
+    return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
+
+
+def find_pairs(root: str | os.PathLike, layout: str, subset: str | None = None,
+               split: str | os.PathLike | None = None) -> list[Pair]:
+    """All (low, high) pairs of a dataset folder, sorted by id, optionally restricted to a split.
+
+    Raises :class:`DatasetError` listing ids whose partner is missing, or split ids that are absent.
+    """
+    low_dir, high_dir, low_prefix, high_prefix = _folders(Path(root), layout, subset)
+    lows, highs = _index(low_dir, low_prefix), _index(high_dir, high_prefix)
+    if set(lows) ^ set(highs):
+        raise DatasetError(
+            f"{root}: unpaired images: low without high {_ids(set(lows) - set(highs))}, "
+            f"high without low {_ids(set(highs) - set(lows))}")
+    ids = sorted(lows, key=_id_key)
+    if split is not None:
+        wanted = read_split(split)
+        absent = [i for i in wanted if i not in lows]
+        if absent:
+            raise DatasetError(f"{split}: {len(absent)} ids not found in {low_dir}: {_ids(absent)}")
+        ids = wanted
+    if not ids:
+        raise DatasetError(f"{low_dir}: no images")
+    return [Pair(i, lows[i], highs[i]) for i in ids]
+
+
+SUBSETS = {"lol-v1": ("our485", "eval15"), "lol-v2": ("Train", "Test"), "pair": (None,)}
+
+
+def detect_layout(root: str | os.PathLike) -> str:
+    """The layout of a dataset folder, from the names of its subfolders."""
+    root = Path(root)
+    names = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    if names & {"our485", "eval15"}:
+        return "lol-v1"
+    if names & {"Train", "Test"}:
+        return "lol-v2"
+    if {"low", "high"} <= names:
+        return "pair"
+    raise DatasetError(f"{root}: not a known dataset layout (expected our485/ or eval15/, Train/ or Test/, "
+                       "or low/ + high/)")
+
+
+def all_pairs(root: str | os.PathLike, layout: str | None = None, split: str | os.PathLike | None = None) -> list[Pair]:
+    """Pairs of every subset present (e.g. our485 and eval15), for checks over a whole dataset copy."""
+    root = Path(root)
+    layout = layout or detect_layout(root)
+    present = [s for s in SUBSETS[layout] if s is None or (root / s).is_dir()]
+    pairs = [p for s in present for p in find_pairs(root, layout, s)]
+    if split is not None:
+        wanted = set(read_split(split))
+        pairs = [p for p in pairs if p.id in wanted]
+    return pairs
+
+
+def pairs_from_spec(root: Path, spec: DatasetSpec) -> list[Pair]:
+    path = Path(spec.path) if Path(spec.path).is_absolute() else root / spec.path
+    split = None if spec.split is None else (Path(spec.split) if Path(spec.split).is_absolute() else root / spec.split)
+    return find_pairs(path, spec.layout, spec.subset, split)
+
+
+def _id_key(i: str):
+    return (0, int(i), i) if i.isdigit() else (1, 0, i)
+
+
+def _ids(ids) -> str:
+    ids = sorted(ids, key=_id_key)
+    return "[" + ", ".join(ids[:20]) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "") + "]"
+
+
+def load_rgb_uint8(path: Path) -> torch.Tensor:
+    """(3, H, W) uint8 tensor of an image (grayscale replicated)."""
+    photo = read_image(path)
+    pixels = np.repeat(photo.pixels, 3, axis=2) if photo.is_grayscale else photo.pixels
+    return torch.from_numpy(to_uint(pixels, 8)).permute(2, 0, 1).contiguous()
+
+
+class PairedImages:
+    """Decoded pairs cached in RAM as uint8, with the augmentations used in training.
+
+    ``crop``: ``"random"`` (a ``size x size`` crop at full resolution, the view Bloom gives the model),
+    ``"resize"`` (the whole image resized to ``size x size``, the original's training view),
+    ``"mixed"`` (resize with probability ``resize_prob``, else random crop) or ``"full"`` (the whole
+    image at full resolution, ``size`` unused: the view a whole-image model gets in inference, its
+    global statistics included; 90-degree rotations only by 180 degrees unless the image is square, so
+    a batch needs images of one size).
+    """
+
+    def __init__(self, pairs: list[Pair], progress: bool = False):
+        from tqdm.auto import tqdm
+
+        self.pairs = pairs
+        self.low, self.high = [], []
+        for p in tqdm(pairs, desc="loading images", unit="pair", disable=not progress, leave=False):
+            low, high = load_rgb_uint8(p.low), load_rgb_uint8(p.high)
+            if low.shape != high.shape:
+                raise DatasetError(f"{p.low}: size {tuple(low.shape[1:])} differs from its reference "
+                                   f"{p.high} {tuple(high.shape[1:])}")
+            self.low.append(low)
+            self.high.append(high)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def full(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high) as (3, H, W) float tensors in [0, 1]."""
+        return self.low[index].float() / 255, self.high[index].float() / 255
+
+    def sample(self, index: int, generator: torch.Generator, size: int = 224, crop: str = "random",
+               resize_prob: float = 0.5, flips: bool = True, rot90: bool = True,
+               exposure: tuple[float, float] | None = None,
+               zoom: tuple[float, float] | None = None,
+               identity: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """One augmented training view of pair ``index``: (low, high), each (3, size, size) in [0, 1].
+
+        ``zoom=(lo, hi)`` (random crops only) takes a ``size / z`` square and resizes it to ``size``, ``z``
+        drawn log-uniformly from [lo, hi]: factors above 1 show the scene as a larger photo would (each
+        object over more pixels, the crop holding less of the scene).
+
+        ``exposure=(lo, hi)`` scales the low image's exposure by a factor drawn log-uniformly from [lo, hi]
+        in linear light (the reference is unchanged): factors below 1 show the model darker captures
+        than the dataset's, above 1 brighter ones, so it learns the reference's brightness from the
+        scene rather than from the input's level.
+
+        ``identity``: the probability that the input is the reference itself (no exposure change), so the
+        model learns to leave a photo that is already well lit as it is.
+        """
+        low, high = self.low[index], self.high[index]
+        if crop == "mixed":
+            crop = "resize" if torch.rand((), generator=generator).item() < resize_prob else "random"
+        pair = torch.stack([low, high]).float() / 255  # (2, 3, H, W)
+        if crop == "resize":
+            pair = F.interpolate(pair, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        elif crop == "full":
+            pass
+        elif crop == "random":
+            side = size if zoom is None else max(1, round(size / _log_uniform(zoom, generator)))
+            h, w = pair.shape[-2:]
+            if h < side or w < side:
+                scale = side / min(h, w)
+                pair = F.interpolate(pair, size=(math.ceil(h * scale), math.ceil(w * scale)), mode="bilinear",
+                                     align_corners=False, antialias=True)
+                h, w = pair.shape[-2:]
+            y = int(torch.randint(0, h - side + 1, (), generator=generator))
+            x = int(torch.randint(0, w - side + 1, (), generator=generator))
+            pair = pair[..., y:y + side, x:x + side]
+            if side != size:
+                pair = F.interpolate(pair, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        else:
+            raise ValueError(f"crop must be 'random', 'resize', 'mixed' or 'full', got {crop!r}")
+        if flips and torch.rand((), generator=generator).item() < 0.5:
+            pair = pair.flip(-1)
+        if flips and torch.rand((), generator=generator).item() < 0.5:
+            pair = pair.flip(-2)
+        if rot90:
+            k = int(torch.randint(0, 4, (), generator=generator))
+            if pair.shape[-2] != pair.shape[-1]:
+                k = 2 * (k % 2)  # a quarter turn would change the shape of a full-size view
+            pair = torch.rot90(pair, k, dims=(-2, -1))
+        low, high = pair[0], pair[1]
+        if identity and torch.rand((), generator=generator).item() < identity:
+            return high.contiguous(), high.contiguous()
+        if exposure is not None:
+            low = expose_linear(low, _log_uniform(exposure, generator))
+        return low.contiguous(), high.contiguous()
+
+
+def _log_uniform(bounds: tuple[float, float], generator: torch.Generator) -> float:
+    lo, hi = bounds
+    u = float(torch.rand((), generator=generator))
+    return math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+
+
+def expose_linear(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Scale an sRGB image's exposure by ``factor`` in linear light, clipped to [0, 1] (a longer or
+    shorter capture of the same scene, noise aside)."""
+    return linear_to_srgb(srgb_to_linear(image) * factor)
+
+
+# --- leakage guard ------------------------------------------------------------------------------------
+
+THUMB = 16
+SAME_IMAGE_PSNR = 40.0  # dB; a JPEG q90 re-encode of a LoL image is ~43 dB from the original
+
+
+def thumbnail(image: torch.Tensor) -> np.ndarray:
+    """16x16 area-averaged luminance of a (3, H, W) uint8 image, in [0, 1]."""
+    img = image.float() / 255
+    luma = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])[None, None]
+    return F.adaptive_avg_pool2d(luma, THUMB)[0, 0].numpy()
+
+
+def find_overlaps(train: list[Pair], test: list[Pair], min_psnr: float = SAME_IMAGE_PSNR,
+                  progress: bool = False) -> list[tuple[str, str, str]]:
+    """(train id, test id, "low" or "high") for every training image with the same content as a test image.
+
+    Content, not names: two images match when they have the same size and a PSNR of at least
+    ``min_psnr`` between them, so re-encoded copies (PNG, lossless WebP, high-quality JPEG) match.
+    Thumbnails pick the candidates first. Low images are compared with low images and references with
+    references; a shared reference means the same scene (another exposure of a test scene), which is
+    leakage too.
+    """
+    from functools import lru_cache
+
+    from tqdm.auto import tqdm
+
+    from nanolily.training.metrics import psnr
+
+    overlaps = []
+    for kind in ("low", "high"):
+        load = lru_cache(maxsize=None)(load_rgb_uint8)
+        thumbs_a = np.stack([thumbnail(load(getattr(p, kind))) for p in
+                             tqdm(train, desc=f"leakage guard ({kind})", disable=not progress, leave=False)])
+        for b in test:
+            image_b = load(getattr(b, kind))
+            diff = np.abs(thumbs_a - thumbnail(image_b)).reshape(len(train), -1).max(axis=1)
+            for i in np.nonzero(diff < 2 / 255)[0]:
+                image_a = load(getattr(train[i], kind))
+                if image_a.shape == image_b.shape and float(psnr(image_a[None] / 255.0, image_b[None] / 255.0)) >= min_psnr:
+                    overlaps.append((train[i].id, b.id, kind))
+        load.cache_clear()
+    return overlaps

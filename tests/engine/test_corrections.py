@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from nanolily.engine import corrections as adjust
+from nanolily.engine.pipeline import apply_corrections
+
+
+def test_protect_highlights_keeps_small_lifts_and_never_clips():
+    x = torch.linspace(0, 0.99, 100).view(1, 1, 10, 10).expand(1, 3, 10, 10)
+    for lift in (0.05, 0.5, 2.0, 50.0):
+        y = adjust.protect_highlights(x, x + lift)
+        assert (y <= 1).all() and (y >= x).all()
+        small = lift <= 0.7 * (1 - x)  # within the knee: unchanged
+        assert torch.allclose(y[small], (x + lift)[small])
+        up_to_headroom = lift <= 1 - x  # what would have reached white stays visibly below it
+        assert (y[up_to_headroom] <= x[up_to_headroom] + 0.93 * (1 - x[up_to_headroom])).all()
+    darker = adjust.protect_highlights(x, x - 0.3)
+    assert torch.equal(darker, x - 0.3)  # darkening passes through
+    lifts = torch.linspace(0, 3, 50)
+    out = torch.stack([adjust.protect_highlights(x, x + t) for t in lifts])
+    assert (out.diff(dim=0) >= 0).all()  # monotone in the model's lift
+
+
+def test_ycc_round_trip_and_box_filter():
+    x = torch.rand(2, 3, 9, 13)
+    assert torch.allclose(adjust.ycc_to_rgb(adjust.rgb_to_ycc(x)), x, atol=1e-6)
+    assert torch.allclose(adjust.box_filter(torch.full((1, 2, 3, 20), 0.4), 4), torch.full((1, 2, 3, 20), 0.4))
+    ramp = torch.arange(20.0).view(1, 1, 1, 20).expand(1, 1, 5, 20)
+    assert torch.allclose(adjust.box_filter(ramp, 2)[..., 2:-2], ramp[..., 2:-2])  # a mean of a ramp
+    for radius in (1, 4):  # against the direct 2-D window mean of the edge-padded image
+        padded = torch.nn.functional.pad(x, (radius,) * 4, mode="replicate")
+        direct = torch.nn.functional.avg_pool2d(padded, 2 * radius + 1, stride=1)
+        assert torch.allclose(adjust.box_filter(x, radius), direct, atol=1e-6)
+
+
+def test_denoise_removes_grain_and_colour_static_but_keeps_an_edge():
+    g = torch.Generator().manual_seed(0)
+    clean = torch.full((1, 3, 64, 64), 0.2)
+    clean[..., 32:] = 0.7  # a step edge
+    noisy = clean + 0.03 * torch.randn(clean.shape, generator=g)
+    out = adjust.denoise(noisy, 1.0)
+    flat = (slice(None), slice(None), slice(None), slice(4, 28))  # left of the edge
+    assert out[flat].std() < 0.6 * noisy[flat].std()
+    chroma = adjust.rgb_to_ycc(out)[:, 1:]
+    assert chroma[flat].std() < 0.3 * adjust.rgb_to_ycc(noisy)[:, 1:][flat].std()
+    assert out[..., 36:].mean() - out[..., :28].mean() > 0.95 * 0.5  # the edge keeps its contrast
+    assert torch.equal(adjust.denoise(noisy, 0.0), noisy)
+    assert torch.allclose(adjust.denoise(noisy, 0.5), noisy + 0.5 * (out - noisy), atol=1e-6)
+
+
+def test_keep_white_balance_restores_the_input_channel_ratios():
+    x = torch.rand(2, 3, 20, 20) * 0.2
+    cast = x * 3 * torch.tensor([1.3, 1.0, 0.7]).view(1, 3, 1, 1)  # brighter and warmer
+    y = adjust.keep_white_balance(x, cast)
+    ratio = y.mean((-2, -1)) / x.mean((-2, -1))
+    assert torch.allclose(ratio, ratio[:, :1].expand(-1, 3), rtol=1e-3)  # same balance as the input
+    luma = torch.tensor([0.299, 0.587, 0.114])
+    assert torch.allclose(y.mean((-2, -1)) @ luma, cast.mean((-2, -1)) @ luma, rtol=1e-3)  # same brightness
+
+
+@pytest.mark.parametrize("settings", [{}, {"denoise": 1.0}, {"denoise": 0.5, "strength": 1.5, "white_balance": True}])
+def test_corrections_in_strips_equal_one_pass(settings, monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 3, 100, 40, generator=g) * 0.4
+    y = x * 2.5 + 0.05 * torch.randn(x.shape, generator=g)
+    whole = apply_corrections(x, y.clone(), rows=1000, **settings)
+    assert torch.allclose(apply_corrections(x, y.clone(), rows=7, **settings), whole, atol=1e-6)
+    if settings.get("denoise"):  # the halo is what makes strips exact
+        monkeypatch.setattr(adjust, "DENOISE_HALO", 4)
+        assert not torch.allclose(apply_corrections(x, y.clone(), rows=7, **settings), whole, atol=1e-4)

@@ -1,0 +1,174 @@
+import functools
+import importlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from nanolily import enhance
+from nanolily.engine.pipeline import NO_CORRECTIONS, enhance_tensor
+from nanolily.models.weights import load_model
+
+from ..conftest import dark_image
+
+
+def test_numpy_uint8_in_uint8_out(model):
+    a = dark_image(100, 130)
+    out = enhance(a, model=model)
+    assert out.dtype == np.uint8 and out.shape == a.shape
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.float64])
+def test_numpy_dtypes_are_kept(model, dtype):
+    a = dark_image(50, 60).astype(np.float64) / 255
+    a = (a * 65535).astype(dtype) if dtype == np.uint16 else a.astype(dtype)
+    out = enhance(a, model=model)
+    assert out.dtype == dtype and out.shape == a.shape
+
+
+def test_numpy_alpha_and_grayscale(model):
+    rgba = np.dstack([dark_image(40, 50), np.arange(2000, dtype=np.uint8).reshape(40, 50)])
+    out = enhance(rgba, model=model)
+    assert out.shape == rgba.shape and np.array_equal(out[..., 3], rgba[..., 3])
+    gray = dark_image(40, 50)[..., 0]
+    assert enhance(gray, model=model).shape == gray.shape
+
+
+def test_matches_the_engine(model):
+    a = dark_image(64, 300)
+    x = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
+    expected = enhance_tensor(x, model, precision="fp32")[0].permute(1, 2, 0).numpy()
+    got = enhance(a, model=model, precision="fp32")  # auto may round the decoder to bf16 (one level apart)
+    assert np.abs(got.astype(float) / 255 - expected).max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("shape", [(3, 60, 70), (2, 3, 60, 70)])
+def test_tensors_keep_shape_and_dtype(model, shape):
+    t = torch.rand(shape, dtype=torch.float64)
+    out = enhance(t, model=model, mode="core")
+    assert out.shape == t.shape and out.dtype == t.dtype
+    assert 0 <= out.min() and out.max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA"])
+def test_pil_modes_are_kept(model, mode):
+    img = Image.fromarray(dark_image(40, 50)).convert(mode)
+    out = enhance(img, model=model)
+    assert isinstance(out, Image.Image) and out.mode == mode and out.size == img.size
+    if "A" in mode:
+        assert np.array_equal(np.asarray(out)[..., -1], np.asarray(img)[..., -1])
+
+
+def test_modes_differ_and_are_checked(model):
+    a = dark_image(300, 400)
+    assert not np.array_equal(enhance(a, model=model, mode="bloom"), enhance(a, model=model, mode="core"))
+    glob = enhance(a, model=model, mode="global")
+    assert glob.shape == a.shape and not np.array_equal(glob, enhance(a, model=model, mode="bloom"))
+    with pytest.raises(ValueError, match=r"mode must be one of \('global', 'bloom', 'core'\), got 'fast'"):
+        enhance(a, model=model, mode="fast")
+
+
+def test_bad_types_are_rejected(model):
+    with pytest.raises(TypeError, match="must be a PIL image, numpy array or torch tensor, got str"):
+        enhance("photo.jpg", model=model)
+    with pytest.raises(ValueError, match=r"numpy image must be .* got \(4, 5, 2\)"):
+        enhance(np.zeros((4, 5, 2)), model=model)
+    with pytest.raises(ValueError, match="tensor image must be floating point"):
+        enhance(torch.zeros(3, 8, 8, dtype=torch.uint8), model=model)
+
+
+def test_global_mode_blocks_equal_one_pass(model, monkeypatch):
+    E = importlib.import_module("nanolily.engine.pipeline")
+
+    x = torch.rand(1, 3, 300, 200)
+    with torch.no_grad():
+        single = model(x).clamp(0, 1)
+    assert torch.allclose(enhance_tensor(x, model, mode="global", precision="fp32", **NO_CORRECTIONS), single,
+                          atol=5e-5)
+    monkeypatch.setattr(E, "GLOBAL_BLOCK", 64)
+    assert torch.allclose(enhance_tensor(x, model, mode="global", precision="fp32", **NO_CORRECTIONS), single,
+                          atol=5e-5)
+
+
+def test_nanolily_v2_global_mode_runs_in_strips_equal_to_one_pass():
+    from nanolily.models.v2 import NanoLILYv2, NanoLILYv2Config
+
+    E = importlib.import_module("nanolily.engine.pipeline")
+    torch.manual_seed(1)
+    model = NanoLILYv2(NanoLILYv2Config(priors=True)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0, 0.05)
+    x = torch.rand(1, 3, 2 * E.GLOBAL_STRIP + 37, 150) * 0.3  # three strips, the last one short
+    with torch.no_grad():
+        single = model(x).clamp(0, 1)
+    assert torch.allclose(enhance_tensor(x, model, mode="global", match_scale=False, **NO_CORRECTIONS), single,
+                          atol=1e-5)
+
+
+def test_strength_scales_the_change_monotonically(model):
+    x = torch.from_numpy(dark_image(120, 150)).permute(2, 0, 1)[None].float() / 255
+    run = functools.partial(enhance_tensor, precision="fp32")  # compared with the fp32 network below
+    full = run(x, model)
+    assert torch.allclose(run(x, model, strength=0.0), x)
+    assert torch.equal(run(x, model, strength=1.0), full)
+    means = [float(run(x, model, strength=s).mean()) for s in (0.0, 0.5, 1.0, 1.5)]
+    change = [abs(m - means[0]) for m in means]
+    assert change == sorted(change) and change[-1] > change[1]
+    with torch.no_grad():
+        raw = model(x)  # global mode on an image under one block is a single pass
+    half = run(x, model, strength=0.5, **NO_CORRECTIONS)
+    assert torch.allclose(half, (x + 0.5 * (raw - x)).clamp(0, 1), atol=1e-6)
+    outs = [run(x, model, strength=s, denoise=0) for s in (0.5, 1.0, 2.0, 4.0)]  # highlights protected
+    brighter = raw > x  # where the model lifts, a higher strength lifts at least as far
+    for weaker, stronger in zip(outs, outs[1:]):
+        assert (stronger[brighter] >= weaker[brighter] - 1e-6).all()
+    with pytest.raises(ValueError, match="strength must be >= 0"):
+        run(x, model, strength=-1)
+
+
+@pytest.mark.parametrize("name", ["nanolily-v1", "nanolily-v2"])
+def test_bf16_precision_is_close_to_fp32(name, monkeypatch):
+    E = importlib.import_module("nanolily.engine.pipeline")
+    monkeypatch.setattr(E, "GLOBAL_BLOCK", 64)  # v1's global mode in blocks, with kept maps
+    model = load_model(name, device="cpu")
+    x = torch.from_numpy(dark_image(150, 230)).permute(2, 0, 1)[None].float() / 255
+    for mode in ("global", "bloom") + (("core",) if not model.resolution_free else ()):
+        full = enhance_tensor(x, model, mode=mode, **NO_CORRECTIONS)
+        half = enhance_tensor(x, model, mode=mode, precision="bf16", **NO_CORRECTIONS)
+        assert half.dtype == torch.float32 and 0 < (half - full).abs().max() < 0.03
+        assert (half - full).abs().mean() < 0.005
+
+
+def test_auto_precision_rounds_only_nanolily_v1s_inner_convolutions_to_bf16_and_only_on_amx_cpus(monkeypatch):
+    E = importlib.import_module("nanolily.engine.pipeline")
+    v1, v2 = load_model("nanolily-v1", device="cpu"), load_model("nanolily-v2", device="cpu")
+    cpu = torch.device("cpu")
+    x = torch.from_numpy(dark_image(150, 230)).permute(2, 0, 1)[None].float() / 255  # one global block
+    with torch.inference_mode():
+        full = v1(x)
+        half = v1(x, inner_dtype=torch.bfloat16)
+        blocks = v1(x, block=64, inner_dtype=torch.bfloat16)
+        branch = v1.spatial.followed_by(v1.fuse, torch.bfloat16)
+        s1 = torch.rand(1, 32, 16, 16)
+        assert torch.equal(branch._down(s1), F.conv2d(s1.bfloat16(), v1.spatial.down.weight.bfloat16(), stride=2,
+                                                       padding=1).float() + v1.spatial.down.bias[:, None, None])
+    assert 0 < (half - full).abs().max() < 0.02 and (half - full).abs().mean() < 1e-3
+    assert (blocks - full).abs().max() < 0.02
+    for amx, network in ((False, full), (True, half)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+        assert E.auto_inner_dtype(v1, cpu) == (torch.bfloat16 if amx else torch.float32)
+        assert E.auto_inner_dtype(v2, cpu) == torch.float32
+        assert torch.equal(enhance_tensor(x, v1, mode="global", **NO_CORRECTIONS), network.clamp(0, 1))
+        assert torch.equal(enhance_tensor(x, v1, mode="global", precision="fp32", **NO_CORRECTIONS), full.clamp(0, 1))
+    assert E.auto_inner_dtype(v1, torch.device("cuda")) == torch.float32
+
+
+def test_precision_is_checked(model):
+    x = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        enhance_tensor(x, model, precision="fp16")
+    with pytest.raises(ValueError, match=r"precision must be one of \('auto', 'fp32', 'bf16', 'fp16'\), got 'int8'"):
+        enhance_tensor(x, model, precision="int8")
