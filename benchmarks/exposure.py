@@ -45,7 +45,7 @@ DEFAULT_MODELS = ["nanolily-v1", "nanolily-v2"]
 
 
 def model_label(name: str) -> str:
-    """A shipped name as it is; a weights file by its run folder, e.g. checkpoints/v2-ema-cpu."""
+    """A shipped name as it is; a weights file by its run folder, e.g. checkpoints/v2-long-cpu."""
     path = Path(name)
     return name if path.suffix != ".safetensors" else str(path.parent.relative_to(ROOT) if path.is_absolute()
                                                           and ROOT in path.parents else path.parent)
