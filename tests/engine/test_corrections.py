@@ -66,5 +66,22 @@ def test_corrections_in_strips_equal_one_pass(settings, monkeypatch):
     whole = apply_corrections(x, y.clone(), rows=1000, **settings)
     assert torch.allclose(apply_corrections(x, y.clone(), rows=7, **settings), whole, atol=1e-6)
     if settings.get("denoise"):  # the halo is what makes strips exact
-        monkeypatch.setattr(adjust, "DENOISE_HALO", 4)
+        monkeypatch.setattr(adjust, "DENOISE_HALO", 2)
         assert not torch.allclose(apply_corrections(x, y.clone(), rows=7, **settings), whole, atol=1e-4)
+
+
+def test_fast_denoise_parts_match_their_references():
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 6, 9, 14, generator=g)
+    reference = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    assert torch.allclose(adjust.upsample2(x), reference, atol=1e-6)
+    odd = torch.rand(1, 3, 7, 5, generator=g)
+    padded = torch.nn.functional.pad(odd, (0, 1, 0, 1), mode="replicate")
+    assert torch.allclose(adjust.pool2(odd), torch.nn.functional.avg_pool2d(padded, 2), atol=1e-6)
+    guide, source = torch.rand(1, 1, 12, 12, generator=g), torch.rand(1, 2, 12, 12, generator=g)
+    a, b = adjust.guided_coefficients(guide, source, 2, 1e-3)  # the textbook form, box by box
+    box = lambda t: adjust.box_filter(t, 2)  # noqa: E731
+    cov = box(guide * source) - box(guide) * box(source)
+    a_ref = cov / (box(guide * guide) - box(guide) ** 2 + 1e-3)
+    b_ref = box(source) - a_ref * box(guide)
+    assert torch.allclose(a, box(a_ref), atol=1e-5) and torch.allclose(b, box(b_ref), atol=1e-5)

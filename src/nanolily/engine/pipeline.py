@@ -165,11 +165,13 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
 
     They run in strips of ``rows`` rows, so a large photo needs no full-size temporaries. The denoiser
     reads ``corrections.DENOISE_HALO`` rows beyond each strip, so a strip's result is written back only once
-    no later strip reads its rows, which keeps the strips exact.
+    no later strip reads its rows, which keeps the strips exact; strips start on even rows, as its 2x2
+    grid does.
     """
     denoise *= min(strength, 1.0)  # the denoiser fades in with the strength: strength 0 is the input itself
     height = out.shape[-2]
     halo = corrections.DENOISE_HALO if denoise else 0
+    rows += rows % 2
     pending: list[tuple[int, int, torch.Tensor]] = []  # (top, bottom, result) not yet written back
     for top in range(0, height + rows, rows):
         first = max(top - halo, 0)
@@ -182,9 +184,7 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
         x, y = images[..., first:last, :], out[..., first:last, :]
         if strength != 1.0:
             y = x + strength * (y - x)
-        if protect_highlights:
-            y = corrections.protect_highlights(x, y)
-        y = y.clamp(0.0, 1.0)
+        y = corrections.protect_highlights(x, y).clamp_(0.0, 1.0) if protect_highlights else y.clamp(0.0, 1.0)
         if denoise:
             y = corrections.denoise(y, denoise)
         pending.append((top, bottom, y[..., top - first:bottom - first, :]))
