@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from nanolily.engine.bloom import resize
 from nanolily.training.data import all_pairs, find_pairs, load_rgb_uint8
-from nanolily.engine.pipeline import GLOBAL_STRIP, NO_CORRECTIONS, enhance_tensor
+from nanolily.engine.pipeline import NO_CORRECTIONS, enhance_tensor, strip_rows
 from nanolily.training.evaluate import image_metrics, to_float
 from nanolily.models.v2 import analysis_factor
 from nanolily.models.weights import load_model
@@ -58,7 +58,7 @@ def network_output(model, image: torch.Tensor, analysis: str) -> torch.Tensor:
     if analysis == "native" or not model.resolution_free:
         return enhance_tensor(image, model, mode="global", match_scale=False, **NO_CORRECTIONS)
     factor = analysis_factor(*image.shape[-2:], model.config.factor, int(analysis))
-    return model(image, block=GLOBAL_STRIP, factor=factor).clamp(0, 1)  # as the engine runs it
+    return model(image, block=strip_rows(image.shape[-1]), factor=factor).clamp(0, 1)  # as the engine runs it
 
 
 def measure(model, pairs, every: dict[int, int], analysis: str = "native") -> dict:

@@ -32,9 +32,10 @@ BACKENDS = ("torch", "onnxruntime")
 # (auto_inner_dtype)
 PRECISIONS = {"auto": None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 GLOBAL_BLOCK = 256  # nanolily-v1's global mode: conv-branch blocks of 256x256 (images larger than one block)
-# nanolily-v2's global mode: its full-resolution stage in strips of 128 image rows; measured against 256
-# (2 threads): 3840x2160 1.79 s against 2.05, 600x400 61 ms against 72, 7680x4320 peak ~150 MB lower
+# nanolily-v2's global mode: its full-resolution stage in strips of 128 rows of a 3840-wide photo (as
+# many pixels in fewer rows of a wider one), which bounds its temporaries (docs/performance.md)
 GLOBAL_STRIP = 128
+STRIP_PIXELS = GLOBAL_STRIP * 3840
 # bloom's defaults, chosen by rules fixed before measuring (docs/performance.md): the largest stride whose
 # lol-v1-val PSNR stays within 0.025 dB of the original's 112 (120: -0.021 dB, 124: -0.034; 576 tiles
 # at 4K instead of 646), and two tiles per call (3-9 % faster than one at 4K on 2 threads)
@@ -43,8 +44,14 @@ DEFAULT_BATCH_SIZE = 2
 DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
 DEFAULT_DENOISE = 0.5
 NO_CORRECTIONS = {"protect_highlights": False, "denoise": 0.0, "white_balance": False}  # the network's output alone
-CORRECTION_STRIP = 128  # rows per strip of the corrections: bounds their temporaries (~0.15 GB at 7680x4320)
+CORRECTION_STRIP = 128  # rows per strip of the corrections at 3840 wide (strip_rows): bounds their temporaries
 _default_models: dict[str, NanoLILY] = {}
+
+
+def strip_rows(width: int, rows: int = GLOBAL_STRIP) -> int:
+    """Rows per strip for a photo ``width`` pixels wide: ``rows`` up to 3840 wide, fewer for wider photos,
+    so that a strip's temporaries stay the same size (at least 16 rows)."""
+    return max(16, min(rows, STRIP_PIXELS // max(width, 1)))
 
 
 def default_model(device: str | torch.device | None = "auto") -> NanoLILY:
@@ -145,7 +152,7 @@ def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str,
 
         factor = analysis_factor(*images.shape[-2:], model.config.factor) if match_scale else None
         if predictor is model:
-            out = model(images.to(device), block=GLOBAL_STRIP, factor=factor)
+            out = model(images.to(device), block=strip_rows(images.shape[-1]), factor=factor)
         elif isinstance(predictor, StagedOnnxPredictor):  # ONNX Runtime's graphs by stage: the same maths
             out = predictor(images, factor=factor)
         else:  # one exported graph (--onnx FILE): the network at its own scale, as exported
@@ -159,11 +166,12 @@ def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str,
 
 def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float = 1.0,
                       protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
-                      white_balance: bool = False, rows: int = CORRECTION_STRIP) -> torch.Tensor:
+                      white_balance: bool = False, rows: int | None = None) -> torch.Tensor:
     """The corrections of :func:`enhance_tensor`, applied to a network output ``out`` for ``images``
     (both ``(N, 3, H, W)``), in place on ``out``, which is returned clamped to [0, 1].
 
-    They run in strips of ``rows`` rows, so a large photo needs no full-size temporaries. The denoiser
+    They run in strips of ``rows`` rows (default: :func:`strip_rows` of :data:`CORRECTION_STRIP`), so a large
+    photo needs no full-size temporaries. The denoiser
     reads ``corrections.DENOISE_HALO`` rows beyond each strip, so a strip's result is written back only once
     no later strip reads its rows, which keeps the strips exact; strips start on even rows, as its 2x2
     grid does.
@@ -171,6 +179,7 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
     denoise *= min(strength, 1.0)  # the denoiser fades in with the strength: strength 0 is the input itself
     height = out.shape[-2]
     halo = corrections.DENOISE_HALO if denoise else 0
+    rows = rows or strip_rows(out.shape[-1], CORRECTION_STRIP)
     rows += rows % 2
     pending: list[tuple[int, int, torch.Tensor]] = []  # (top, bottom, result) not yet written back
     for top in range(0, height + rows, rows):
@@ -194,11 +203,14 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
 
 
 def enhance_photo(photo: Photo, model: NanoLILY, **kwargs) -> Photo:
-    """Enhance a decoded :class:`Photo`; alpha, bit depth and metadata are kept, grayscale stays gray."""
-    x = torch.from_numpy(np.ascontiguousarray(photo.pixels)).permute(2, 0, 1)[None]  # (1, C, H, W)
+    """Enhance a decoded :class:`Photo`; alpha, bit depth and metadata are kept, grayscale stays gray.
+
+    The pixels are read in place (an (H, W, 3) array is a channels-last tensor) and the output is made in
+    the same layout, so a photo costs no full-size copies beyond its output."""
+    x = torch.from_numpy(photo.pixels).permute(2, 0, 1)[None]  # (1, C, H, W), channels-last strides
     if photo.is_grayscale:
-        x = x.expand(-1, 3, -1, -1)
-    y = enhance_tensor(x.contiguous(), model, **kwargs)[0]  # (3, H, W)
+        x = x.expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
+    y = enhance_tensor(x, model, **kwargs)[0]  # (3, H, W)
     if photo.is_grayscale:
         y = y.mean(dim=0, keepdim=True)
     return with_pixels(photo, y.permute(1, 2, 0).numpy())

@@ -195,18 +195,22 @@ def write_image(path: str | os.PathLike, photo: Photo, quality: int = 95, overwr
     return path
 
 
-def to_uint(pixels: np.ndarray, bits: int) -> np.ndarray:
-    """[0, 1] floats to uint8 / uint16 with rounding."""
+def to_uint(pixels: np.ndarray, bits: int, rows: int = 256) -> np.ndarray:
+    """[0, 1] floats to uint8 / uint16 with rounding, ``rows`` rows at a time (no full-size float temporaries)."""
     top = (1 << bits) - 1
-    return np.round(np.clip(pixels, 0.0, 1.0) * top).astype(np.uint16 if bits == 16 else np.uint8)
+    out = np.empty(pixels.shape, np.uint16 if bits == 16 else np.uint8)
+    for i in range(0, pixels.shape[0], rows):
+        part = np.clip(pixels[i:i + rows], 0.0, 1.0)
+        out[i:i + rows] = np.round(part * top, out=part)
+    return out
 
 
 def to_float(values: np.ndarray) -> np.ndarray:
-    """uint8 / uint16 / float arrays to float32 in [0, 1]."""
-    if values.dtype == np.uint8:
-        return values.astype(np.float32) / 255.0
-    if values.dtype == np.uint16:
-        return values.astype(np.float32) / 65535.0
+    """uint8 / uint16 / float arrays to float32 in [0, 1] (scaled in place: one full-size array)."""
+    if values.dtype in (np.uint8, np.uint16):
+        out = values.astype(np.float32)
+        out *= np.float32(1 / 255.0 if values.dtype == np.uint8 else 1 / 65535.0)
+        return out
     return values.astype(np.float32)
 
 
@@ -394,7 +398,7 @@ def _encode_png16(values: np.ndarray, photo: Photo) -> bytes:
 
 def with_pixels(photo: Photo, pixels: np.ndarray) -> Photo:
     """A copy of ``photo`` with new pixels (same metadata, alpha and bit depth)."""
-    return replace(photo, pixels=pixels.astype(np.float32))
+    return replace(photo, pixels=np.asarray(pixels, dtype=np.float32))
 
 
 def pil_to_photo(img: Image.Image) -> Photo:

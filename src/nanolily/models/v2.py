@@ -312,12 +312,24 @@ def _priors(x: torch.Tensor, eps: float = 1 / 255) -> torch.Tensor:
 
 
 def pool(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Average-pool by ``factor`` after edge-padding to a multiple of ``4 * factor`` (three scales)."""
+    """Average-pool by ``factor`` after edge-padding to a multiple of ``4 * factor`` (three scales).
+
+    Eagerly the padding is never made at full size: columns are pooled first (the partial last blocks
+    from a padded slice of the last columns), then the small result's rows are padded and pooled."""
     multiple = 4 * factor
     h, w = x.shape[-2:]
-    if torch.compiler.is_compiling() or h % multiple or w % multiple:  # a traced graph pads any size
-        x = F.pad(x, (0, -w % multiple, 0, -h % multiple), mode="replicate")
-    return F.avg_pool2d(x, factor)
+    if torch.compiler.is_compiling():  # a traced graph pads any size
+        return F.avg_pool2d(F.pad(x, (0, -w % multiple, 0, -h % multiple), mode="replicate"), factor)
+    if not (h % multiple or w % multiple):
+        return F.avg_pool2d(x, factor)
+    whole = w - w % factor  # columns in whole blocks, pooled as a view (no copy, whatever x's memory format)
+    parts = [x[..., :whole].unflatten(-1, (whole // factor, factor)).mean(-1)] if whole else []
+    if whole < w:  # the last partial block and the padding's blocks, from the last columns alone
+        parts.append(F.avg_pool2d(F.pad(x[..., whole:], (0, -w % multiple, 0, 0), mode="replicate"), (1, factor)))
+    elif w % multiple:  # blocks of the padding only: each is the last column
+        parts.append(x[..., w - 1:].expand(*x.shape[:-1], (-w % multiple) // factor))
+    columns = torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # (B, C, h, w_padded / factor)
+    return F.avg_pool2d(F.pad(columns, (0, 0, 0, -h % multiple), mode="replicate"), (factor, 1))
 
 
 def _conv_of_concat(conv: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

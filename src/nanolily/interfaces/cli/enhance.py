@@ -130,6 +130,7 @@ def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int]:
                                 progress=not args.quiet and args.mode == "bloom" and tiles >= TILE_BAR_MIN_TILES,
                                 predictor=predictor, precision=args.precision, match_scale=args.match_scale,
                                 **corrections(args))
+            del photo  # its pixels are not needed to write the output: a large photo's peak memory drops
             if job.target == STDIO:
                 sys.stdout.buffer.write(encode_image(out, WRITE_FORMATS["." + (args.format or "png")], args.quality))
                 sys.stdout.buffer.flush()
