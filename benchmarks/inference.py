@@ -20,7 +20,12 @@ times come from one process running the cases round-robin (medians over rounds, 
 small image), so speed-ups against (a) are from the same rounds. Quality: PSNR / SSIM at full
 resolution on LoL-v2-real test, and the difference to (b). Then how bloom's defaults were chosen:
 lol-v1-val PSNR by stride, and 4K times by tiles per call and precision.
-Writes benchmarks/results/inference.json and docs/performance.md.
+and, at each size, `nanolily enhance` of a PNG to a PNG in its own process (decode and encode included):
+  cli        its wall time (Python start-up included) and peak memory
+
+Writes benchmarks/results/inference-<machine class>.json (amd-epyc, intel-xeon-amx, ...) and
+docs/performance.md from every machine class's JSON there, so figures from both kinds of machine stand
+side by side.
 """
 
 from __future__ import annotations
@@ -269,6 +274,31 @@ def run_case(case: str, size: str, args, onnx_dir: str | None, out_npy: Path) ->
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+CLI_PEAK = ("import runpy, sys\nsys.argv = ['nanolily'] + sys.argv[1:]\ntry:\n"
+            "    runpy.run_module('nanolily.interfaces.cli', run_name='__main__')\nfinally:\n"
+            "    print(next(int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')),"
+            " file=sys.stderr)\n")
+
+
+def cli_run(size: str, args, tmp: str) -> dict:
+    """`nanolily enhance in.png -o out.png -q` on the sample at ``size``, in its own process."""
+    from PIL import Image
+
+    width, height = (int(v) for v in size.split("x"))
+    source, target = Path(tmp) / f"cli-{size}.png", Path(tmp) / f"cli-{size}-out.png"
+    Image.open(SAMPLE).convert("RGB").resize((width, height), Image.BICUBIC).save(source)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", CLI_PEAK, "enhance", str(source), "-o", str(target), "-q"],
+                          capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"nanolily enhance at {size} failed:\n{done.stderr[-2000:]}")
+    source.unlink()
+    target.unlink()
+    return {"seconds": seconds, "peak_rss_mb": float(done.stderr.strip().splitlines()[-1])}
+
+
 # ----------------------------------------------------------------------------- quality on LoL-v2-real
 
 def quality(args, onnx_dir: str | None) -> dict:
@@ -415,7 +445,7 @@ def resweep_defaults(args) -> None:
     results["defaults_sweep"] = defaults_sweep(args)
     results["defaults_sweep"]["command"] = "python benchmarks/inference.py " + " ".join(sys.argv[1:])
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    write_doc(results, Path(args.doc))
+    write_doc(Path(args.doc), Path(args.out).parent)
     print(defaults_table(results["defaults_sweep"]))
 
 
@@ -428,24 +458,64 @@ def requalify(args) -> None:
     results["quality"].update(command="python benchmarks/inference.py " + " ".join(sys.argv[1:]),
                               date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    write_doc(results, Path(args.doc))
+    write_doc(Path(args.doc), Path(args.out).parent)
     print(quality_table(results["quality"]))
 
 
-def write_doc(results: dict, path: Path) -> None:
+def write_doc(path: Path, results_dir: Path) -> None:
+    """docs/performance.md from every ``inference-<machine class>.json`` in ``results_dir``: a summary of
+    the figures the project targets, then each machine's full report."""
+    runs = {f.stem.removeprefix("inference-"): json.loads(f.read_text())
+            for f in sorted(results_dir.glob("inference-*.json"))}
+    parts = ["# Performance\n",
+             "Written by `benchmarks/inference.py` (do not edit by hand) from `benchmarks/results/inference-*.json`, "
+             "one file per machine class; each section names its machine, command and date.\n",
+             "## Summary\n", summary_table(runs)]
+    for name, results in runs.items():
+        body = machine_report(results, path)
+        parts += [f"## {name}: {results['machine']['cpu']}\n"] + [
+            ("#" + line if line.startswith("## ") else line) for line in body]
+    path.write_text("\n".join(parts))
+
+
+SUMMARY_SIZE = "3840x2160"
+
+
+def summary_table(runs: dict) -> str:
+    """Per machine class: the default pipeline at 4K against the original loop, the corrections' share of
+    it, bloom with nanolily-v1 at its defaults against the original loop, and `nanolily enhance` at 8K."""
+    lines = ["| machine | `nanolily enhance` defaults at 4K, in-process (vs the original loop) | corrections' share of it | "
+             "bloom, nanolily-v1, defaults at 4K (vs the original loop) | `nanolily enhance` 7680x4320 PNG to PNG: s / peak RSS |",
+             "|---|---|---|---|---|"]
+    for name, results in runs.items():
+        speed = results["speed"].get(SUMMARY_SIZE, {})
+        base = speed.get("original", {}).get("median_s")
+
+        def ratio(case: str) -> str:
+            r = speed.get(case)
+            return f"{r['median_s']:.2f} s ({base / r['median_s']:.1f}x)" if r and base else "-"
+
+        share = "-"
+        if "default" in speed and "v2" in speed:
+            d, g = speed["default"]["median_s"], speed["v2"]["median_s"]
+            share = f"{100 * max(d - g, 0) / d:.0f} %"
+        cli = results.get("cli", {}).get("7680x4320")
+        big = f"{cli['seconds']:.1f} s / {cli['peak_rss_mb'] / 1000:.2f} GB" if cli else "-"
+        lines.append(f"| {name} ({results['date']}) | {ratio('default')} | {share} | {ratio('bloom')} | {big} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine_report(results: dict, path: Path) -> list[str]:
     m, p = results["machine"], results["peak"]
     parts = [
-        "# Performance\n",
-        "Written by `benchmarks/inference.py` (do not edit by hand); the JSON beside it is "
-        "`benchmarks/results/inference.json`.\n",
         f"Command: `{results['command']}`\n",
         f"Machine: {m['cpu']}, {m['cores_used']} threads; torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
         f"monai {m['monai']}; {results['date']}.\n",
         "## Speed and memory\n",
         "Input: the bundled dark sample resized (bicubic) to each size. Times come from one process that "
-        "runs the cases round-robin after a warm-up on a 600x400 image, so a slow spell of this shared "
-        "virtual machine hits every case alike (its timings wander by tens of percent from minute to "
-        f"minute); each is the median of the rounds (at most {results['repeats']}; one where a round takes "
+        "runs the cases round-robin after a warm-up on a 600x400 image, so changes in the machine's speed "
+        "hit every case alike (virtual machines' timings vary by tens of percent from one minute to the next: "
+        f"compare ratios within a run); each is the median of the rounds (at most {results['repeats']}; one where a round takes "
         f"over {results['max_seconds']:.0f} s). Speed-up is against (a) in the same rounds. Memory and "
         "outputs come from a separate process per case and size (one run each, after the same warm-up). "
         "GFLOP/s is the model's convolution work per second, counted as the original model computes it "
@@ -551,8 +621,17 @@ def write_doc(results: dict, path: Path) -> None:
                   f"{len(d['rows'][0]['times'])} rounds in one process ({d['cpu']}, {d['threads']} threads, "
                   f"{d['date']}" + (f"; `{d['command']}`" if "command" in d else "") + "). Rule fixed before "
                   "measuring: two tiles per call if more than 5 % faster than one.\n", defaults_table(d)]
-    parts += int8_section(path.parent.parent / "benchmarks/results/int8_tiles.json")
-    path.write_text("\n".join(parts))
+    if results.get("cli"):
+        parts += ["### `nanolily enhance`, PNG to PNG\n",
+                  "The same input saved as a PNG, enhanced by the command with its defaults into a PNG, in its "
+                  "own process: wall time (Python start-up, model loading, decoding and encoding included) and "
+                  "peak resident memory (VmHWM).\n",
+                  "| size | seconds | peak RSS MB |", "|---|---|---|"]
+        parts += [f"| {size} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} |" for size, r in results["cli"].items()]
+        parts.append("")
+    if m["cpu"].startswith("Intel"):  # the int8 experiment ran on the Intel Xeon
+        parts += int8_section(path.parent.parent / "benchmarks/results/int8_tiles.json")
+    return parts
 
 
 def defaults_note(results: dict) -> str:
@@ -621,7 +700,7 @@ def main() -> None:
     parser.add_argument("--no-stride-sweep", action="store_true", help="skip the default-stride section")
     parser.add_argument("--no-defaults-sweep", action="store_true",
                         help="skip the section timing bloom's tiles per call and precision at 4K")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/inference.json"))
+    parser.add_argument("--out", help="results JSON (default: benchmarks/results/inference-<machine class>.json)")
     parser.add_argument("--doc", default=str(ROOT / "docs/performance.md"))
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="rewrite --doc from the --out JSON, no runs")
@@ -634,11 +713,13 @@ def main() -> None:
     parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
     parser.add_argument("--output-npy", help=argparse.SUPPRESS)
+    parser.add_argument("--no-cli", action="store_true", help="skip the `nanolily enhance` PNG-to-PNG runs")
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    args.out = args.out or str(ROOT / f"benchmarks/results/inference-{machine_class()}.json")
     if args.report_only:
-        return write_doc(json.loads(Path(args.out).read_text()), Path(args.doc))
+        return write_doc(Path(args.doc), Path(args.out).parent)
 
     import onnxruntime
     import monai
@@ -705,6 +786,9 @@ def main() -> None:
             for npy in outputs.values():
                 npy.unlink(missing_ok=True)
             results["speed"][size] = rows
+            if not args.no_cli:
+                results.setdefault("cli", {})[size] = cli_run(size, args, tmp)
+                print(f"{size} cli: {results['cli'][size]}", file=sys.stderr)
         if args.data and not args.no_quality:
             results["quality"] = quality(args, onnx_dir)
     if args.data and not args.no_stride_sweep:
@@ -715,7 +799,7 @@ def main() -> None:
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    write_doc(results, Path(args.doc))
+    write_doc(Path(args.doc), Path(args.out).parent)
     print(speed_table(results))
     if results.get("quality"):
         print(quality_table(results["quality"]))
@@ -752,6 +836,17 @@ def _auto_inner_dtype() -> str:
     from nanolily.models.v1 import NanoLILY
 
     return str(auto_inner_dtype(NanoLILY(), torch.device("cpu"))).removeprefix("torch.")
+
+
+def machine_class() -> str:
+    """"amd-epyc", "intel-xeon-amx", "intel-xeon" or the CPU's name as a slug: figures are filed by it."""
+    name = _cpu_name()
+    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
+    if "AMD EPYC" in name:
+        return "amd-epyc"
+    if "Xeon" in name:
+        return "intel-xeon-amx" if "amx_tile" in flags else "intel-xeon"
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "unknown"
 
 
 def _cpu_name() -> str:

@@ -12,7 +12,7 @@ Activations use 7 bits (0..127): on an AVX2 CPU without VNNI, oneDNN multiplies 
 are summed in int16, which saturates with full 8-bit activations (measured: errors of ~0.1 on maps of
 range ~3); with 7 bits the integer arithmetic is exact.
 
-Measured in one process, round-robin (a slow spell of the machine hits every case alike): a 3840x2160
+Measured in one process, round-robin (changes in the machine's speed hit every case alike): a 3840x2160
 photo through the original's loop, nanolily bloom (float32; the package's engine), the int8 tile, and
 both on two worker threads of one intra-op thread each (tiles split between them, each with its own
 canvas). Quality: bloom at stride 112 on lol-v1-val (the validation split) and LoL-v2-real test
