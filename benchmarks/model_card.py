@@ -112,8 +112,9 @@ def evaluate_model(name: str, data: Path, weights_dir: str | None) -> dict:
     lpips = LPIPS.from_dir(weights_dir, data)
     vgg = VGGPerceptual(feature_weights_path(DEFAULT_VGG, weights_dir, data))
     results = []
-    # core (one 224x224 pass, resized back) exists for the original's 224 grid; NanoLILYv2 has none
-    for protocol, mode in RUNS if type(model).__name__ == "NanoLILY" else [r for r in RUNS if r != ("full", "core")]:
+    # core (one 224x224 pass, resized back) and bloom (224x224 tiles) are the original architecture's
+    # engines; a resolution-free model runs whole images (the engine refuses it bloom)
+    for protocol, mode in RUNS if not model.resolution_free else [r for r in RUNS if r[0] != "full" or r[1] == "global"]:
         start = time.perf_counter()
         _, summary = evaluate(model, pairs, mode, protocol, lpips=lpips, vgg=vgg, progress=True,
                               corrections=NO_CORRECTIONS)
@@ -142,14 +143,15 @@ def model_card(records: list[dict]) -> str:
         metrics = json.loads(meta.get("metrics", "{}"))
         val, training = metrics.get("validation", {}), metrics.get("training", {})
         by = {(s["protocol"], s["mode"]): s for s in record["results"]}
-        glob, bloom = by[("full", "global")], by[("full", "bloom")]
+        glob, bloom = by[("full", "global")], by.get(("full", "bloom"))
+        bloom_psnr = f"{bloom['psnr']:.2f}" if bloom else "-"  # bloom runs the original architecture only
         r224 = by[("resize224", "resize224 forward")]
         global_val = record["validation_global"]
         summary.append(
             f"| {name}{' (default)' if name == DEFAULT_MODEL else ''} | {int(meta['parameters']):,} | "
             f"{training.get('cpu_time_s', 0) / 60:.0f} CPU-min | "
             f"{global_val.get('psnr', float('nan')):.2f} / {global_val.get('ssim', float('nan')):.3f} | "
-            f"{glob['psnr']:.2f} / {glob['ssim']:.3f} / {glob['lpips']:.3f} | {bloom['psnr']:.2f} | "
+            f"{glob['psnr']:.2f} / {glob['ssim']:.3f} / {glob['lpips']:.3f} | {bloom_psnr} | "
             f"{r224['psnr']:.2f} / {r224['psnr_batch_pooled']:.2f} / {r224['psnr_pooled']:.2f} |")
         sections.append(model_section(record, meta, val, training, by))
     published = "\n".join(f"| {n} | {params} | {ps} | {ss} | {note} |" for n, params, ps, ss, note in PUBLISHED)

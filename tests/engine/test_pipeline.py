@@ -134,7 +134,7 @@ def test_bf16_precision_is_close_to_fp32(name, monkeypatch):
     monkeypatch.setattr(E, "GLOBAL_BLOCK", 64)  # v1's global mode in blocks, with kept maps
     model = load_model(name, device="cpu")
     x = torch.from_numpy(dark_image(150, 230)).permute(2, 0, 1)[None].float() / 255
-    for mode in ("global", "bloom") + (("core",) if not model.resolution_free else ()):
+    for mode in ("global", "core") + (("bloom",) if not model.resolution_free else ()):
         full = enhance_tensor(x, model, mode=mode, **NO_CORRECTIONS)
         half = enhance_tensor(x, model, mode=mode, precision="bf16", **NO_CORRECTIONS)
         assert half.dtype == torch.float32 and 0 < (half - full).abs().max() < 0.03
@@ -172,3 +172,35 @@ def test_precision_is_checked(model):
         enhance_tensor(x, model, precision="fp16")
     with pytest.raises(ValueError, match=r"precision must be one of \('auto', 'fp32', 'bf16', 'fp16'\), got 'int8'"):
         enhance_tensor(x, model, precision="int8")
+
+
+def test_bloom_is_refused_for_a_resolution_free_model():
+    v2 = load_model("nanolily-v2", device="cpu")
+    with pytest.raises(ValueError, match="nanolily-v1's engine"):
+        enhance(dark_image(40, 50), model=v2, mode="bloom")
+    assert enhance(dark_image(40, 50), model=v2, mode="core").shape == (40, 50, 3)
+
+
+@pytest.mark.parametrize("name", ["nanolily-v2", "nanolily-v1"])
+def test_grayscale_gets_the_colour_path_of_a_gray_image(name):
+    """A grayscale photo is enhanced exactly as the same gray image stored as RGB (then made gray)."""
+    from nanolily.engine.pipeline import enhance_photo
+    from nanolily.io.images import pil_to_photo
+
+    model = load_model(name, device="cpu")
+    gray = Image.fromarray(dark_image(60, 80)[..., 1])
+    as_gray = enhance_photo(pil_to_photo(gray), model).pixels  # (H, W, 1)
+    as_rgb = enhance_photo(pil_to_photo(gray.convert("RGB")), model).pixels  # (H, W, 3), R = G = B input
+    assert as_gray.shape == (60, 80, 1)
+    assert np.allclose(as_gray[..., 0], as_rgb.mean(axis=-1), atol=1e-6)
+
+
+def test_enhance_photo_leaves_the_input_pixels_alone(model):
+    from nanolily.engine.pipeline import enhance_photo
+    from nanolily.io.images import pil_to_photo
+
+    photo = pil_to_photo(Image.fromarray(dark_image(50, 70)))
+    before = photo.pixels.copy()
+    out = enhance_photo(photo, model)
+    assert np.array_equal(photo.pixels, before) and out.pixels.shape == before.shape
+    assert out.pixels.flags.c_contiguous and not np.shares_memory(out.pixels, photo.pixels)

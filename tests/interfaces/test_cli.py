@@ -282,3 +282,19 @@ def test_standard_input_errors(photos, random_weights, monkeypatch, capsysbinary
     with pytest.raises(SystemExit) as e:
         run(["enhance", str(photos / "a.jpg"), str(photos / "b.png"), "-o", "-"], random_weights)
     assert e.value.code == 2 and b"standard output takes one image" in capsysbinary.readouterr().err
+
+
+def test_bloom_with_the_resolution_free_model_is_a_usage_error(photos, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["enhance", str(photos / "a.jpg"), "--model", "nanolily-v2", "--mode", "bloom"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "nanolily-v1's engine" in err and "Traceback" not in err
+    assert not (photos / "a_lily.jpg").exists()
+
+
+def test_compare_leaves_bloom_out_for_the_resolution_free_model(photos, tmp_path):
+    v1, v2 = tmp_path / "v1.png", tmp_path / "v2.png"
+    assert main(["compare", str(photos / "a.jpg"), "-o", str(v1), "--model", "nanolily-v1"]) == 0
+    assert main(["compare", str(photos / "a.jpg"), "-o", str(v2), "--model", "nanolily-v2"]) == 0
+    assert Image.open(v2).width < Image.open(v1).width  # three panels against four

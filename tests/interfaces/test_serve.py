@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nanolily.engine.pipeline import DEFAULT_DENOISE, DEFAULT_MODE, DEFAULT_PROTECT_HIGHLIGHTS, DEFAULT_STRIDE, enhance_photo
+from nanolily.engine.pipeline import (DEFAULT_DENOISE, DEFAULT_MODE, DEFAULT_PROTECT_HIGHLIGHTS, DEFAULT_STRIDE,
+                                      enhance_photo)
 from nanolily.io.images import encode_image, read_image
 from nanolily.interfaces.serve import EnhanceServer, RequestError, parse_options, upload
 from nanolily.models.weights import load_model

@@ -6,7 +6,7 @@ from PIL import Image, ImageCms, ImageOps
 
 import nanolily.io.images
 from nanolily.io.images import (WRITE_FORMATS, ImageError, Photo, pil_to_photo, photo_to_pil, read_image, to_float,
-                         to_uint, write_image)
+                                to_uint, write_image)
 
 from ..conftest import dark_image, write_dng
 

@@ -137,7 +137,7 @@ def test_cli_runs_v2_weights_and_explain_says_it_has_no_branches(tmp_path, capsy
     path = save_weights(NanoLILYv2(), tmp_path / "v2.safetensors", version="test")
     photo = tmp_path / "night.png"
     Image.fromarray(dark_image(70, 90)).save(photo)
-    for mode in ("global", "bloom"):
+    for mode in ("global", "core"):
         assert main(["enhance", str(photo), "-o", str(tmp_path / f"{mode}.png"), "--mode", mode, "-q",
                      "--weights", str(path)]) == 0
     assert main(["explain", str(photo), "--weights", str(path)]) == 1

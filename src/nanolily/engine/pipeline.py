@@ -5,7 +5,7 @@ Modes:
     global (default) the whole image in one pass, the frequency mask resampled to its size (true global
            illumination); the conv branch runs block by block with exact whole-image statistics,
            which bounds memory and keeps each block's feature maps in the CPU cache. Measured better than
-           bloom on the validation split (+1.3 dB PSNR) and faster (docs/performance.md).
+           bloom on the validation split, and faster (docs/model-card.md, docs/performance.md).
     bloom  overlapping 224x224 tiles blended with a Hann window: the original's engine, full resolution.
     core   the original "Core" output: the whole image resized to 224x224, enhanced, resized back.
 """
@@ -37,8 +37,7 @@ GLOBAL_BLOCK = 256  # nanolily-v1's global mode: conv-branch blocks of 256x256 (
 GLOBAL_STRIP = 128
 STRIP_PIXELS = GLOBAL_STRIP * 3840
 # bloom's defaults, chosen by rules fixed before measuring (docs/performance.md): the largest stride whose
-# lol-v1-val PSNR stays within 0.025 dB of the original's 112 (120: -0.021 dB, 124: -0.034; 576 tiles
-# at 4K instead of 646), and two tiles per call (3-9 % faster than one at 4K on 2 threads)
+# lol-v1-val PSNR stays within 0.025 dB of the original's 112, and two tiles per call (faster than one)
 DEFAULT_STRIDE = 120
 DEFAULT_BATCH_SIZE = 2
 DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
@@ -76,8 +75,8 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     balance (:mod:`nanolily.engine.corrections`).
 
     ``precision``: ``"auto"`` is ``"fp32"`` except on a CPU with AMX bf16 units, where nanolily-v1's
-    three convolutions that read normalised maps run in bf16 (:func:`auto_inner_dtype`: bloom at 4K
-    ~1.3x faster, outputs within ~0.01 of fp32's); ``"fp32"`` throughout; ``"bf16"`` / ``"fp16"`` run all the network's
+    three convolutions that read normalised maps run in bf16 (:func:`auto_inner_dtype`: faster bloom,
+    outputs within ~0.01 of fp32's); ``"fp32"`` throughout; ``"bf16"`` / ``"fp16"`` run all the network's
     convolutions in half precision under ``torch.autocast``, meant for GPUs (fp16 needs one; a CPU
     without bf16 units runs bf16 several times slower than fp32). The FFT, the blending and the
     corrections stay in fp32; the output is within about 0.01 of fp32's (tested).
@@ -96,6 +95,7 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     if predictor is not None and mode == "global" and not model.resolution_free:
         raise ValueError(f"this model's other backends take {patch}x{patch} tiles: use --mode bloom or core "
                          "with them (global mode runs nanolily-v1 in PyTorch only)")
+    check_mode(model, mode)
     if not strength >= 0:
         raise ValueError(f"strength must be >= 0, got {strength}")
     check_precision(precision, device, torch_backend=predictor is None)
@@ -106,6 +106,17 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
             out = _run(predictor, model, images, mode, stride, batch_size, device, progress, match_scale,
                        inner_dtype)
         return apply_corrections(images, out, strength, protect_highlights, denoise, white_balance)
+
+
+def check_mode(model: NanoLILY, mode: str) -> None:
+    """Raise ``ValueError`` unless ``model`` runs in ``mode``. Bloom is nanolily-v1's engine: its tiles each
+    estimate their own illumination, which a resolution-free model (nanolily-v2) reads from the whole
+    photo, so tiling it gives each tile its own colour and brightness (casts, bands)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "bloom" and getattr(model, "resolution_free", False):
+        raise ValueError("mode bloom (224x224 tiles) is nanolily-v1's engine; this model lights the whole photo "
+                         "at once: use mode global (the default), or model nanolily-v1 with bloom")
 
 
 def check_precision(precision: str, device: torch.device, torch_backend: bool = True) -> None:
@@ -121,10 +132,9 @@ def check_precision(precision: str, device: torch.device, torch_backend: bool = 
 def auto_inner_dtype(model: NanoLILY, device: torch.device) -> torch.dtype:
     """What ``precision="auto"`` gives ``model``'s convolutions that read normalised maps
     (:meth:`NanoLILY.forward`'s ``inner_dtype``: the stride-2 one and the composed decoder's two): bf16
-    for nanolily-v1 on a CPU with AMX bf16 units, where oneDNN runs them several times faster (bloom at
-    4K ~1.3x faster than with the decoder's two alone; lol-v1-val PSNR moved by -0.0004 dB in bloom,
-    -0.001 dB in global mode, outputs by <= 0.011: docs/performance.md), fp32 elsewhere (without AMX, bf16
-    convolutions are slower than fp32 ones)."""
+    for nanolily-v1 on a CPU with AMX bf16 units, where oneDNN runs them several times faster, within
+    the accuracy rule of docs/performance.md; fp32 elsewhere (without AMX, bf16 convolutions are slower
+    than fp32 ones)."""
     if model.resolution_free or device.type != "cpu":
         return torch.float32
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
@@ -213,7 +223,7 @@ def enhance_photo(photo: Photo, model: NanoLILY, **kwargs) -> Photo:
     y = enhance_tensor(x, model, **kwargs)[0]  # (3, H, W)
     if photo.is_grayscale:
         y = y.mean(dim=0, keepdim=True)
-    return with_pixels(photo, y.permute(1, 2, 0).numpy())
+    return with_pixels(photo, np.ascontiguousarray(y.permute(1, 2, 0).numpy()))  # no copy when made channels-last
 
 
 def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stride: int = DEFAULT_STRIDE,

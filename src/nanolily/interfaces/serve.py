@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from nanolily import __version__
-from nanolily.engine.pipeline import MODES, enhance_photo
+from nanolily.engine.pipeline import MODES, check_mode, enhance_photo
 from nanolily.io.images import DEFAULT_MAX_PIXELS, RAW_SUFFIXES, WRITE_FORMATS, ImageError, encode_image, read_image
 
 DEFAULT_MAX_BYTES = 64 << 20
@@ -179,6 +179,10 @@ class EnhanceHandler(BaseHTTPRequestHandler):
             if url.path != "/enhance":
                 raise RequestError(HTTPStatus.NOT_FOUND, f"no such endpoint {url.path!r}: POST /enhance")
             options = parse_options(url.query, self.server.defaults)
+            try:
+                check_mode(self.server.model, options["mode"])
+            except ValueError as e:
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"mode={options['mode']}: {e}") from None
             data, name = upload(self._body(), self.headers.get("Content-Type", ""))
             start = time.perf_counter()
             encoded, fmt = self.server.enhance(data, name, options)

@@ -10,7 +10,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanolily.io.images import DEFAULT_MAX_PIXELS, RAW_OUTPUT_SUFFIX, RAW_SUFFIXES, READ_SUFFIXES, WRITE_FORMATS, missing_support
+from nanolily.io.images import (DEFAULT_MAX_PIXELS, RAW_OUTPUT_SUFFIX, RAW_SUFFIXES, READ_SUFFIXES, WRITE_FORMATS,
+                                missing_support)
 
 OUTPUT_SUFFIX = "_lily"
 STDIO = Path("-")  # INPUT "-" reads standard input, "-o -" writes standard output
@@ -235,6 +236,16 @@ def output_suffix(source: Path) -> str:
     if source.suffix.lower() in WRITE_FORMATS:
         return source.suffix
     return RAW_OUTPUT_SUFFIX if source.suffix.lower() in RAW_SUFFIXES else ".png"
+
+
+def check_mode_option(args, model) -> None:
+    """Exit with a usage error (status 2) when ``--mode`` cannot run ``model`` (bloom with nanolily-v2)."""
+    from nanolily.engine.pipeline import check_mode
+
+    try:
+        check_mode(model, args.mode)
+    except ValueError as e:
+        args.parser.error(f"--{e}")
 
 
 def run_figure_verb(args, suffix: str, make_figure) -> int:

@@ -22,21 +22,21 @@ def add_parser(sub) -> None:
 
 def comparison_figure(photo, model, stride: int, batch_size: int, height: int | None = None, **corrections):
     """The Input | Core | Bloom | Global figure (a PIL image) for a decoded photo; ``corrections`` as
-    :func:`nanolily.engine.pipeline.enhance_tensor` takes them."""
+    :func:`nanolily.engine.pipeline.enhance_tensor` takes them. Bloom, nanolily-v1's engine, is left out
+    for a resolution-free model."""
     from nanolily.engine.pipeline import enhance_photo
     from nanolily.io.figures import side_by_side
     from nanolily.io.images import photo_to_pil
 
     width, h = photo.size
     core = enhance_photo(photo, model, mode="core", **corrections)
-    bloom = enhance_photo(photo, model, mode="bloom", stride=stride, batch_size=batch_size, **corrections)
+    panels = [(f"Input {width}x{h}", photo_to_pil(photo)), (f"Core: one 224x224 pass -> {width}x{h}", photo_to_pil(core))]
+    if not model.resolution_free:
+        bloom = enhance_photo(photo, model, mode="bloom", stride=stride, batch_size=batch_size, **corrections)
+        panels.append((f"Bloom: 224 tiles, stride {stride}, {width}x{h}", photo_to_pil(bloom)))
     whole = enhance_photo(photo, model, mode="global", **corrections)
-    return side_by_side([
-        (f"Input {width}x{h}", photo_to_pil(photo)),
-        (f"Core: one 224x224 pass -> {width}x{h}", photo_to_pil(core)),
-        (f"Bloom: 224 tiles, stride {stride}, {width}x{h}", photo_to_pil(bloom)),
-        (f"Global: one pass, {width}x{h}", photo_to_pil(whole)),
-    ], height=height)
+    panels.append((f"Global: one pass, {width}x{h}", photo_to_pil(whole)))
+    return side_by_side(panels, height=height)
 
 
 def run(args) -> int:

@@ -8,8 +8,9 @@ import time
 
 from nanolily.engine.pipeline import BACKENDS, PRECISIONS, check_precision
 from nanolily.io.images import WRITE_FORMATS
-from nanolily.interfaces.cli.common import (STDIO, Job, add_engine_options, add_model_options, add_output_options, corrections, error,
-                     expand_inputs, load_model_or_none, plan_jobs)
+from nanolily.interfaces.cli.common import (STDIO, Job, add_engine_options, add_model_options, add_output_options,
+                                            check_mode_option, corrections, error, expand_inputs, load_model_or_none,
+                                            plan_jobs)
 
 TILE_BAR_MIN_TILES = 64  # show a tile bar only for images big enough to take a while
 
@@ -49,7 +50,7 @@ def add_parser(sub) -> None:
                         "only); the model is exported to ONNX once and cached (default: %(default)s)")
     g.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                    help="the network's arithmetic with the torch backend: fp32; auto = fp32, but nanolily-v1's "
-                        "three inner convolutions in bf16 on a CPU with AMX units (~1.3x faster bloom, outputs "
+                        "three inner convolutions in bf16 on a CPU with AMX units (faster bloom, outputs "
                         "within ~0.01); "
                         "bf16 or fp16 run all its convolutions in half precision, for GPUs (fp16 needs one; "
                         "outputs within ~0.01 of fp32) (default: %(default)s)")
@@ -82,6 +83,7 @@ def run(args) -> int:
     model = load_model_or_none(args)
     if model is None:
         return 1
+    check_mode_option(args, model)
     try:
         check_precision(args.precision, next(model.parameters()).device, args.backend == "torch")
     except ValueError as e:

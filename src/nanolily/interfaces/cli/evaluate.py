@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from nanolily.interfaces.cli.common import add_correction_options, add_match_scale_option, add_model_options
+from nanolily.interfaces.cli.common import (add_correction_options, add_match_scale_option, add_model_options,
+                                            check_mode_option)
 
 EPILOG = """examples:
   nanolily evaluate --data ../shared/datasets/lol-v2-real
@@ -71,6 +72,7 @@ def run(args) -> int:
     model = load_model_or_none(args)
     if model is None:
         return 1
+    check_mode_option(args, model)
     lpips = vgg = None
     if not args.no_lpips:
         try:

@@ -27,8 +27,8 @@ def run(args) -> int:
     import torch
 
     from nanolily import __version__
-    from nanolily.models.weights import (DEFAULT_MODEL, WeightsError, available_models, build_model, file_sha256, read_metadata,
-                           resolve_device, resolve_weights)
+    from nanolily.models.weights import (DEFAULT_MODEL, WeightsError, available_models, build_model, file_sha256,
+                                         read_metadata, resolve_device, resolve_weights)
 
     print(f"nanolily {__version__}, torch {torch.__version__}")
     print(f"models:       {', '.join(available_models())} (default: {DEFAULT_MODEL})")

@@ -12,8 +12,9 @@ import argparse
 import sys
 
 from nanolily.io.images import WRITE_FORMATS
-from nanolily.interfaces.cli.common import (add_engine_options, add_model_options, add_output_options, corrections, load_model_or_none,
-                     model_source, positive_int)
+from nanolily.interfaces.cli.common import (add_engine_options, add_model_options, add_output_options,
+                                            check_mode_option, corrections, load_model_or_none, model_source,
+                                            positive_int)
 
 EXAMPLES = """examples:
   nanolily serve                                   http://127.0.0.1:8000, the default model
@@ -57,6 +58,7 @@ def run(args) -> int:
     model = load_model_or_none(args)
     if model is None:
         return 1
+    check_mode_option(args, model)
     defaults = dict(mode=args.mode, stride=args.stride, batch_size=args.batch_size, match_scale=args.match_scale,
                     **corrections(args),
                     format=WRITE_FORMATS["." + args.format], quality=args.quality)
