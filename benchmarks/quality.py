@@ -26,7 +26,7 @@ import torch
 
 from nanolily.training.data import all_pairs, find_pairs, load_rgb_uint8
 from nanolily.engine.pipeline import (DEFAULT_DENOISE, DEFAULT_PROTECT_HIGHLIGHTS, NO_CORRECTIONS, apply_corrections,
-                              enhance_tensor)
+                                      enhance_tensor)
 from nanolily.training.evaluate import image_metrics, to_float
 from nanolily.training.metrics import LPIPS, psnr, ssim
 from nanolily.training.synthesis import linear_to_srgb, srgb_to_linear

@@ -6,7 +6,7 @@ size (``(batch, 3, height, width)``, all dynamic), its natural mode; for the ``o
 also exported as four graphs that run a large photo in bounded memory (:func:`export_onnx_stages`). One
 change of form, not of maths: the frequency branch's ``rfft2 -> mask -> irfft2`` is written as products
 with fixed DFT matrices (:class:`MatrixDFTFrequency`), because ONNX Runtime's ``DFT`` operator is slow on
-CPU (measured: ~65 ms of a ~100 ms tile), while its matrix products are fast. Parity with PyTorch is checked on export.
+CPU, while its matrix products are fast. Parity with PyTorch is checked on export.
 
 Example:
     >>> from nanolily import load_model
@@ -37,8 +37,8 @@ from nanolily.models.v1 import NanoLILY
 
 ONNX_OPSET = 20
 PARITY_TOLERANCE = 1e-4
-# rows per strip of StagedOnnxPredictor's full-resolution graph: at 7680x4320, 128 rows peak at 1.37 GB
-# against 256 rows' 1.63 GB, at the same speed at 3840x2160 and ~10 % faster at 7680x4320 (64 rows: slower)
+# rows per strip of StagedOnnxPredictor's full-resolution graph: less peak memory than 256 at the same speed
+# or faster, and faster than 64 (docs/performance.md)
 STAGE_ROWS = 128
 STAGES = ("encode", "middle", "decode", "apply")  # export_onnx_stages' graphs, in the order they run
 

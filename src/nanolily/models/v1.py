@@ -46,7 +46,7 @@ class SpatialBranch(nn.Module):
     def forward(self, x: torch.Tensor, composed: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``composed``: see :meth:`decode`."""
         h, w = x.shape[-2:]
-        # channels_last: oneDNN's convolutions (the transposed one above all) run ~3x faster on CPU
+        # channels_last: oneDNN's convolutions (the transposed one above all) run faster so on CPU
         x = _pad_to_even(x).contiguous(memory_format=torch.channels_last)  # stride-2 down/up need even sizes
         slope = self.negative_slope
         s1 = F.leaky_relu(_instance_norm_(self.conv_in(x)), slope, inplace=True)  # (B, w, H, W)
@@ -71,7 +71,7 @@ class SpatialBranch(nn.Module):
         phases put in place by one pixel shuffle: ``conv_out . up`` is one 3x3 convolution on ``d``
         (:func:`compose_up_conv`), which skips the 64->32 transposed convolution, the largest layer, and
         its full-resolution map; the skip connection ``conv_out(s1)`` is one 4x4 stride-2 convolution
-        on ``s1`` (:func:`phase_kernel`), which oneDNN runs ~1.6x faster than the 32->3 convolution.
+        on ``s1`` (:func:`phase_kernel`), which oneDNN runs faster than the 32->3 convolution.
         ``conv_out`` zero-pads ``up(d)`` at the border, which the composed kernel does not see, so the
         outermost row or column on each side flagged in ``border`` (top, bottom, left, right) is
         corrected (:meth:`_decode_composed`); a side whose pixels are cropped away later (a block's
@@ -147,7 +147,7 @@ class SpatialBranch(nn.Module):
         statistics, so they are gathered first (pass 1 for the first norm, from each block's own pixels
         without a halo; pass 2 for the second) and then folded into the convolution before each norm (a
         norm with fixed statistics is a per-channel affine map); pass 3 computes the output. When pass
-        2's half-resolution maps fit in ``cache_bytes`` (:meth:`kept_bytes`; a 4K photo's take 0.6 GB),
+        2's half-resolution maps fit in ``cache_bytes`` (:meth:`kept_bytes`),
         pass 2 keeps each block's (with its halo, which is exact where pass 3 reads it) and pass 3 reads
         it instead of repeating the stride-2 convolution; in inference it also keeps the skip
         connection's :meth:`skip_phases`, so pass 3 then runs only the composed decoder (:meth:`decode`).
@@ -333,9 +333,9 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = Non
 
 def _pixel_shuffle(phases: torch.Tensor, channels: int) -> torch.Tensor:
     """``F.pixel_shuffle(phases[:, :4 * channels], 2)``: (B, >= 4C, h, w) -> (B, C, 2h, 2w), contiguous. As one
-    permuted copy it runs ~3x faster than ``F.pixel_shuffle`` on channels-last maps (0.12 ms against 0.34
-    for two tiles' phases); an exported graph keeps the operator (ONNX's DepthToSpace: ONNX Runtime ran a
-    4K bloom ~1.3x slower with the six-dimensional transpose)."""
+    permuted copy it runs faster than ``F.pixel_shuffle`` on channels-last maps; an exported graph keeps
+    the operator (ONNX's DepthToSpace), which ONNX Runtime runs faster than the six-dimensional transpose
+    (docs/performance.md)."""
     if torch.onnx.is_in_onnx_export():
         return F.pixel_shuffle(phases[:, :4 * channels], 2)
     b, _, h, w = phases.shape
@@ -356,8 +356,7 @@ def _store(key: tuple, value) -> None:
 
 def _instance_norm_(t: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """InstanceNorm2d without affine, as group norm with one channel per group: the same maths, and on CPU
-    several times faster than ``F.instance_norm`` on channels-last maps (measured: 1.5 ms against 5.9 ms
-    for 32x224x224). Group norm's channels-last kernel computes E[x^2] - E[x]^2, which cancels badly
+    several times faster than ``F.instance_norm`` on channels-last maps. Group norm's channels-last kernel computes E[x^2] - E[x]^2, which cancels badly
     where |mean| >> std, so each channel is first shifted by a rough mean (the norm ignores shifts), in
     place: ``t`` is overwritten (a fresh convolution output, which autograd does not keep)."""
     return F.group_norm(t.sub_(_rough_mean(t)), t.shape[1], eps=eps)

@@ -8,7 +8,7 @@ Read bottom-up: the blocks, the config, the model.
     gain, offset --bilinear x4--> full size
     y = colour_matrix @ (x * exp(gain) + offset);  output = y + refine([x, y])   (two small full-size convs)
 
-Why this shape (issue #5): the heavy work runs at 1/16 of the pixels, so a whole photo goes through in
+Why this shape: the heavy work runs at 1/16 of the pixels, so a whole photo goes through in
 one pass (no tiles, no 224 grid, no InstanceNorm); the global statistics are a mean over the whole image,
 so "global illumination" means the whole photo at any size; brightening is multiplicative
 (``x * exp(gain)``), so it scales with the scene like a camera's exposure and keeps colour ratios; the
@@ -17,10 +17,10 @@ low-resolution maps cannot carry. About 4.8 kFLOP of convolutions per pixel, aga
 
 Scale: the first pooling is 4 for photos of LoL's size; the engine picks it per photo (analysis_factor:
 coarser for large photos, finer for small ones), so the low-resolution part reads every scene at about
-the scale it learned (README, "Large and small photos").
+the scale it learned (docs/scales.md).
 
 Memory: the low-resolution part is computed once; the full-resolution part can run in strips of rows
-(``forward(x, block=rows)``, exact), so a 7680x4320 photo peaks at ~1.35 GB, input and output included.
+(``forward(x, block=rows)``, exact), so a large photo needs little memory beyond its input and output.
 
 Variants (``NanoLILYv2Config``): ``head="curve"`` brightens with iterated light-enhancement curves, which
 cannot push a pixel past white (design 2); ``priors=True`` feeds the encoder analytic illumination and
@@ -51,8 +51,7 @@ class ConvBlock(nn.Module):
 
 
 HEADS = ("gain", "curve")
-# oneDNN convolves channels-last maps without reordering copies: measured faster here at every stage,
-# and ~10 % less peak memory at 7680x4320
+# oneDNN convolves channels-last maps without reordering copies: faster at every stage, and less peak memory
 CHANNELS_LAST = torch.channels_last
 ENCODE_HALO = 3  # rows each way the 1/4-size encoder stage reads (three 3x3 convolutions; priors are per pixel)
 DECODE_HALO = 2  # rows each way the last decoder stage and the head read (two 3x3 convolutions)
@@ -245,7 +244,7 @@ def maps_in_strips(stages, small: torch.Tensor, rows: int | None = None) -> tupl
     """The head's maps (B, 6|3, h/4, w/4) and the colour matrix (B, 3, 3) from the pooled image ``small``
     (B, 3, h/4, w/4), by ``stages``' ``encode_rows``, ``middle`` and ``decode_rows`` (a
     :class:`NanoLILYv2`, or a runtime's copies of them). With ``rows``, the two 1/4-size stages, whose
-    maps are the largest here (133 MB each for an 8K photo), run in strips of ``rows`` rows, each with
+    maps are the largest here, run in strips of ``rows`` rows, each with
     the rows either side its convolutions read, cropped after: exact, and of those maps only ``e1``
     and the result are ever whole."""
     height = small.shape[-2]

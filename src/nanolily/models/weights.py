@@ -52,7 +52,7 @@ SHIPPED: dict[str, ShippedModel] = {
         recipe="configs/v2-long-cpu.yaml",
     ),
 }
-DEFAULT_MODEL = "nanolily-v2"  # better on the validation split in global mode: 22.22 dB against v1's 20.41
+DEFAULT_MODEL = "nanolily-v2"  # better on the validation split in global mode (docs/model-card.md)
 # (mean PSNR over the inputs as captured and re-exposed by 0.5 and 2, docs/training.md)
 
 

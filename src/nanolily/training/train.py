@@ -252,7 +252,7 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
           until: int | None = None) -> dict:
     """Run a training config; returns a summary (best validation metrics, steps, wall time).
 
-    ``until`` stops after that step with a checkpoint, to split a long run across sessions (resume
+    ``until`` stops after that step with a checkpoint, to split a long run into pieces (resume
     continues exactly where it stopped).
     """
     from tqdm.auto import tqdm
