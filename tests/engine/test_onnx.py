@@ -147,7 +147,23 @@ def test_nanolily_v2_backend_runs_its_stages_in_strips(small_v2, tmp_path, monke
     with torch.no_grad():  # read at a coarser scale, as the engine reads a large photo
         assert (StagedOnnxPredictor(paths, model.config.factor, rows=37)(x, factor=6) - model(x, factor=6)).abs().max() <= 1e-4
     monkeypatch.setenv("NANOLILY_CACHE", str(tmp_path / "cache"))  # the backend exports them once, then reuses them
-    predictor = onnx_predictor(model)
+    notes = []
+    predictor = onnx_predictor(model, note=notes.append)
     assert isinstance(predictor, StagedOnnxPredictor)
+    assert notes[0].startswith("exporting the model to ONNX once") and notes[1].startswith("exported in ")
+    onnx_predictor(model, note=notes.append)
+    assert len(notes) == 2  # cached: no second export
     assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "cache").iterdir()) == sorted(f"{s}.onnx" for s in STAGES)
     assert (enhance_tensor(x, model, mode="global", predictor=predictor) - enhance_tensor(x, model)).abs().max() <= 1e-4
+
+
+def test_export_without_the_extra_names_it(model, tmp_path, monkeypatch):
+    import importlib.util
+
+    from nanolily.engine.onnx import export_onnx
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else find_spec(name, *a))
+    with pytest.raises(ImportError, match=r"needs onnxscript: pip install 'nanolily\[onnx\]'"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 import tifffile
+import torch
 from PIL import Image
 
 from nanolily.io import images as nanolily_io
@@ -100,7 +101,7 @@ def test_pixel_limit_option(photos, random_weights, capsys):
 def test_existing_outputs_and_inputs_are_kept_unless_overwrite(photos, random_weights, capsys):
     original = (photos / "b.png").read_bytes()
     assert run(["enhance", str(photos / "b.png"), "-o", str(photos / "b.png"), "-q"], random_weights) == 1
-    assert "already exists (use --overwrite" in capsys.readouterr().err
+    assert "already exists (--overwrite replaces it" in capsys.readouterr().err
     assert (photos / "b.png").read_bytes() == original
     assert run(["enhance", str(photos / "b.png"), "-o", str(photos / "b.png"), "-q", "--overwrite"], random_weights) == 0
     assert (photos / "b.png").read_bytes() != original
@@ -298,3 +299,43 @@ def test_compare_leaves_bloom_out_for_the_resolution_free_model(photos, tmp_path
     assert main(["compare", str(photos / "a.jpg"), "-o", str(v1), "--model", "nanolily-v1"]) == 0
     assert main(["compare", str(photos / "a.jpg"), "-o", str(v2), "--model", "nanolily-v2"]) == 0
     assert Image.open(v2).width < Image.open(v1).width  # three panels against four
+
+
+def test_skip_existing_reruns_a_folder_without_failures(photos, random_weights, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(["enhance", str(photos), "-o", str(out), "-q"], random_weights) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert run(["enhance", str(photos), "-o", str(out)], random_weights) == 1  # each existing output fails
+    assert run(["enhance", str(photos), "-o", str(out), "--skip-existing"], random_weights) == 0
+    assert "2 skipped (outputs exist)" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_folder_says_once_what_it_leaves_out(photos, random_weights, capsys):
+    Image.fromarray(dark_image(30, 40)).save(photos / "anim.gif")
+    assert run(["enhance", str(photos), "-q"], random_weights) == 0
+    assert run(["enhance", str(photos), "--overwrite"], random_weights) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped 1 .gif file") == 1 and err.count("1 subfolder not searched (use -r)") == 1
+
+
+def test_output_under_a_file_is_one_clear_line(photos, random_weights, capsys):
+    target = photos / "a.jpg" / "x.png"
+    assert run(["enhance", str(photos / "b.png"), "-o", str(target)], random_weights) == 1
+    assert f"{photos / 'a.jpg'} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_unavailable_device_is_a_usage_error(photos, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["enhance", str(photos / "a.jpg"), "--device", "cuda:0" if not torch.cuda.is_available() else "tpu"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("error: ")
+
+
+def test_image_data_is_not_written_to_a_terminal(photos, random_weights, monkeypatch, capsysbinary):
+    _stdin(monkeypatch, (photos / "b.png").read_bytes())
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    with pytest.raises(SystemExit) as e:
+        run(["enhance", "-"], random_weights)
+    assert e.value.code == 2 and b"terminal" in capsysbinary.readouterr().err

@@ -26,9 +26,10 @@ import logging
 import math
 import os
 import tempfile
+import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -124,6 +125,15 @@ class ExportableNanoLILY(nn.Module):
         return x + self.model._residual(spatial, self.frequency(x))
 
 
+def require_onnx_extra() -> None:
+    """Raise ``ImportError`` naming the ``[onnx]`` extra when a package the export needs is missing."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"exporting to ONNX needs {', '.join(missing)}: pip install 'nanolily[onnx]'")
+
+
 def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True) -> float | None:
     """Write ``model`` as ONNX, atomically: NanoLILY for ``(batch, 3, S, S)`` tiles (dynamic batch); a
     resolution-free model (nanolily-v2) for whole images, ``(batch, 3, height, width)``, all dynamic.
@@ -132,6 +142,7 @@ def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True) ->
     differs from PyTorch by more than ``PARITY_TOLERANCE``. Returns that largest difference (None
     without ``check``).
     """
+    require_onnx_extra()
     model = model.float().cpu().eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     if model.resolution_free:
@@ -153,6 +164,7 @@ def export_onnx_stages(model, paths: Sequence[str | os.PathLike], check: bool = 
     at 1/4 to 1/16 of the pixels (the first and last on strips of rows, :func:`nanolily.models.v2.maps_in_strips`),
     then :meth:`~nanolily.models.v2.NanoLILYv2.apply_maps` on strips of the image's rows. Written
     atomically and checked as :func:`export_onnx` is."""
+    require_onnx_extra()
     model = model.float().cpu().eval()
     batch, rows = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("rows", min=2, max=65536)
     quarter = 4 * torch.export.Dim("w", min=1, max=16384)  # pool() pads to multiples of 4 * factor
@@ -331,20 +343,29 @@ def weights_digest(model: NanoLILY) -> str:
     return digest.hexdigest()[:16]
 
 
-def onnx_predictor(model: NanoLILY, path: str | os.PathLike | None = None,
-                   threads: int | None = None) -> OnnxPredictor | StagedOnnxPredictor:
+def onnx_predictor(model: NanoLILY, path: str | os.PathLike | None = None, threads: int | None = None,
+                   note: Callable[[str], None] | None = None) -> OnnxPredictor | StagedOnnxPredictor:
     """An :class:`OnnxPredictor` for ``model``: from ``path`` if given, else from the cache, exporting
     (and checking) once per set of weights; for a resolution-free model (nanolily-v2) from the cache, a
-    :class:`StagedOnnxPredictor` (:func:`export_onnx_stages`)."""
+    :class:`StagedOnnxPredictor` (:func:`export_onnx_stages`). ``note`` is told, in a line each, when an
+    export starts and how long it took (it takes tens of seconds on a CPU)."""
+    note = note or (lambda message: None)
+
+    def exported(export, *args) -> None:
+        note(f"exporting the model to ONNX once, checked against PyTorch (cached in {cache_dir()}) ...")
+        start = time.perf_counter()
+        export(model, *args)
+        note(f"exported in {time.perf_counter() - start:.1f} s")
+
     if path is None and model.resolution_free:  # graphs by stage, so a large photo runs in bounded memory
         paths = [cache_dir() / f"nanolily-{weights_digest(model)}-{stage}.onnx" for stage in STAGES]
         if not all(p.exists() for p in paths):
             cache_dir().mkdir(parents=True, exist_ok=True)
-            export_onnx_stages(model, paths)
+            exported(export_onnx_stages, paths)
         return StagedOnnxPredictor(paths, model.config.factor, threads=threads)
     if path is None:
         path = cache_dir() / f"nanolily-{weights_digest(model)}.onnx"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            export_onnx(model, path)
+            exported(export_onnx, path)
     return OnnxPredictor(path, threads)

@@ -256,6 +256,17 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        device = torch.device(device)
     except RuntimeError as e:
-        raise ValueError(f"unknown device {device!r}: {e}") from None
+        raise DeviceError(f"unknown device {str(device)!r} (expected auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {device}: this PyTorch sees no CUDA GPU (a CPU build, or no GPU or driver); "
+                          "use --device cpu, or auto to take what is there")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                     and torch.backends.mps.is_available()):
+        raise DeviceError(f"device {device}: Apple's MPS is not available here; use --device cpu, or auto")
+    return device
+
+
+class DeviceError(ValueError):
+    """A device that does not exist or is not available; the message says which and what to use instead."""

@@ -38,10 +38,10 @@ def add_engine_options(p: argparse.ArgumentParser, with_mode: bool = True) -> No
     g = p.add_argument_group("engine")
     if with_mode:
         g.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
-                       help="global: the whole image in one pass with the frequency mask resampled to it "
-                            "(best measured quality and speed); bloom: blended 224x224 tiles, the "
-                            "original's engine; core: the original single 224x224 pass, resized back "
-                            "(default: %(default)s)")
+                       help="global: the whole photo in one pass (best measured quality and speed; "
+                            "nanolily-v1's frequency mask is resampled to the photo); bloom: blended 224x224 "
+                            "tiles, the original's engine, nanolily-v1 only; core: one 224x224 pass, resized "
+                            "back (default: %(default)s)")
     g.add_argument("--stride", type=positive_int, default=DEFAULT_STRIDE,
                    help="bloom tile step in pixels, 1..224; 112 = 50%% overlap, the original's (default: %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
@@ -126,10 +126,13 @@ def positive_int(text: str) -> int:
 
 def load_model_or_none(args):
     """The model the options ask for, or None after printing why it cannot be loaded."""
-    from nanolily.models.weights import WeightsError, load_model
+    from nanolily.models.weights import DeviceError, WeightsError, load_model
 
     try:
         return load_model(model_source(args), device=args.device, allow_pickle=args.allow_pickle)
+    except DeviceError as e:  # a usage error: exit status 2, as argparse gives
+        error(str(e))
+        raise SystemExit(2) from None
     except (WeightsError, ValueError) as e:
         error(str(e))
         return None
@@ -138,6 +141,22 @@ def load_model_or_none(args):
 def model_source(args) -> str | None:
     """What the model options name: a weights file, a shipped model, or None for the default."""
     return args.weights if args.weights is not None else args.model
+
+
+def make_folder(target: Path) -> None:
+    """Make the folder ``target`` goes in, and its parents; an :class:`ImageError` naming the file that
+    stands in the way."""
+    from nanolily.io.images import ImageError
+
+    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ImageError(target, f"cannot write here: {blocking} is a file, not a folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+
+def note(message: str) -> None:
+    """One line of information on stderr, as ``note: ...``."""
+    print(f"note: {message}", file=sys.stderr)
 
 
 def error(message: str) -> None:
@@ -182,6 +201,14 @@ def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path, 
             unreadable = Counter(f.suffix.lower() for f in everything if missing_support(f.suffix))
             for suffix, count in sorted(unreadable.items()):
                 notes.append(f"{path}: skipped {count} {suffix} file{'s' * (count > 1)}: {missing_support(suffix)}")
+            other = Counter(f.suffix.lower() for f in everything
+                            if f.suffix.lower() in _pillow_suffixes() and not _wanted(f) and not missing_support(f.suffix)
+                            and not f.stem.endswith(OUTPUT_SUFFIX))
+            for suffix, count in sorted(other.items()):
+                notes.append(f"{path}: skipped {count} {suffix} file{'s' * (count > 1)} (not a photo format; "
+                             "name such a file to enhance it)")
+            if not recursive and (subfolders := sum(1 for d in path.iterdir() if d.is_dir())):
+                notes.append(f"{path}: {subfolders} subfolder{'s' * (subfolders > 1)} not searched (use -r)")
             if not files:
                 errors.append(f"{path}: no images in this folder" + ("" if recursive else " (use -r for subfolders)"))
             found += [(f, path) for f in files]
@@ -197,6 +224,12 @@ def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path, 
             errors.append(f"{path}: no such file or folder")
     unique = list(dict.fromkeys(found))
     return unique, errors, notes
+
+
+def _pillow_suffixes() -> set[str]:
+    from PIL import Image
+
+    return set(Image.registered_extensions())
 
 
 def _wanted(path: Path) -> bool:

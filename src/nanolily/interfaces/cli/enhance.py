@@ -10,7 +10,7 @@ from nanolily.engine.pipeline import BACKENDS, PRECISIONS, check_precision
 from nanolily.io.images import WRITE_FORMATS
 from nanolily.interfaces.cli.common import (STDIO, Job, add_engine_options, add_model_options, add_output_options,
                                             check_mode_option, corrections, error, expand_inputs, load_model_or_none,
-                                            plan_jobs)
+                                            make_folder, note, plan_jobs)
 
 TILE_BAR_MIN_TILES = 64  # show a tile bar only for images big enough to take a while
 
@@ -40,7 +40,10 @@ def add_parser(sub) -> None:
     p.add_argument("-r", "--recursive", action="store_true", help="include subfolders of folder inputs")
     add_output_options(p, None, "output format for folder/beside outputs (default: the input's; a 16-bit TIFF "
                                 "for camera RAW files, PNG for other formats nanolily does not write)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing files, inputs included")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing files, inputs included")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave outputs that already exist as they are and go on (re-running a folder)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary; errors still print")
     add_engine_options(p)
     g = p.add_argument_group("backend")
@@ -71,13 +74,15 @@ def run(args) -> int:
     for line in failures:
         error(line)
     for line in notes if not args.quiet else ():
-        print(f"note: {line}", file=sys.stderr)
+        note(line)
     try:
         jobs = plan_jobs(files, args.output, args.format)
     except ValueError as e:
         args.parser.error(str(e))
     if not jobs:
         return 1
+    if any(job.target == STDIO for job in jobs) and sys.stdout.isatty():
+        args.parser.error("refusing to write image data to a terminal: redirect it (> out.png) or use -o FILE")
     if args.onnx and args.backend != "onnxruntime":
         args.parser.error("--onnx needs --backend onnxruntime")
     model = load_model_or_none(args)
@@ -90,40 +95,45 @@ def run(args) -> int:
         args.parser.error(f"--{e}")  # "--precision ..."
     if args.backend == "onnxruntime" and args.mode == "global" and not model.resolution_free:
         args.parser.error("nanolily-v1 runs in ONNX Runtime as 224x224 tiles: use --mode bloom or core with it")
+    start = time.perf_counter()  # the whole run, an ONNX export included
     predictor = None
     if args.backend == "onnxruntime":
         from nanolily.engine.onnx import onnx_predictor
 
         try:
-            predictor = onnx_predictor(model, args.onnx)
+            predictor = onnx_predictor(model, args.onnx, note=None if args.quiet else note)
         except Exception as e:  # a missing extra, an unreadable or invalid ONNX file
             error(f"{args.onnx or 'onnx export'}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
             return 1
-    start = time.perf_counter()
-    done, failed = process(jobs, model, args, predictor)
+    done, failed, skipped = process(jobs, model, args, predictor)
     failed += len(failures)
     if not args.quiet:
         where = f" -> {args.output}" if args.output else ""
-        extra = f", {failed} failed" if failed else ""
-        print(f"enhanced {done} of {done + failed} images in {time.perf_counter() - start:.1f} s"
+        extra = (f", {failed} failed" if failed else "") + (f", {skipped} skipped (outputs exist)" if skipped else "")
+        print(f"enhanced {done} of {done + failed + skipped} images in {time.perf_counter() - start:.1f} s"
               f"{extra}{where}", file=sys.stderr)
     return 0 if failed == 0 else 1
 
 
-def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int]:
-    """Enhance each job; a failure is reported and the batch goes on. Returns (done, failed)."""
+def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int, int]:
+    """Enhance each job; a failure is reported and the batch goes on. Returns (done, failed, skipped)."""
     from tqdm.auto import tqdm
 
     from nanolily.engine.bloom import plan_tiles
     from nanolily.engine.pipeline import enhance_photo
     from nanolily.io.images import ImageError, encode_image, read_image, write_image
 
-    done = failed = 0
+    done = failed = skipped = 0
     bar = tqdm(jobs, unit="img", disable=args.quiet or len(jobs) < 2, desc="images")
     for job in bar:
         try:
             if job.target != STDIO and job.target.exists() and not args.overwrite:
-                raise ImageError(job.target, "already exists (use --overwrite to replace it)")
+                if args.skip_existing:
+                    skipped += 1
+                    continue
+                raise ImageError(job.target, "already exists (--overwrite replaces it, --skip-existing leaves it)")
+            if job.target != STDIO:
+                make_folder(job.target)
             source = sys.stdin.buffer if job.source == STDIO else job.source
             photo = read_image(source, max_pixels=args.max_pixels)
             width, height = photo.size
@@ -137,7 +147,6 @@ def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int]:
                 sys.stdout.buffer.write(encode_image(out, WRITE_FORMATS["." + (args.format or "png")], args.quality))
                 sys.stdout.buffer.flush()
             else:
-                job.target.parent.mkdir(parents=True, exist_ok=True)
                 write_image(job.target, out, quality=args.quality, overwrite=args.overwrite)
             done += 1
         except ImageError as e:
@@ -146,4 +155,4 @@ def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int]:
         except OSError as e:  # e.g. the output folder cannot be made
             error(f"{job.target}: {e.strerror or e}")
             failed += 1
-    return done, failed
+    return done, failed, skipped

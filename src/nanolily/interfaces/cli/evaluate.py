@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from nanolily.interfaces.cli.common import (add_correction_options, add_match_scale_option, add_model_options,
-                                            check_mode_option)
+                                            check_mode_option, note)
 
 EPILOG = """examples:
   nanolily evaluate --data ../shared/datasets/lol-v2-real
@@ -86,6 +86,12 @@ def run(args) -> int:
     if args.pool_batch < 1:
         args.parser.error(f"--pool-batch must be >= 1, got {args.pool_batch}")
     options = corrections(args) | {"match_scale": args.match_scale}  # enhance_tensor's keywords
+    if not args.quiet:
+        on = [k for k in ("protect_highlights", "white_balance") if options[k]] + (
+            [f"denoise {options['denoise']:g}"] if options["denoise"] else [])
+        note(f"corrections: {', '.join(on).replace('_', ' ') or 'none (the network alone)'}"
+             + (" (as nanolily enhance; --no-protect-highlights --denoise 0 measures the network alone, as "
+                "docs/model-card.md does)" if on else ""))
     rows, summary = evaluate(model, pairs, args.mode, args.protocol, args.stride, lpips, vgg, progress=not args.quiet,
                              corrections=options, exposure=args.exposure, pool_batch=args.pool_batch)
     name = Path(getattr(model, "weights_path", "model")).stem

@@ -1,6 +1,7 @@
 """nanolily explain: what each branch of NanoLILY contributes, on one photo (the original's figure).
 
-Panels, on the photo resized to the model's 224x224 grid: input; spatial-branch output and
+The network reads the photo resized to its 224x224 grid; each panel is shown back at the photo's
+aspect ratio: input; spatial-branch output and
 frequency-branch output (each stretched to its own min..max for display); the residual added to the
 input (mid-grey = 0, brighter = lifted); the output. Without --model or --weights it explains
 nanolily-v1, the model that has these branches (the default model, nanolily-v2, has none)."""
@@ -38,12 +39,18 @@ def explain_figure(photo, model):
     def stretch(t):
         return (t - t.min()) / (t.max() - t.min() + 1e-8)
 
+    height, width = photo.pixels.shape[:2]
+    shown = (size, max(1, round(size * width / height)))  # the photo's aspect ratio, not the grid's square
+
+    def panel(t):
+        return tensor_to_pil(resize(t.float().cpu().contiguous(), shown).clamp(0, 1))
+
     return side_by_side([
-        ("Input (224x224)", tensor_to_pil(x)),
-        ("Spatial branch", tensor_to_pil(stretch(parts["spatial"]))),
-        ("Frequency branch", tensor_to_pil(stretch(parts["frequency"]))),
-        ("Residual (grey = 0)", tensor_to_pil(parts["residual"] * 0.5 + 0.5)),
-        ("Output", tensor_to_pil(parts["output"])),
+        (f"Input ({width}x{height}, read at {size}x{size})", panel(x)),
+        ("Spatial branch", panel(stretch(parts["spatial"]))),
+        ("Frequency branch", panel(stretch(parts["frequency"]))),
+        ("Residual (grey = 0)", panel(parts["residual"] * 0.5 + 0.5)),
+        ("Output", panel(parts["output"])),
     ], height=size)
 
 

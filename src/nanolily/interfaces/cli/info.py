@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nanolily.interfaces.cli.common import add_model_options, model_source
+from nanolily.interfaces.cli.common import add_model_options, error, model_source
 
 
 def add_parser(sub) -> None:
@@ -35,8 +35,8 @@ def run(args) -> int:
     try:
         device = resolve_device(args.device)
     except ValueError as e:
-        print(f"error: {e}")
-        return 1
+        error(str(e))
+        return 2
     print(f"device:       {device} (threads: {torch.get_num_threads()})")
     print(f"formats:      {formats()}")
     source = model_source(args)
