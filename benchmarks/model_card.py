@@ -1,10 +1,13 @@
-"""Evaluate the shipped models on LoL-v2-real Test under every protocol and mode; write the model card.
+"""Evaluate the shipped models on the standard LoL-v1 test set (eval15) and on LoL-v2-real Test; write
+the model card.
 
     python benchmarks/model_card.py --data ../shared/datasets            # evaluate what is missing, write
     python benchmarks/model_card.py --card-only                          # rewrite the card from the JSON
 
-Writes benchmarks/results/<model>-lol-v2-real.json per model (kept: a model is evaluated again only with
---again) and docs/model-card.md covering every shipped model. Metrics are of the network's output
+Writes benchmarks/results/<model>-lol-v2-real.json (every protocol and mode) and
+<model>-lol-v1-eval15.json (the field's LoL-v1 protocol: full resolution, global mode, per-image means,
+no GT-mean) per model (kept: a model is evaluated again only with --again) and docs/model-card.md
+covering every shipped model. Metrics are of the network's output
 through each engine, without the corrections (docs/quality.md measures those). LoL-v2-real Test is used
 here only to report; nothing is chosen on it.
 """
@@ -30,6 +33,17 @@ from nanolily.models.weights import DEFAULT_MODEL, SHIPPED, feature_weights_path
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [("full", "global"), ("full", "bloom"), ("full", "core"), ("resize224", "core")]
 SEED_RUNS = ROOT / "benchmarks/results/seed-stage1-gpu.json"  # written by benchmarks/seed_runs.py
+
+# Published LoL-v1 (eval15) results, as reported by their papers (not re-measured here): name, parameters,
+# PSNR, SSIM.
+PUBLISHED_LOL_V1 = [
+    ("Retinexformer (Cai et al., ICCV 2023)", "1.6M", "25.16", "0.845"),
+    ("SNR-Aware (Xu et al., CVPR 2022)", "4.0M", "24.61", "0.842"),
+    ("IAT (Cui et al., BMVC 2022)", "~90K", "23.38", "0.809"),
+    ("KinD (Zhang et al., ACM MM 2019)", "8.0M", "20.87", "0.790"),
+    ("RUAS (Liu et al., CVPR 2021)", "3.4K", "18.23", "0.720"),
+    ("Zero-DCE (Guo et al., CVPR 2020)", "~80K", "14.86", "0.562"),
+]
 
 # Published LoL-v2-real results, as reported by their authors (not re-measured here).
 PUBLISHED = [
@@ -96,9 +110,13 @@ def main() -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(evaluate_model(name, Path(args.data), args.weights_dir), indent=2))
         record = json.loads(out.read_text())
+        v1_out = ROOT / "benchmarks" / "results" / f"{name}-lol-v1-eval15.json"
+        if not args.card_only and (args.again or not v1_out.exists()):
+            v1_out.write_text(json.dumps(evaluate_eval15(name, Path(args.data), args.weights_dir), indent=2))
+        record["eval15"] = json.loads(v1_out.read_text())["summary"] if v1_out.exists() else None
         if not args.card_only and "validation_global" not in record:
             record["validation_global"] = validate_model(name, Path(args.data))
-            out.write_text(json.dumps(record, indent=2))
+            out.write_text(json.dumps({k: v for k, v in record.items() if k != "eval15"}, indent=2))
         records.append(record)
         print(markdown_table([(name, s) for s in records[-1]["results"]]))
     Path(args.card).write_text(model_card(records))
@@ -125,6 +143,14 @@ def evaluate_model(name: str, data: Path, weights_dir: str | None) -> dict:
             "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
 
 
+def evaluate_eval15(name: str, data: Path, weights_dir: str | None) -> dict:
+    """The LoL-v1 protocol: eval15 at full resolution, global mode, the network's output, per-image means."""
+    pairs = find_pairs(data / "lol-v1", "lol-v1", "eval15")
+    _, summary = evaluate(load_model(name, device="cpu"), pairs, "global", lpips=LPIPS.from_dir(weights_dir, data),
+                          corrections=NO_CORRECTIONS)
+    return {"version": name, "test_set": "LoL-v1 eval15 (15 pairs)", "summary": summary, "torch": torch.__version__}
+
+
 def validate_model(name: str, data: Path) -> dict:
     """PSNR / SSIM on lol-v1-val in global mode: the comparison that picks the default model."""
     pairs = all_pairs(data / "lol-v1", "lol-v1", data / "splits/lol-v1-val.txt")
@@ -133,9 +159,9 @@ def validate_model(name: str, data: Path) -> dict:
 
 
 def model_card(records: list[dict]) -> str:
-    summary = ["| model | parameters | training CPU time | val PSNR / SSIM (global) | "
-               "test PSNR / SSIM / LPIPS (global) | test bloom | test resize224 per image / batch-pooled / all pooled |",
-               "|---|---|---|---|---|---|---|"]
+    summary = ["| model | parameters | training CPU time | val PSNR / SSIM (global) | eval15 PSNR / SSIM / LPIPS | "
+               "LoL-v2-real PSNR / SSIM / LPIPS (global) | LoL-v2-real bloom | LoL-v2-real resize224 per image / batch-pooled / all pooled |",
+               "|---|---|---|---|---|---|---|---|"]
     sections = []
     for record in records:
         name = record["version"]
@@ -151,10 +177,12 @@ def model_card(records: list[dict]) -> str:
             f"| {name}{' (default)' if name == DEFAULT_MODEL else ''} | {int(meta['parameters']):,} | "
             f"{training.get('cpu_time_s', 0) / 60:.0f} CPU-min | "
             f"{global_val.get('psnr', float('nan')):.2f} / {global_val.get('ssim', float('nan')):.3f} | "
+            f"{eval15_cell(record.get('eval15'))} | "
             f"{glob['psnr']:.2f} / {glob['ssim']:.3f} / {glob['lpips']:.3f} | {bloom_psnr} | "
             f"{r224['psnr']:.2f} / {r224['psnr_batch_pooled']:.2f} / {r224['psnr_pooled']:.2f} |")
         sections.append(model_section(record, meta, val, training, by))
     published = "\n".join(f"| {n} | {params} | {ps} | {ss} | {note} |" for n, params, ps, ss, note in PUBLISHED)
+    published_v1 = "\n".join(f"| {n} | {params} | {ps} | {ss} |" for n, params, ps, ss in PUBLISHED_LOL_V1)
     return f"""# Model card: nanolily's shipped models
 
 *Generated by `python benchmarks/model_card.py` from the weights, their metadata and the evaluation
@@ -165,15 +193,26 @@ Both models ship in the package: `nanolily enhance --model NAME`, `load_model("N
 test set). Both were trained by nanolily's own pipeline on the same leak-free LoL-v1 split (359 pairs),
 selected on the held-out lol-v1-val split (40 pairs, whole scenes), each in under 90 minutes on 2 CPU
 cores (CPU time in the table).
-Test figures: LoL-v2-real Test, 100 pairs, none of whose images or scenes is in the training or
-validation data (`nanolily data check`, docs/training.md); every image at full resolution, outputs
-clamped, metrics per image then averaged; the network's output, without the corrections that
-`nanolily enhance` applies after it (their effect is in docs/quality.md).
+Test figures: the standard LoL-v1 test set (eval15, 15 pairs) and LoL-v2-real Test (100 pairs), none
+of whose images is in the training or validation data of these two models (`nanolily data check`,
+docs/training.md); every image at full resolution, outputs clamped, metrics per image then averaged,
+no GT-mean correction; the network's output, without the corrections that `nanolily enhance` applies
+after it (their effect is in docs/quality.md). A model trained on the full LoL-v1 pool has seen 86 of
+the LoL-v2-real test images: its LoL-v2-real figures would be labelled "seen in training".
 
 {chr(10).join(summary)}
 
 {chr(10).join(sections)}
 {seed_runs_section()}
+## Published models on LoL-v1 (eval15, as their papers report)
+
+The field's most reported protocol: trained on our485, tested on eval15 at full resolution. Context,
+not re-measured here.
+
+| model | parameters | PSNR | SSIM |
+|---|---|---|---|
+{published_v1}
+
 ## Published lightweight models (LoL-v2-real, as reported by their authors)
 
 Their protocols differ (most evaluate at full resolution; some apply GT-mean brightness correction or
@@ -198,6 +237,10 @@ loses 0.6 dB on the validation scenes upscaled 4x, so the engine reads a photo o
 coarser copy (scale matching, docs/scales.md). docs/quality.md measures four documented failure modes
 and their fixes.
 """
+
+
+def eval15_cell(summary: dict | None) -> str:
+    return "-" if not summary else f"{summary['psnr']:.2f} / {summary['ssim']:.3f} / {summary['lpips']:.3f}"
 
 
 def seed_runs_section() -> str:
