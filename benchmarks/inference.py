@@ -376,7 +376,7 @@ def defaults_sweep(args, rounds: int = 5) -> dict:
                            **NO_CORRECTIONS)
             times[batch, precision].append(time.perf_counter() - start)
     auto = _auto_inner_dtype()
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": _cpu_name(),
+    return {"date": time.strftime("%Y-%m-%d", time.gmtime()), "cpu": _cpu_name(),
             "threads": torch.get_num_threads(), "auto_inner_dtype": auto,
             "rows": [{"batch_size": b, "precision": p, "times": times[b, p], "median_s": statistics.median(times[b, p])}
                      for b, p in settings]}
@@ -456,7 +456,7 @@ def requalify(args) -> None:
         export_all(tmp)
         results["quality"] = quality(args, tmp)
     results["quality"].update(command="python benchmarks/inference.py " + " ".join(sys.argv[1:]),
-                              date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+                              date=time.strftime("%Y-%m-%d", time.gmtime()))
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     write_doc(Path(args.doc), Path(args.out).parent)
     print(quality_table(results["quality"]))
@@ -501,7 +501,7 @@ def summary_table(runs: dict) -> str:
             share = f"{100 * max(d - g, 0) / d:.0f} %"
         cli = results.get("cli", {}).get("7680x4320")
         big = f"{cli['seconds']:.1f} s / {cli['peak_rss_mb'] / 1000:.2f} GB" if cli else "-"
-        lines.append(f"| {name} ({results['date']}) | {ratio('default')} | {share} | {ratio('bloom')} | {big} |")
+        lines.append(f"| {name} ({results['date'][:10]}) | {ratio('default')} | {share} | {ratio('bloom')} | {big} |")
     return "\n".join(lines) + "\n"
 
 
@@ -510,7 +510,7 @@ def machine_report(results: dict, path: Path) -> list[str]:
     parts = [
         f"Command: `{results['command']}`\n",
         f"Machine: {m['cpu']}, {m['cores_used']} threads; torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
-        f"monai {m['monai']}; {results['date']}.\n",
+        f"monai {m['monai']}; {results['date'][:10]}.\n",
         "## Speed and memory\n",
         "Input: the bundled dark sample resized (bicubic) to each size. Times come from one process that "
         "runs the cases round-robin after a warm-up on a 600x400 image, so changes in the machine's speed "
@@ -590,8 +590,7 @@ def machine_report(results: dict, path: Path) -> list[str]:
         "fraction of NanoLILY's convolutions; in PyTorch its 1/4-size stages and its full-resolution stage run in strips (128 "
         "image rows: faster and lighter than 256), with its element-wise maths (exposure maps, colour matrix) on "
         "planar maps and channels-last only for the refinement's two convolutions (a channel slice of a "
-        "channels-last map is strided: `exp` on one ran ~25x slower; 4K 1.12-1.27x faster in session 17's "
-        "before/after check); (h) adds highlight protection and the guided-filter "
+        "channels-last map is strided, and `exp` on one ran many times slower); (h) adds highlight protection and the guided-filter "
         "denoiser, in strips; (i) runs it in ONNX Runtime as `--backend onnxruntime` does: four graphs "
         "(`export_onnx_stages`), the 1/4-size stages and the full-resolution stage in strips (128 rows), "
         "without ONNX Runtime's memory arena, so memory stays bounded; `nanolily export` writes the "
@@ -605,7 +604,7 @@ def machine_report(results: dict, path: Path) -> list[str]:
                   f"{q['images']} images, outputs clamped to [0, 1], PSNR / SSIM as in `nanolily evaluate`. "
                   "A faster setting must not hide a worse picture: PSNR - (b) is each case against nanolily "
                   "bloom at the original's stride."
-                  + (f" Measured by `{q['command']}` ({q['date']})." if "command" in q else "")
+                  + (f" Measured by `{q['command']}` ({q['date'][:10]})." if "command" in q else "")
                   + "\n", quality_table(q)]
     if results.get("stride_sweep"):
         parts += ["## Choosing bloom's default stride (validation split)\n",
@@ -619,7 +618,7 @@ def machine_report(results: dict, path: Path) -> list[str]:
         parts += ["## Choosing bloom's tiles per call and precision (3840x2160, stride 112)\n",
                   f"The bundled sample at 3840x2160, bloom at stride 112, each setting once per round, "
                   f"{len(d['rows'][0]['times'])} rounds in one process ({d['cpu']}, {d['threads']} threads, "
-                  f"{d['date']}" + (f"; `{d['command']}`" if "command" in d else "") + "). Rule fixed before "
+                  f"{d['date'][:10]}" + (f"; `{d['command']}`" if "command" in d else "") + "). Rule fixed before "
                   "measuring: two tiles per call if more than 5 % faster than one.\n", defaults_table(d)]
     if results.get("cli"):
         parts += ["### `nanolily enhance`, PNG to PNG\n",
@@ -735,7 +734,7 @@ def main() -> None:
     config = NanoLILYConfig()
     results = {
         "command": "python benchmarks/inference.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": {"cpu": _cpu_name(), "cores_used": args.threads,
                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "monai": monai.__version__,
                     "auto_inner_dtype": _auto_inner_dtype()},

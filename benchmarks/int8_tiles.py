@@ -171,7 +171,7 @@ def report(results: dict) -> str:
     speed = results["speed"]
     rounds = len(next(iter(speed["cases"].values()))["times"])
     lines = [f"{speed['size']}, stride 112, {speed['tiles']} tiles, {results['threads']} threads, median of "
-             f"{rounds} rounds ({results['date']}):\n",
+             f"{rounds} rounds ({results['date'][:10]}):\n",
              "| case | median s | vs (a) | max abs diff vs float32 bloom (clamped) |", "|---|---|---|---|"]
     for name, row in speed["cases"].items():
         lines.append(f"| {name} | {row['median_s']:.2f} | {row['speedup_vs_a']:.2f}x | "
@@ -209,7 +209,7 @@ def main() -> None:
     print(f"activation ranges from {len(calibration_tiles)} training tiles: {ranges}", file=sys.stderr)
 
     results = {"command": "python benchmarks/int8_tiles.py " + " ".join(sys.argv[1:]),
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+               "date": time.strftime("%Y-%m-%d", time.gmtime()), "torch": torch.__version__,
                "threads": args.threads, "ranges": ranges}
 
     with torch.inference_mode():

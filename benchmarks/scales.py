@@ -91,11 +91,11 @@ def markdown(results: dict) -> str:
         "Each pair upscaled 2x and 4x (bicubic, low image and reference alike), each model in global mode, "
         "the network's output without corrections. **mean** is the mean PSNR over the three scales; "
         "**x4 - x1** how much a model loses when the same scene fills a 16x larger photo. Validation "
-        "(lol-v1-val) compares models; test figures are reported only. Since session 12 a new nanolily-v2 "
+        "(lol-v1-val) compares models; test figures are reported only. A new nanolily-v2 "
         "must not score more than 0.2 dB below the model it replaces at x2 or x4 on validation "
         "(docs/training.md, \"Design 8\"). Rows without a note read nanolily-v2 at its own scale (the network "
         "as trained); \"analysis P MP\" rows scale-match it as the engine does (`analysis_factor`: a photo "
-        "of more than about P pixels read from a coarser copy, and, since session 14, one under 0.24 MP "
+        "of more than about P pixels read from a coarser copy, and one under 0.24 MP "
         "from a finer one).",
         "",
         "| model | split | images x1 / x2 / x4 | PSNR x1 | x2 | x4 | mean | x4 - x1 | SSIM x1 / x4 | brightness x1 / x4 |",
@@ -113,7 +113,7 @@ def markdown(results: dict) -> str:
 
 
 def smaller_table(results: dict) -> list[str]:
-    """The rows measured at :data:`SMALLER` sizes too (since the small-photo rule, session 14)."""
+    """The rows measured at :data:`SMALLER` sizes too (since the small-photo rule)."""
     rows = [(name, split, r) for name, splits in results["models"].items() for split, r in splits.items()
             if all(size in r for size in SMALLER)]
     if not rows:
