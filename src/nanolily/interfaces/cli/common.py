@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nanolily.io.images import (DEFAULT_MAX_PIXELS, RAW_OUTPUT_SUFFIX, RAW_SUFFIXES, READ_SUFFIXES, WRITE_FORMATS,
                                 missing_support)
+from nanolily.io.video import VIDEO_SUFFIXES
 
 OUTPUT_SUFFIX = "_lily"
 STDIO = Path("-")  # INPUT "-" reads standard input, "-o -" writes standard output
@@ -233,7 +234,11 @@ def _pillow_suffixes() -> set[str]:
 
 
 def _wanted(path: Path) -> bool:
-    return path.suffix.lower() in READ_SUFFIXES and not path.stem.endswith(OUTPUT_SUFFIX)
+    return (path.suffix.lower() in READ_SUFFIXES or is_video(path)) and not path.stem.endswith(OUTPUT_SUFFIX)
+
+
+def is_video(path: Path) -> bool:
+    return path != STDIO and path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def plan_jobs(files: list[tuple[Path, Path | None]], output: str | None, fmt: str | None) -> list[Job]:
@@ -242,9 +247,10 @@ def plan_jobs(files: list[tuple[Path, Path | None]], output: str | None, fmt: st
     needed), mirroring subfolders of a folder input; no ``output``: ``<stem>_lily.<ext>`` beside each
     input. ``fmt`` (an extension) replaces the input's extension, as does a 16-bit TIFF for a camera RAW
     file and PNG for other formats nanolily reads but does not write (e.g. GIF, standard input)."""
-    suffix = (lambda src: "." + fmt) if fmt else output_suffix
+    suffix = (lambda src: output_suffix(src) if is_video(src) else "." + fmt) if fmt else output_suffix
     to_stdout = output == str(STDIO) or (output is None and any(source == STDIO for source, _ in files))
-    single_file = output is not None and Path(output).suffix.lower() in WRITE_FORMATS and not Path(output).is_dir()
+    single_file = (output is not None and not Path(output).is_dir()
+                   and (Path(output).suffix.lower() in WRITE_FORMATS or is_video(Path(output))))
     if to_stdout or single_file:
         if len(files) != 1:
             where = "standard output takes" if to_stdout else f"-o {output} names"
@@ -268,6 +274,8 @@ def output_suffix(source: Path) -> str:
     writes that format."""
     if source.suffix.lower() in WRITE_FORMATS:
         return source.suffix
+    if is_video(source):  # H.264 goes in MP4, MOV and MKV; other containers become MP4
+        return source.suffix if source.suffix.lower() in (".mp4", ".mov", ".m4v", ".mkv") else ".mp4"
     return RAW_OUTPUT_SUFFIX if source.suffix.lower() in RAW_SUFFIXES else ".png"
 
 

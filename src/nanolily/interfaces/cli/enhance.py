@@ -1,4 +1,5 @@
-"""nanolily enhance: brighten files, folders and globs."""
+"""nanolily enhance: brighten files, folders and globs: photos, and videos (MP4, MOV, MKV, ...; the
+[video] extra) frame by frame with their frame rate and audio kept and exposure smoothed over time."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from nanolily.engine.pipeline import BACKENDS, PRECISIONS, check_precision
 from nanolily.io.images import WRITE_FORMATS
 from nanolily.interfaces.cli.common import (STDIO, Job, add_engine_options, add_model_options, add_output_options,
                                             check_mode_option, corrections, error, expand_inputs, load_model_or_none,
-                                            make_folder, note, plan_jobs)
+                                            is_video, make_folder, note, plan_jobs)
 
 TILE_BAR_MIN_TILES = 64  # show a tile bar only for images big enough to take a while
 
@@ -33,7 +34,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("enhance", help="brighten photos (files, folders, globs)", description=__doc__,
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files, folders or glob patterns; - reads one image from standard input")
+                   help="image or video files, folders or glob patterns; - reads one image from standard input")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one input), folder, or - for standard output; default: <stem>_lily.<ext> "
                         "beside each input (standard output for standard input)")
@@ -122,6 +123,7 @@ def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int, int
     from nanolily.engine.bloom import plan_tiles
     from nanolily.engine.pipeline import enhance_photo
     from nanolily.io.images import ImageError, encode_image, read_image, write_image
+    from nanolily.io.video import enhance_video
 
     done = failed = skipped = 0
     bar = tqdm(jobs, unit="img", disable=args.quiet or len(jobs) < 2, desc="images")
@@ -134,6 +136,14 @@ def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int, int
                 raise ImageError(job.target, "already exists (--overwrite replaces it, --skip-existing leaves it)")
             if job.target != STDIO:
                 make_folder(job.target)
+            if is_video(job.source):
+                if job.target == STDIO:
+                    raise ImageError(job.source, "a video is written to a file: give -o FILE or a folder")
+                enhance_video(job.source, job.target, model, progress=not args.quiet, overwrite=args.overwrite,
+                              mode=args.mode, stride=args.stride, batch_size=args.batch_size, predictor=predictor,
+                              precision=args.precision, match_scale=args.match_scale, **corrections(args))
+                done += 1
+                continue
             source = sys.stdin.buffer if job.source == STDIO else job.source
             photo = read_image(source, max_pixels=args.max_pixels)
             width, height = photo.size
