@@ -1,6 +1,7 @@
 import io
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -30,9 +31,11 @@ def dark_png(width=96, height=64) -> bytes:
 
 @pytest.fixture(scope="module")
 def server():
+    pytest.importorskip("fastapi")
     server = EnhanceServer(("127.0.0.1", 0), load_model(device="cpu"), DEFAULTS, max_bytes=1 << 20, quiet=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    server.wait_started()
     yield server
     server.shutdown()
     server.server_close()
@@ -42,9 +45,9 @@ def request(server, path, data=None, headers=None, method=None):
     req = urllib.request.Request(server.url + path, data=data, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(req, timeout=60) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()  # headers: case-insensitive
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        return e.code, e.headers, e.read()
 
 
 def test_raw_body_is_enhanced_as_the_library_does(server):
@@ -146,3 +149,83 @@ def test_a_failing_model_gets_a_500_and_the_server_goes_on(server, monkeypatch):
     assert status == 500 and json.loads(body)["error"] == "RuntimeError: out of memory"
     monkeypatch.undo()
     assert request(server, "/health")[0] == 200 and request(server, "/enhance", dark_png())[0] == 200
+
+
+def raw_exchange(server, head: bytes, body: bytes = b"", wait: float = 10.0) -> bytes:
+    """Send bytes on a fresh connection and return what comes back (a stalled client: the body is short)."""
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as conn:
+        conn.sendall(head + body)
+        answer = b""
+        try:
+            while chunk := conn.recv(65536):
+                answer += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return answer
+
+
+def test_every_method_and_path_gets_a_json_error(server):
+    for method in ("PUT", "DELETE", "PATCH"):
+        status, headers, body = request(server, "/enhance", b"x", method=method)
+        assert status == 405 and "POST an image" in json.loads(body)["error"]
+    status, headers, body = request(server, "/nowhere")
+    assert status == 404 and headers["Content-Type"] == "application/json"
+
+
+def test_size_is_refused_from_the_headers_before_the_body(server):
+    start = time.perf_counter()
+    answer = raw_exchange(server, b"POST /enhance HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                                  b"Content-Length: 73400320\r\n\r\n")  # 70 MB announced, none sent
+    assert answer.startswith(b"HTTP/1.1 413") and b"more than this server takes" in answer
+    assert time.perf_counter() - start < 5
+
+
+def test_a_stalled_upload_gets_a_408(server):
+    server.body_timeout = 0.5
+    try:
+        answer = raw_exchange(server, b"POST /enhance HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                                      b"Content-Length: 1000\r\n\r\n", b"only a little")
+        assert answer.startswith(b"HTTP/1.1 408") and b"stalled" in answer
+    finally:
+        server.body_timeout = 30.0
+
+
+def test_processing_and_queue_times_are_separate_headers(server):
+    status, headers, _ = request(server, "/enhance", dark_png())
+    assert status == 200 and float(headers["X-Nanolily-Seconds"]) > 0 and float(headers["X-Nanolily-Queue-Seconds"]) >= 0
+
+
+def test_openapi_schema_and_docs(server):
+    status, _, body = request(server, "/openapi.json")
+    schema = json.loads(body)
+    assert status == 200 and "/enhance" in schema["paths"] and "/health" in schema["paths"]
+    assert {p["name"] for p in schema["paths"]["/enhance"]["post"]["parameters"]} >= {"mode", "strength", "format"}
+    status, _, body = request(server, "/docs")
+    assert status == 200 and b"swagger" in body.lower()
+
+
+def test_load_every_answer_is_200_or_503_and_memory_stays_flat(server):
+    """24 clients at once against a queue of 4, then 100 requests one after another (loopback only)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def rss_mb() -> float:
+        return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith("VmRSS"))
+
+    data = dark_png(160, 120)
+    server.max_waiting = 4
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            statuses = list(pool.map(lambda _: request(server, "/enhance", data)[0], range(24)))
+        assert set(statuses) <= {200, 503} and 200 in statuses
+        for _ in range(20):  # warm-up: the allocator settles
+            assert request(server, "/enhance", data)[0] == 200
+        before = rss_mb()
+        for _ in range(100):
+            assert request(server, "/enhance", data)[0] == 200
+        assert rss_mb() - before < 50
+    finally:
+        server.max_waiting = 16
+

@@ -1,4 +1,5 @@
-"""Enhancement over HTTP, for pipelines and other programs: ``nanolily serve`` (standard library only).
+"""Enhancement over HTTP, for pipelines and other programs: ``nanolily serve`` (FastAPI on uvicorn, the
+``[serve]`` extra; OpenAPI schema at ``/openapi.json``, interactive documentation at ``/docs``).
 
     POST /enhance   body: an image, as the raw request body or as a file field of a multipart form
                     (a camera RAW file as a form file, whose name's extension tells its kind);
@@ -13,27 +14,29 @@ Example:
     curl --data-binary @night.jpg 'http://127.0.0.1:8000/enhance?format=jpg' -o bright.jpg
     curl -F image=@night.jpg http://127.0.0.1:8000/enhance -o bright.png
 
-A bad request gets a JSON body ``{"error": "one line"}`` with status 400 (an unreadable image, a bad
-parameter), 404, 405, 411, 413 (larger than ``max_bytes``, or than ``max_pixels`` once decoded) or
-500 (enhancing failed, e.g. out of memory; the server goes on).
-The model runs one request at a time (it already uses every core); others wait their turn, up to
-``max_waiting`` of them, beyond which a request is answered 503 (busy) at once.
+Every error is a JSON body ``{"error": "one line"}``: 400 (an unreadable image, a bad parameter), 404,
+405 (any other method), 408 (an upload that stalls for ``body_timeout`` seconds), 411, 413 (a declared
+size over ``max_bytes``, answered from the headers before the body is read, or more than
+``max_pixels`` once decoded) or 500 (enhancing failed, e.g. out of memory; the server goes on, and logs
+one line, no traceback). The model runs one request at a time (it already uses every core); others
+wait their turn, up to ``max_waiting`` of them, beyond which a request is answered 503 with
+``Retry-After`` at once, before its body is read. ``X-Nanolily-Seconds`` is the processing time,
+``X-Nanolily-Queue-Seconds`` the time spent waiting for the model.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import math
+import sys
 import tempfile
 import threading
 import time
 from email.parser import BytesParser
 from email.policy import HTTP
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from nanolily import __version__
 from nanolily.engine.pipeline import MODES, check_mode, enhance_photo
@@ -41,6 +44,7 @@ from nanolily.io.images import DEFAULT_MAX_PIXELS, RAW_SUFFIXES, WRITE_FORMATS, 
 
 DEFAULT_MAX_BYTES = 64 << 20
 DEFAULT_MAX_WAITING = 16  # requests queued behind the one running; more get 503
+BODY_TIMEOUT = 30.0  # seconds an upload may send nothing before it is answered 408
 CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF": "image/tiff",
                  "BMP": "image/bmp", "AVIF": "image/avif", "HEIF": "image/heif"}
 SUFFIXES = {fmt: suffix for suffix, fmt in reversed(list(WRITE_FORMATS.items()))}  # PNG -> .png, JPEG -> .jpg
@@ -106,137 +110,229 @@ def upload(body: bytes, content_type: str) -> tuple[bytes, str]:
     raise RequestError(HTTPStatus.BAD_REQUEST, "the form has no file: send the image as a file field named 'image'")
 
 
-class EnhanceServer(ThreadingHTTPServer):
-    """An HTTP server around one loaded model; ``defaults``: as :func:`parse_options`.
+class EnhanceServer:
+    """The HTTP service around one loaded model: a FastAPI app (:func:`create_app`) run by uvicorn.
+    ``defaults``: as :func:`parse_options`.
 
-    Example (in a program; ``defaults`` as tests/test_serve.py builds them)::
+    Example (in a program; ``defaults`` as tests/interfaces/test_serve.py builds them)::
 
         server = EnhanceServer(("127.0.0.1", 0), load_model(), defaults)
         threading.Thread(target=server.serve_forever, daemon=True).start()
+        server.wait_started()
         print(server.url)  # http://127.0.0.1:<a free port>
     """
 
-    daemon_threads = True
-
     def __init__(self, address: tuple[str, int], model, defaults: dict, max_bytes: int = DEFAULT_MAX_BYTES,
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_waiting: int = DEFAULT_MAX_WAITING,
-                 model_name: str | None = None, quiet: bool = False):
-        super().__init__(address, EnhanceHandler)
+                 model_name: str | None = None, quiet: bool = False, body_timeout: float = BODY_TIMEOUT):
+        import socket
+
+        import uvicorn
+
         self.model, self.defaults, self.quiet = model, defaults, quiet
         self.model_name = model_name or type(model).__name__
         self.max_bytes, self.max_pixels, self.max_waiting = max_bytes, max_pixels, max_waiting
+        self.body_timeout = body_timeout
         self.lock = threading.Lock()  # held by the request the model is running
         self.waiting = 0  # requests waiting for it
         self._count = threading.Lock()
+        self.socket = socket.create_server(address)  # bound now: a busy port is an error here, port 0 a free one
+        config = uvicorn.Config(create_app(self), log_level="warning" if quiet else "info", access_log=not quiet,
+                                timeout_keep_alive=5, limit_concurrency=max(64, 4 * (max_waiting + 1)),
+                                server_header=False)
+        self.server = uvicorn.Server(config)
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = self.socket.getsockname()[:2]
         return f"http://{host}:{port}"
 
-    def enhance(self, data: bytes, name: str, options: dict) -> tuple[bytes, str]:
-        """Encoded output and its format name for an uploaded image."""
-        try:
-            photo = _decode(data, name, self.max_pixels)
-        except ImageError as e:
-            status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE if "MP limit" in e.reason else HTTPStatus.BAD_REQUEST
-            raise RequestError(status, f"{name}: {e.reason}") from None
-        settings = {k: v for k, v in options.items() if k not in ("format", "quality")}
+    def serve_forever(self) -> None:
+        self.server.run(sockets=[self.socket])
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def shutdown(self) -> None:
+        self.server.should_exit = True
+
+    def server_close(self) -> None:
+        self.socket.close()
+
+    def admit(self) -> dict:
+        """A place in the queue (a ticket for :meth:`enhance` and :meth:`release`), or a 503 when
+        ``max_waiting`` requests already wait."""
         with self._count:
             if self.lock.locked() and self.waiting >= self.max_waiting:
                 raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE,
                                    f"busy: {self.waiting} requests are already waiting; try again shortly")
             self.waiting += 1
-        with self.lock:
-            with self._count:
+        return {"waiting": True}
+
+    def release(self, ticket: dict) -> None:
+        """Leave the queue (a request that failed before its turn)."""
+        with self._count:
+            if ticket["waiting"]:
+                ticket["waiting"] = False
                 self.waiting -= 1
-            out = enhance_photo(photo, self.model, **settings)
-        return encode_image(out, options["format"], options["quality"]), options["format"]
 
-
-class EnhanceHandler(BaseHTTPRequestHandler):
-    server: EnhanceServer
-    server_version = f"nanolily/{__version__}"
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/health":
-            model = self.server.model
-            self._send(HTTPStatus.OK, "application/json", json.dumps({
-                "status": "ok", "version": __version__, "model": self.server.model_name,
-                "device": str(next(model.parameters()).device), "defaults": _jsonable(self.server.defaults),
-            }).encode())
-        elif path == "/":
-            self._send(HTTPStatus.OK, "text/html; charset=utf-8", PAGE.encode())
-        elif path == "/enhance":
-            self._error(RequestError(HTTPStatus.METHOD_NOT_ALLOWED, "POST an image to /enhance"))
-        else:
-            self._error(RequestError(HTTPStatus.NOT_FOUND, f"no such endpoint {path!r}: POST /enhance, GET /health"))
-
-    def do_POST(self) -> None:
-        url = urlsplit(self.path)
-        try:
-            if url.path != "/enhance":
-                raise RequestError(HTTPStatus.NOT_FOUND, f"no such endpoint {url.path!r}: POST /enhance")
-            options = parse_options(url.query, self.server.defaults)
+    def enhance(self, ticket: dict, data: bytes, name: str, options: dict) -> tuple[bytes, str, float, float]:
+        """Encoded output, its format name, seconds queued and seconds processing, for an admitted request."""
+        queued = time.perf_counter()
+        with self.lock:
+            self.release(ticket)
+            started = time.perf_counter()
             try:
-                check_mode(self.server.model, options["mode"])
+                photo = _decode(data, name, self.max_pixels)
+            except ImageError as e:
+                status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE if "MP limit" in e.reason else HTTPStatus.BAD_REQUEST
+                raise RequestError(status, f"{name}: {e.reason}") from None
+            settings = {k: v for k, v in options.items() if k not in ("format", "quality")}
+            out = enhance_photo(photo, self.model, **settings)
+            encoded = encode_image(out, options["format"], options["quality"])
+        return encoded, options["format"], started - queued, time.perf_counter() - started
+
+
+def create_app(server: EnhanceServer):
+    """The FastAPI app: ``POST /enhance``, ``GET /health``, ``GET /`` (the page), OpenAPI at ``/docs``."""
+    import asyncio
+
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+
+    app = FastAPI(title="nanolily", version=__version__,
+                  description="Make dark photos look as if they were shot in good light.")
+
+    def error(status: int, reason: str, close: bool = False) -> JSONResponse:
+        headers = {"Retry-After": "1"} if status == HTTPStatus.SERVICE_UNAVAILABLE else {}
+        if close:  # the rest of the request's body would be taken for the next request
+            headers["Connection"] = "close"
+        return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, e: HTTPException):  # 404, 405, ...: JSON like every other error
+        reason = {404: f"no such endpoint {request.url.path!r}: POST /enhance, GET /health, GET /docs",
+                  405: f"{request.method} is not served here: POST an image to /enhance"}.get(e.status_code, e.detail)
+        return error(e.status_code, reason)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, e):
+        return error(HTTPStatus.BAD_REQUEST, "bad request")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return PAGE
+
+    @app.get("/health", summary="the service, its model and its defaults")
+    async def health():
+        return {"status": "ok", "version": __version__, "model": server.model_name,
+                "device": str(next(server.model.parameters()).device), "defaults": _jsonable(server.defaults)}
+
+    async def enhance(request):
+        unread = True  # the body, while nothing has consumed it
+        try:
+            options = parse_options(request.url.query, server.defaults)
+            try:
+                check_mode(server.model, options["mode"])
             except ValueError as e:
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"mode={options['mode']}: {e}") from None
-            data, name = upload(self._body(), self.headers.get("Content-Type", ""))
-            start = time.perf_counter()
-            encoded, fmt = self.server.enhance(data, name, options)
+            length = _content_length(request.headers, server.max_bytes)
+            ticket = server.admit()  # before the body is read: a full queue costs the client no upload
+            try:
+                unread = False
+                body = await _read_body(request, length, server.max_bytes, server.body_timeout)
+                data, name = upload(body, request.headers.get("content-type", ""))
+                encoded, fmt, queued, seconds = await run_in_threadpool(server.enhance, ticket, data, name, options)
+            finally:
+                server.release(ticket)
         except RequestError as e:
-            return self._error(e)
-        except Exception as e:  # the server stays up; the client learns what failed
-            self.log_error("enhancing failed: %r", e)
+            if unread:  # answered from the headers: take a modest body first, so the client is not reset
+                unread = not await _drain(request, server.max_bytes, server.body_timeout)
+            return error(e.status, str(e), close=unread or e.status in (HTTPStatus.REQUEST_TIMEOUT,
+                                                                      HTTPStatus.REQUEST_ENTITY_TOO_LARGE))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the server stays up; the client learns what failed, the log one line
             reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            return self._error(RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, reason))
+            if not server.quiet:
+                print(f"nanolily serve: enhancing failed: {reason}", file=sys.stderr)
+            return error(HTTPStatus.INTERNAL_SERVER_ERROR, reason)
         stem = name.rsplit(".", 1)[0] if name != "upload" else "enhanced"
-        self._send(HTTPStatus.OK, CONTENT_TYPES[fmt], encoded, {
+        return Response(encoded, media_type=CONTENT_TYPES[fmt], headers={
             "Content-Disposition": f'inline; filename="{_header_safe(stem)}_lily{SUFFIXES[fmt]}"',
-            "X-Nanolily-Seconds": f"{time.perf_counter() - start:.3f}"})
+            "X-Nanolily-Seconds": f"{seconds:.3f}", "X-Nanolily-Queue-Seconds": f"{queued:.3f}"})
 
-    def _body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None:
-            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the image with a Content-Length")
-        if not length.isdigit():
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}")
-        if int(length) > self.server.max_bytes:
-            self._discard(int(length))
-            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                               f"{int(length)} bytes is more than this server takes ({self.server.max_bytes})")
-        body = self.rfile.read(int(length))
-        if not body:
-            raise RequestError(HTTPStatus.BAD_REQUEST, "empty body: send an image")
-        return body
+    enhance.__annotations__ = {"request": Request}  # this module's annotations are strings (PEP 563)
+    app.post("/enhance", summary="enhance one image", response_class=Response, openapi_extra={
+        "requestBody": {"required": True, "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "image": {"type": "string", "format": "binary"}}}}}},
+        "parameters": [{"name": key, "in": "query", "required": False, "schema": {"type": "string"}}
+                       for key in ("mode", "stride", "batch_size", "strength", "denoise", "protect_highlights",
+                                   "white_balance", "match_scale", "format", "quality")]})(enhance)
+    return app
 
-    def _discard(self, length: int, chunk: int = 1 << 20) -> None:
-        """Read and drop a refused body, so the client, still sending, gets the answer rather than a reset;
-        up to another ``max_bytes``, beyond which the connection is closed instead."""
-        if length > 2 * self.server.max_bytes:
-            self.close_connection = True  # the unread body would otherwise be taken for the next request
-            return
-        while length > 0:
-            length -= len(self.rfile.read(min(chunk, length))) or length
 
-    def _error(self, e: RequestError) -> None:
-        retry = {"Retry-After": "1"} if e.status == HTTPStatus.SERVICE_UNAVAILABLE else None
-        self._send(e.status, "application/json", json.dumps({"error": str(e)}).encode(), retry)
+def _content_length(headers, max_bytes: int) -> int | None:
+    """The declared body size, checked against ``max_bytes`` before anything is read (None: chunked)."""
+    length = headers.get("content-length")
+    if length is None:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return None
+        raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the image with a Content-Length")
+    if not length.isdigit():
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {length!r}")
+    if int(length) > max_bytes:
+        raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                           f"{int(length)} bytes is more than this server takes ({max_bytes})")
+    return int(length)
 
-    def _send(self, status: HTTPStatus, content_type: str, body: bytes, headers: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
 
-    def log_message(self, format: str, *args) -> None:
-        if not self.server.quiet:
-            super().log_message(format, *args)
+async def _drain(request, max_bytes: int, timeout: float) -> bool:
+    """Read and drop a refused request's body if it is declared at most ``2 * max_bytes``; whether it was."""
+    import asyncio
+
+    length = request.headers.get("content-length", "")
+    if not length.isdigit() or int(length) > 2 * max_bytes:
+        return False
+    async def consume() -> None:
+        async for _ in request.stream():
+            pass
+
+    try:
+        await asyncio.wait_for(consume(), timeout)
+    except Exception:  # a stalled or broken client: the connection is closed instead
+        return False
+    return True
+
+
+async def _read_body(request, length: int | None, max_bytes: int, timeout: float) -> bytes:
+    """The request body, at most ``max_bytes``; a 408 when the client sends nothing for ``timeout`` s."""
+    import asyncio
+
+    chunks, size = [], 0
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise RequestError(HTTPStatus.REQUEST_TIMEOUT, f"the upload stalled for {timeout:g} s") from None
+        size += len(chunk)
+        if size > max_bytes:
+            raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"more than this server takes ({max_bytes} bytes)")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise RequestError(HTTPStatus.BAD_REQUEST, "empty body: send an image")
+    return body
 
 
 def _decode(data: bytes, name: str, max_pixels: int):

@@ -13,7 +13,7 @@ import sys
 
 from nanolily.io.images import WRITE_FORMATS
 from nanolily.interfaces.cli.common import (add_engine_options, add_model_options, add_output_options,
-                                            check_mode_option, corrections, load_model_or_none, model_source,
+                                            check_mode_option, corrections, error, load_model_or_none, model_source,
                                             positive_int)
 
 EXAMPLES = """examples:
@@ -48,8 +48,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from nanolily.interfaces.serve import EnhanceServer
+    import importlib.util
+
     from nanolily.models.weights import DEFAULT_MODEL
+
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        error(f"nanolily serve needs {' and '.join(missing)}: pip install 'nanolily[serve]'")
+        return 1
+    from nanolily.interfaces.serve import EnhanceServer
 
     if args.max_waiting < 0:
         args.parser.error(f"--max-waiting must be >= 0, got {args.max_waiting}")
@@ -67,10 +74,10 @@ def run(args) -> int:
                                max_pixels=args.max_pixels, max_waiting=args.max_waiting,
                                model_name=model_source(args) or DEFAULT_MODEL, quiet=args.quiet)
     except OSError as e:
-        print(f"error: {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
+        error(f"{args.host}:{args.port}: {e.strerror or e}")
         return 1
-    print(f"nanolily serving {server.model_name} on {server.url} (POST /enhance, GET /health; Ctrl-C stops)",
-          file=sys.stderr, flush=True)
+    print(f"nanolily serving {server.model_name} on {server.url} (POST /enhance, GET /health, GET /docs; "
+          "Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
