@@ -93,21 +93,11 @@ def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     return out.div_(k * k)
 
 
-def guided_filter(guide: torch.Tensor, source: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
-    """He et al.'s guided filter with a one-channel guide: ``source`` smoothed where ``guide`` is flat
-    (variance below ``eps``) and kept where ``guide`` has an edge.
-
-    Args:
-        guide: ``(B, 1, H, W)``.
-        source: ``(B, C, H, W)``.
-    """
-    a, b = guided_coefficients(guide, None if source is guide else source, radius, eps)
-    return a * guide + b
-
-
 def guided_coefficients(guide: torch.Tensor, source: torch.Tensor | None, radius: int,
                         eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The guided filter's smoothed linear coefficients ``(a, b)``, each ``(B, C, H, W)``: its output is
+    """He et al.'s guided filter with a one-channel guide (``source`` smoothed where ``guide`` is flat, its
+    variance below ``eps``, and kept at ``guide``'s edges), as its smoothed linear coefficients ``(a, b)``,
+    each ``(B, C, H, W)``: its output is
     ``a * guide + b``. ``source=None`` filters the guide by itself. The box means of a step share one call."""
     if source is None:  # self-guided: the source's statistics are the guide's
         mean_i, mean_ii = box_filter(torch.cat([guide, guide * guide], 1), radius).split(1, 1)

@@ -155,8 +155,7 @@ def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str,
                      progress=progress)
     if mode == "core":
         return core(predictor, images, patch=patch, device=device)
-    if mode != "global":
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    # mode is "global" here: enhance_tensor checked it (check_mode)
     if model.resolution_free:
         from nanolily.engine.onnx import StagedOnnxPredictor
 
