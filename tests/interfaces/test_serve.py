@@ -38,6 +38,7 @@ def server():
     server.wait_started()
     yield server
     server.shutdown()
+    thread.join(10)  # uvicorn closes its listener on the way out: before the socket itself is closed
     server.server_close()
 
 

@@ -7,8 +7,8 @@
                     strength, denoise, protect_highlights, white_balance, match_scale, format (png, jpg,
                     webp, tif, bmp, ...), quality. Answers the enhanced image (PNG unless ``format`` says
                     otherwise).
-    GET  /health    {"status": "ok", "model": ..., "device": ..., "version": ...}
-    GET  /          a small page to try it from a browser
+    GET  /health    {"status": "ok", "model": ..., "device": ..., "version": ..., "modes": [...], "defaults": {...}}
+    GET  /          the browser app: drop a photo, compare before and after, download the result
 
 Example:
     curl --data-binary @night.jpg 'http://127.0.0.1:8000/enhance?format=jpg' -o bright.jpg
@@ -133,6 +133,7 @@ class EnhanceServer:
         self.model_name = model_name or type(model).__name__
         self.max_bytes, self.max_pixels, self.max_waiting = max_bytes, max_pixels, max_waiting
         self.body_timeout = body_timeout
+        self.modes = [m for m in MODES if _runs(model, m)]
         self.lock = threading.Lock()  # held by the request the model is running
         self.waiting = 0  # requests waiting for it
         self._count = threading.Lock()
@@ -224,14 +225,17 @@ def create_app(server: EnhanceServer):
     async def validation_error(request, e):
         return error(HTTPStatus.BAD_REQUEST, "bad request")
 
+    page_html = _page()
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
-        return PAGE
+        return page_html
 
     @app.get("/health", summary="the service, its model and its defaults")
     async def health():
         return {"status": "ok", "version": __version__, "model": server.model_name,
-                "device": str(next(server.model.parameters()).device), "defaults": _jsonable(server.defaults)}
+                "device": str(next(server.model.parameters()).device), "modes": server.modes,
+                "defaults": _jsonable(server.defaults)}
 
     async def enhance(request):
         unread = True  # the body, while nothing has consumed it
@@ -347,6 +351,14 @@ def _decode(data: bytes, name: str, max_pixels: int):
         return read_image(path, max_pixels=max_pixels)
 
 
+def _runs(model, mode: str) -> bool:
+    try:
+        check_mode(model, mode)
+    except ValueError:
+        return False
+    return True
+
+
 def _jsonable(options: dict) -> dict:
     return {k: (v.lower() if k == "format" else v) for k, v in options.items()}
 
@@ -355,27 +367,8 @@ def _header_safe(text: str) -> str:
     return "".join(c for c in text if c.isprintable() and c not in '"\\')[:100] or "enhanced"
 
 
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>nanolily</title>
-<style>body{font:16px system-ui;margin:2em;max-width:70em}img{max-width:48%;margin-right:1%}</style></head>
-<body><h1>nanolily</h1><p>Make a dark photo look as if it was shot in good light.</p>
-<form id="f"><input type="file" name="image" accept="image/*" required>
-strength <input name="strength" type="number" value="1" min="0" max="3" step="0.1">
-denoise <input name="denoise" type="number" value="0.5" min="0" max="1" step="0.1">
-<button>Enhance</button> <span id="s"></span></form>
-<p><img id="a"><img id="b"></p>
-<script>
-const f = document.getElementById("f"), s = document.getElementById("s");
-f.onsubmit = async (e) => {
-  e.preventDefault();
-  const file = f.image.files[0];
-  document.getElementById("a").src = URL.createObjectURL(file);
-  s.textContent = "working...";
-  const q = new URLSearchParams({strength: f.strength.value, denoise: f.denoise.value, format: "jpg"});
-  const r = await fetch("/enhance?" + q, {method: "POST", body: file});
-  if (!r.ok) { s.textContent = (await r.json()).error; return; }
-  document.getElementById("b").src = URL.createObjectURL(await r.blob());
-  s.textContent = r.headers.get("X-Nanolily-Seconds") + " s";
-};
-</script></body></html>
-"""
+def _page() -> str:
+    """The browser app (``web/index.html`` beside this module)."""
+    from importlib.resources import files
+
+    return files("nanolily.interfaces").joinpath("web/index.html").read_text(encoding="utf-8")

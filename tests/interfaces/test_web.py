@@ -1,0 +1,132 @@
+"""The browser app at / in a real headless Chromium (Debian's ``chromium``, driven by Playwright's Python
+package with its executable path; ``.ci/run`` installs both). A screenshot of each run is kept in
+``artifacts/`` (or ``$NANOLILY_ARTIFACTS``)."""
+
+import io
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nanolily.interfaces.serve import EnhanceServer
+from nanolily.io.samples import sample_paths
+from nanolily.models.weights import load_model
+
+from .test_serve import DEFAULTS
+
+CHROMIUM = os.environ.get("NANOLILY_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(os.environ.get("NANOLILY_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
+# as root on a closed network: no sandbox, and none of Chromium's background connections
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    pytest.importorskip("fastapi")
+    server = EnhanceServer(("127.0.0.1", 0), load_model(device="cpu"), DEFAULTS, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.wait_started()
+    yield server.url
+    server.shutdown()
+    thread.join(10)  # uvicorn closes its listener on the way out: before the socket itself is closed
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(app_url)
+    page.wait_for_function("document.getElementById('mode').options.length > 0")
+    yield page
+    page.close()
+
+
+def mean_difference(page) -> float:
+    """Mean absolute difference (0..255) between the original and the enhanced image as the page shows them."""
+    return page.evaluate("""() => {
+        const pixels = (img) => {
+            const canvas = document.createElement('canvas');
+            canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+            const context = canvas.getContext('2d');
+            context.drawImage(img, 0, 0);
+            return context.getImageData(0, 0, canvas.width, canvas.height).data;
+        };
+        const a = pixels(document.getElementById('before')), b = pixels(document.getElementById('after'));
+        if (a.length !== b.length) return -1;
+        let sum = 0;
+        for (let i = 0; i < a.length; i++) sum += Math.abs(a[i] - b[i]);
+        return sum / a.length;
+    }""")
+
+
+def test_upload_a_sample_compare_and_download(page, tmp_path):
+    sample = sample_paths()[0]
+    page.set_input_files("#file", str(sample))
+    page.wait_for_selector("#download:not([hidden])", timeout=120_000)
+    page.wait_for_function("document.getElementById('before').complete && document.getElementById('after').complete"
+                           " && document.getElementById('after').naturalWidth > 0"
+                           " && !document.getElementById('slider').hidden")
+    with Image.open(sample) as original:
+        size = original.size
+    assert page.evaluate("[document.getElementById('after').naturalWidth, "
+                         "document.getElementById('after').naturalHeight]") == list(size)
+    assert mean_difference(page) > 10  # the enhanced photo is another, brighter image
+    assert page.inner_text("#error") == "" and "done in" in page.inner_text("#message")
+
+    # the slider moves the boundary between before and after
+    page.eval_on_selector("#slider", "s => { s.value = 20; s.dispatchEvent(new Event('input')); }")
+    assert page.eval_on_selector("#before", "e => e.style.clipPath") == "inset(0px 80% 0px 0px)"
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-app.png"), full_page=True)
+
+    with page.expect_download() as download_info:
+        page.click("#download")
+    download = download_info.value
+    assert download.suggested_filename == f"{sample.stem}_lily.jpg"  # JPEG: the page's default format
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    with Image.open(saved) as out:
+        assert out.format == "JPEG" and out.size == size
+
+
+def test_controls_choose_mode_format_and_strength(page):
+    # the default model lights the whole photo at once: bloom (224x224 tiles) is not offered
+    assert page.eval_on_selector_all("#mode option", "o => o.map(x => x.value)") == ["global", "core"]
+    page.select_option("#format", "png")
+    page.eval_on_selector("#strength", "s => { s.value = 0; s.dispatchEvent(new Event('input')); }")
+    page.eval_on_selector("#denoise", "s => { s.value = 0; s.dispatchEvent(new Event('input')); }")
+    assert page.inner_text("#strength-value") == "0.00"
+    image = (np.random.default_rng(0).random((48, 64, 3)) * 60).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    page.set_input_files("#file", files=[{"name": "dim.png", "mimeType": "image/png", "buffer": buffer.getvalue()}])
+    page.wait_for_selector("#download:not([hidden])", timeout=60_000)
+    page.wait_for_function("!document.getElementById('slider').hidden")
+    assert page.get_attribute("#download", "download") == "dim_lily.png"
+    assert mean_difference(page) < 1  # strength 0, no denoising: the photo comes back as it was
+
+
+def test_errors_are_shown_as_text(page):
+    page.set_input_files("#file", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"not a photo"}])
+    page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=60_000)
+    error = page.inner_text("#error")
+    assert "notes.jpg" in error and "\n" not in error
+    assert page.is_hidden("#download") and page.is_hidden("#progress")
