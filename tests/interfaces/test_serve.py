@@ -230,3 +230,51 @@ def test_load_every_answer_is_200_or_503_and_memory_stays_flat(server):
     finally:
         server.max_waiting = 16
 
+
+
+def test_client_errors_leave_no_traceback_in_the_log(random_weights):
+    """``nanolily serve`` as a process: every kind of bad client, then Ctrl-C; its log has one line per
+    request and no traceback."""
+    import re
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("fastapi")
+    process = subprocess.Popen([sys.executable, "-m", "nanolily.interfaces.cli", "serve", "--port", "0",
+                                "--weights", str(random_weights), "--device", "cpu", "--max-bytes", "20000",
+                                "--body-timeout", "1"], stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stderr.readline()
+        host, port = re.search(r"http://([\d.]+):(\d+)", first).groups()
+        url = f"http://{host}:{port}"
+
+        def raw(data: bytes, wait: float = 0.0) -> bytes:
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(data)
+                time.sleep(wait)
+                try:
+                    return s.recv(4096)
+                except OSError:
+                    return b""
+
+        class Server:  # for request()
+            pass
+
+        server = Server()
+        server.url = url
+        assert request(server, "/enhance", b"not an image", {"Content-Type": "image/jpeg"})[0] == 400
+        assert request(server, "/enhance?strength=x", dark_png())[0] == 400
+        assert request(server, "/nowhere")[0] == 404
+        assert request(server, "/enhance", b"x", method="PUT")[0] == 405
+        assert request(server, "/enhance", b"x" * 30000)[0] == 413
+        assert b" 408 " in raw(b"POST /enhance HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"x" * 100, 2)
+        raw(b"POST /enhance HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"x" * 100)  # hangs up mid-upload
+        assert b" 400 " in raw(b"NONSENSE\r\n\r\n")
+        assert request(server, "/enhance", dark_png())[0] == 200  # still serving
+        time.sleep(1.5)  # the hung-up upload's timeout passes
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, log = process.communicate(timeout=30)
+    assert "Traceback" not in log and "Exception" not in log, log

@@ -11,7 +11,7 @@ from nanolily.engine.pipeline import BACKENDS, PRECISIONS, check_precision
 from nanolily.io.images import WRITE_FORMATS
 from nanolily.interfaces.cli.common import (STDIO, Job, add_engine_options, add_model_options, add_output_options,
                                             check_mode_option, corrections, error, expand_inputs, load_model_or_none,
-                                            is_video, make_folder, note, plan_jobs)
+                                            is_video, make_folder, model_source, note, plan_jobs, positive_int)
 
 TILE_BAR_MIN_TILES = 64  # show a tile bar only for images big enough to take a while
 
@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   nanolily enhance noisy.jpg --denoise 0.5      smooth sensor grain and colour static
   nanolily enhance night.jpg --model nanolily-v1   the original NanoLILY architecture
   nanolily enhance shots/ -o bright/ --device cuda --precision bf16   on a GPU, in half precision
+  nanolily enhance s3://bucket/night/ -o s3://bucket/bright/ --ray --ray-address auto   on a Ray cluster
 
 exit status: 0 all done, 1 some inputs failed, 2 usage error"""
 
@@ -62,6 +63,15 @@ def add_parser(sub) -> None:
                                                   "(from `nanolily export`; nanolily-v2's runs the whole image "
                                                   "in one graph, which needs more memory and reads every "
                                                   "photo at the network's own scale) instead of the cache")
+    g = p.add_argument_group("scale-out (the [ray] extra)")
+    g.add_argument("--ray", action="store_true",
+                   help="enhance one folder or URI (s3://, gs://, ...; searched recursively) into -o OUT (a folder "
+                        "or URI) with Ray Data: a model per worker, failures reported per file")
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="the Ray cluster: auto (the one `ray start` joined this machine to) or HOST:PORT "
+                        "(default: a local Ray instance on this machine's CPUs)")
+    g.add_argument("--workers", type=positive_int, metavar="N",
+                   help="model actors, one CPU each (default: one per CPU of the cluster)")
     add_model_options(p)
     p.set_defaults(run=run, parser=p)
 
@@ -71,6 +81,8 @@ def run(args) -> int:
         args.parser.error(f"--strength must be >= 0, got {args.strength}")
     if args.stride > 224:
         args.parser.error(f"--stride must be at most the tile size 224, got {args.stride}")
+    if args.ray:
+        return run_ray(args)
     files, failures, notes = expand_inputs(args.inputs, args.recursive)
     for line in failures:
         error(line)
@@ -114,6 +126,36 @@ def run(args) -> int:
         print(f"enhanced {done} of {done + failed + skipped} images in {time.perf_counter() - start:.1f} s"
               f"{extra}{where}", file=sys.stderr)
     return 0 if failed == 0 else 1
+
+
+def run_ray(args) -> int:
+    """``--ray``: one source folder or URI into ``-o``, with Ray Data (nanolily.interfaces.ray_data)."""
+    if len(args.inputs) != 1 or args.output in (None, "-"):
+        args.parser.error("--ray takes one folder or URI and -o OUT (a folder or URI)")
+    if args.backend != "torch" or args.device not in ("auto", "cpu"):
+        args.parser.error("--ray runs the torch backend on each worker's CPUs")
+    try:
+        from nanolily.interfaces.ray_data import enhance_collection
+        import ray  # noqa: F401
+    except ImportError:
+        error("--ray needs Ray Data: pip install 'nanolily[ray]'")
+        return 1
+    try:
+        report = enhance_collection(
+            args.inputs[0], args.output, model_source(args), workers=args.workers, fmt=args.format,
+            quality=args.quality, overwrite=args.overwrite, skip_existing=args.skip_existing,
+            address=args.ray_address, progress=not args.quiet, on_failure=lambda path, reason: error(f"{path}: {reason}"),
+            mode=args.mode, stride=args.stride, batch_size=args.batch_size, precision=args.precision,
+            match_scale=args.match_scale, **corrections(args))
+    except ValueError as e:
+        error(str(e))
+        return 1
+    if not args.quiet:
+        extra = (f", {report.failed} failed" if report.failed else "") + \
+                (f", {report.skipped} skipped (outputs exist)" if report.skipped else "")
+        print(f"enhanced {report.done} of {report.done + report.failed + report.skipped} images in "
+              f"{report.seconds:.1f} s{extra} -> {args.output}", file=sys.stderr)
+    return 0 if report.failed == 0 else 1
 
 
 def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int, int]:

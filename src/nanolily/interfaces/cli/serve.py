@@ -1,7 +1,7 @@
 """nanolily serve: enhance images over HTTP, for other programs and pipelines.
 
 POST an image to /enhance and get the enhanced image back; GET /health says what is loaded; GET /
-is a small page to try it from a browser. Query parameters override this command's options for one
+is a browser app (drop a photo, compare before and after, download); GET /docs documents the API. Query parameters override this command's options for one
 request: mode, stride, batch_size, strength, denoise, protect_highlights, white_balance, match_scale,
 format, quality.
 """
@@ -29,7 +29,7 @@ enhanced one at a time"""
 
 
 def add_parser(sub) -> None:
-    from nanolily.interfaces.serve import DEFAULT_MAX_BYTES, DEFAULT_MAX_WAITING
+    from nanolily.interfaces.serve import BODY_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_WAITING
 
     p = sub.add_parser("serve", help="enhance images over HTTP", description=__doc__, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,6 +41,8 @@ def add_parser(sub) -> None:
                    help="refuse request bodies larger than this (default: %(default)s)")
     p.add_argument("--max-waiting", type=int, default=DEFAULT_MAX_WAITING,
                    help="requests that may wait while one is enhanced; more are answered 503 (default: %(default)s)")
+    p.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT, metavar="SECONDS",
+                   help="answer 408 to an upload that sends nothing for this long (default: %(default)g)")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per request")
     add_engine_options(p)
     add_model_options(p)
@@ -62,6 +64,8 @@ def run(args) -> int:
         args.parser.error(f"--max-waiting must be >= 0, got {args.max_waiting}")
     if args.stride > 224:
         args.parser.error(f"--stride must be at most the tile size 224, got {args.stride}")
+    if not args.body_timeout > 0:
+        args.parser.error(f"--body-timeout must be > 0, got {args.body_timeout}")
     model = load_model_or_none(args)
     if model is None:
         return 1
@@ -72,12 +76,13 @@ def run(args) -> int:
     try:
         server = EnhanceServer((args.host, args.port), model, defaults, max_bytes=args.max_bytes,
                                max_pixels=args.max_pixels, max_waiting=args.max_waiting,
-                               model_name=model_source(args) or DEFAULT_MODEL, quiet=args.quiet)
+                               model_name=model_source(args) or DEFAULT_MODEL, quiet=args.quiet,
+                               body_timeout=args.body_timeout)
     except OSError as e:
         error(f"{args.host}:{args.port}: {e.strerror or e}")
         return 1
-    print(f"nanolily serving {server.model_name} on {server.url} (POST /enhance, GET /health, GET /docs; "
-          "Ctrl-C stops)", file=sys.stderr, flush=True)
+    print(f"nanolily serving {server.model_name} on {server.url} (the app at /, POST /enhance, GET /health, "
+          "GET /docs; Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
