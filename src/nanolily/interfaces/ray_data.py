@@ -22,10 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanolily.io.images import RAW_OUTPUT_SUFFIX, RAW_SUFFIXES, READ_SUFFIXES, WRITE_FORMATS
-
-OUTPUT_SUFFIX = "_lily"
-
+from nanolily.io.images import READ_SUFFIXES, WRITE_FORMATS
 
 @dataclass
 class CollectionReport:
@@ -48,12 +45,9 @@ def output_name(relative: str, fmt: str | None) -> str:
     >>> output_name("2024/night.jpg", None), output_name("a.NEF", None), output_name("b.gif", "webp")
     ('2024/night.jpg', 'a.tif', 'b.webp')
     """
-    stem, suffix = posixpath.splitext(relative)
-    if fmt:
-        return f"{stem}.{fmt}"
-    if suffix.lower() in WRITE_FORMATS:
-        return relative
-    return stem + (RAW_OUTPUT_SUFFIX if suffix.lower() in RAW_SUFFIXES else ".png")
+    from nanolily.interfaces.cli.common import output_suffix
+
+    return posixpath.splitext(relative)[0] + ("." + fmt if fmt else output_suffix(Path(relative)))
 
 
 def split_uri(uri: str) -> tuple[object, str]:
@@ -101,8 +95,7 @@ class Enhancer:
                 if self.skip_existing:
                     return path, target, "skipped", ""
                 return path, target, "failed", "the output already exists (overwrite replaces it, skip_existing leaves it)"
-            photo = read_image(io.BytesIO(bytes(data)), name=posixpath.basename(path)) \
-                if Path(path).suffix.lower() not in RAW_SUFFIXES else _read_raw_bytes(data, path)
+            photo = read_image(io.BytesIO(bytes(data)), name=path)
             out = enhance_photo(photo, self.model, **self.options)
             self.fs.create_dir(posixpath.dirname(target), recursive=True)
             if self.local:  # atomic: a temporary file renamed into place
@@ -116,18 +109,6 @@ class Enhancer:
         except Exception as e:  # one bad file does not stop the others; its row says why
             return path, target, "failed", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         return path, target, "done", ""
-
-
-def _read_raw_bytes(data: bytes, path: str):
-    """A camera RAW file from bytes: LibRaw reads files, so through a temporary one."""
-    import tempfile
-
-    from nanolily.io.images import read_image
-
-    with tempfile.TemporaryDirectory(prefix="nanolily-") as folder:
-        local = Path(folder) / f"upload{Path(path).suffix.lower()}"
-        local.write_bytes(bytes(data))
-        return read_image(local)
 
 
 def enhance_collection(source: str, output: str, model: str | None = None, *, workers: int | None = None,

@@ -29,18 +29,16 @@ from __future__ import annotations
 import io
 import math
 import sys
-import tempfile
 import threading
 import time
 from email.parser import BytesParser
 from email.policy import HTTP
 from http import HTTPStatus
-from pathlib import Path
 from urllib.parse import parse_qs
 
 from nanolily import __version__
 from nanolily.engine.pipeline import MODES, check_mode, enhance_photo
-from nanolily.io.images import DEFAULT_MAX_PIXELS, RAW_SUFFIXES, WRITE_FORMATS, ImageError, encode_image, read_image
+from nanolily.io.images import DEFAULT_MAX_PIXELS, WRITE_FORMATS, ImageError, encode_image, read_image
 
 DEFAULT_MAX_BYTES = 64 << 20
 DEFAULT_MAX_WAITING = 16  # requests queued behind the one running; more get 503
@@ -186,7 +184,7 @@ class EnhanceServer:
             self.release(ticket)
             started = time.perf_counter()
             try:
-                photo = _decode(data, name, self.max_pixels)
+                photo = read_image(io.BytesIO(data), max_pixels=self.max_pixels, name=name)
             except ImageError as e:
                 status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE if "MP limit" in e.reason else HTTPStatus.BAD_REQUEST
                 raise RequestError(status, f"{name}: {e.reason}") from None
@@ -337,18 +335,6 @@ async def _read_body(request, length: int | None, max_bytes: int, timeout: float
     if not body:
         raise RequestError(HTTPStatus.BAD_REQUEST, "empty body: send an image")
     return body
-
-
-def _decode(data: bytes, name: str, max_pixels: int):
-    """:func:`nanolily.io.images.read_image` of uploaded bytes; a camera RAW file (told by the name's extension,
-    as LibRaw needs a file) goes through a temporary file."""
-    suffix = Path(name).suffix.lower()
-    if suffix not in RAW_SUFFIXES:
-        return read_image(io.BytesIO(data), max_pixels=max_pixels, name=name)
-    with tempfile.TemporaryDirectory(prefix="nanolily-") as folder:
-        path = Path(folder) / f"upload{suffix}"
-        path.write_bytes(data)
-        return read_image(path, max_pixels=max_pixels)
 
 
 def _runs(model, mode: str) -> bool:

@@ -101,16 +101,24 @@ def read_image(source: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_M
     """Decode an image file into a :class:`Photo`; any failure is an :class:`ImageError`.
 
     ``source`` is a path, or a binary file object such as ``sys.stdin.buffer`` (read to its end; its
-    format is told from the content, so camera RAW files, told by their extension, need a path; ``name``
+    format is told from the content, except camera RAW files, told by ``name``'s extension; ``name``
     labels its errors). CMYK, palette, 1-bit and other modes are converted (palette transparency
     becomes alpha). ``max_pixels`` guards against decompression bombs: larger images are refused
     before decoding.
     """
     if hasattr(source, "read"):
-        path, source = name, _io.BytesIO(source.read())
-        if not source.getbuffer().nbytes:
-            raise ImageError(path, "empty input (0 bytes)")
-        return _decode(source, path, "", max_pixels)
+        data = source.read()
+        if not data:
+            raise ImageError(name, "empty input (0 bytes)")
+        if Path(name).suffix.lower() in RAW_SUFFIXES:  # LibRaw reads files: through a temporary one
+            with tempfile.TemporaryDirectory(prefix="nanolily-") as folder:
+                path = Path(folder) / f"upload{Path(name).suffix.lower()}"
+                path.write_bytes(data)
+                try:
+                    return _read_raw(path, max_pixels)
+                except ImageError as e:
+                    raise ImageError(name, e.reason) from None
+        return _decode(_io.BytesIO(data), name, "", max_pixels)
     path = Path(source)
     if not path.exists():
         raise ImageError(path, "no such file")

@@ -36,6 +36,7 @@ class ShippedModel:
     recipe: str  # the training config that made it
     recipe_overrides: str = ""  # and the `nanolily train` options it ran with, e.g. "--set seed=1"
     training_note: str = ""  # what the model card should add to the run's own timings
+    seen_in_training: str = ""  # test images its training data holds: its figures on them are not test figures
 
 
 SHIPPED: dict[str, ShippedModel] = {

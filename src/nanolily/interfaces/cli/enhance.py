@@ -134,12 +134,13 @@ def run_ray(args) -> int:
         args.parser.error("--ray takes one folder or URI and -o OUT (a folder or URI)")
     if args.backend != "torch" or args.device not in ("auto", "cpu"):
         args.parser.error("--ray runs the torch backend on each worker's CPUs")
-    try:
-        from nanolily.interfaces.ray_data import enhance_collection
-        import ray  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("pyarrow") is None:
         error("--ray needs Ray Data: pip install 'nanolily[ray]'")
         return 1
+    from nanolily.interfaces.ray_data import enhance_collection
+
     try:
         report = enhance_collection(
             args.inputs[0], args.output, model_source(args), workers=args.workers, fmt=args.format,
