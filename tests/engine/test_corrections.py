@@ -59,15 +59,18 @@ def test_keep_white_balance_restores_the_input_channel_ratios():
 
 
 @pytest.mark.parametrize("settings", [{}, {"denoise": 1.0}, {"denoise": 0.5, "strength": 1.5, "white_balance": True}])
-def test_corrections_in_strips_equal_one_pass(settings, monkeypatch):
+def test_corrections_in_tiles_equal_one_pass(settings, monkeypatch):
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(1, 3, 100, 40, generator=g) * 0.4
+    x = torch.rand(1, 3, 100, 60, generator=g) * 0.4
     y = x * 2.5 + 0.05 * torch.randn(x.shape, generator=g)
-    whole = apply_corrections(x, y.clone(), rows=1000, **settings)
-    assert torch.allclose(apply_corrections(x, y.clone(), rows=7, **settings), whole, atol=1e-6)
-    if settings.get("denoise"):  # the halo is what makes strips exact
+    whole = apply_corrections(x, y.clone(), rows=1000, cols=1000, **settings)
+    for rows, cols in ((7, 1000), (1000, 9), (7, 9), (24, 16)):
+        assert torch.allclose(apply_corrections(x, y.clone(), rows=rows, cols=cols, **settings), whole, atol=1e-6)
+    if settings.get("denoise"):  # the halo is what makes tiles exact
         monkeypatch.setattr(adjust, "DENOISE_HALO", 2)
-        assert not torch.allclose(apply_corrections(x, y.clone(), rows=7, **settings), whole, atol=1e-4)
+        for rows, cols in ((7, 1000), (1000, 9)):
+            assert not torch.allclose(apply_corrections(x, y.clone(), rows=rows, cols=cols, **settings), whole,
+                                      atol=1e-4)
 
 
 def test_fast_denoise_parts_match_their_references():

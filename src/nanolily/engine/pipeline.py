@@ -43,7 +43,8 @@ DEFAULT_BATCH_SIZE = 2
 DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
 DEFAULT_DENOISE = 0.5
 NO_CORRECTIONS = {"protect_highlights": False, "denoise": 0.0, "white_balance": False}  # the network's output alone
-CORRECTION_STRIP = 128  # rows per strip of the corrections at 3840 wide (strip_rows): bounds their temporaries
+# the corrections' tiles: their temporaries stay in the CPU's caches (docs/pipeline.md)
+CORRECTION_ROWS, CORRECTION_COLS = 256, 1024
 _default_models: dict[str, NanoLILY] = {}
 
 
@@ -175,21 +176,28 @@ def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str,
 
 def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float = 1.0,
                       protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
-                      white_balance: bool = False, rows: int | None = None) -> torch.Tensor:
+                      white_balance: bool = False, rows: int = CORRECTION_ROWS,
+                      cols: int = CORRECTION_COLS) -> torch.Tensor:
     """The corrections of :func:`enhance_tensor`, applied to a network output ``out`` for ``images``
     (both ``(N, 3, H, W)``), in place on ``out``, which is returned clamped to [0, 1].
 
-    They run in strips of ``rows`` rows (default: :func:`strip_rows` of :data:`CORRECTION_STRIP`), so a large
-    photo needs no full-size temporaries. The denoiser
-    reads ``corrections.DENOISE_HALO`` rows beyond each strip, so a strip's result is written back only once
-    no later strip reads its rows, which keeps the strips exact; strips start on even rows, as its 2x2
-    grid does.
+    They run on tiles of ``rows`` x ``cols`` pixels, strip by strip of ``rows`` rows, so a large photo
+    needs no full-size temporaries and each tile's fit in the CPU's caches (docs/pipeline.md). The
+    denoiser reads ``corrections.DENOISE_HALO`` pixels beyond each tile, so a strip's result is written
+    back only once no later strip reads its rows, which keeps the tiles exact; tiles start on even rows
+    and columns, as its 2x2 grid does.
     """
     denoise *= min(strength, 1.0)  # the denoiser fades in with the strength: strength 0 is the input itself
-    height = out.shape[-2]
+    height, width = out.shape[-2:]
     halo = corrections.DENOISE_HALO if denoise else 0
-    rows = rows or strip_rows(out.shape[-1], CORRECTION_STRIP)
-    rows += rows % 2
+    rows, cols = rows + rows % 2, cols + cols % 2
+
+    def correct(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if strength != 1.0:
+            y = x + strength * (y - x)
+        y = corrections.protect_highlights(x, y).clamp_(0.0, 1.0) if protect_highlights else y.clamp(0.0, 1.0)
+        return corrections.denoise(y, denoise) if denoise else y
+
     pending: list[tuple[int, int, torch.Tensor]] = []  # (top, bottom, result) not yet written back
     for top in range(0, height + rows, rows):
         first = max(top - halo, 0)
@@ -200,12 +208,13 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
             break
         bottom, last = min(top + rows, height), min(top + rows + halo, height)
         x, y = images[..., first:last, :], out[..., first:last, :]
-        if strength != 1.0:
-            y = x + strength * (y - x)
-        y = corrections.protect_highlights(x, y).clamp_(0.0, 1.0) if protect_highlights else y.clamp(0.0, 1.0)
-        if denoise:
-            y = corrections.denoise(y, denoise)
-        pending.append((top, bottom, y[..., top - first:bottom - first, :]))
+        result = torch.empty_like(out[..., top:bottom, :])
+        for left in range(0, width, cols):
+            right = min(left + cols, width)
+            start, end = max(left - halo, 0), min(right + halo, width)
+            tile = correct(x[..., start:end], y[..., start:end])
+            result[..., left:right] = tile[..., top - first:bottom - first, left - start:right - start]
+        pending.append((top, bottom, result))
     if white_balance:
         out.mul_(corrections.white_balance_gains(images, out)[..., None, None])
     return out.clamp_(0.0, 1.0)
