@@ -36,6 +36,7 @@ from nanolily.engine.pipeline import enhance_photo
 from nanolily.io.images import read_image, with_pixels
 from nanolily.io.samples import sample_paths
 from nanolily.models.weights import load_model
+from nanolily.training import metrics
 from nanolily.training.data import find_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +66,9 @@ def level(pixels: np.ndarray) -> float:
 
 
 def newly_clipped(before: np.ndarray, after: np.ndarray) -> float:
-    top_in, top_out = before.max(axis=-1), after.max(axis=-1)
-    return float(((top_out >= CLIP) & (top_in < BELOW)).mean())
+    """:func:`nanolily.training.metrics.newly_clipped` of (H, W, C) pixels."""
+    as_batch = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]
+    return float(metrics.newly_clipped(as_batch(before), as_batch(after), CLIP, BELOW)[0])
 
 
 def dark_lift(before: np.ndarray, after: np.ndarray) -> float:

@@ -82,6 +82,21 @@ def mean_grey(x: torch.Tensor) -> torch.Tensor:
     return (x * luma).sum(1).flatten(1).mean(1)
 
 
+def newly_clipped(before: torch.Tensor, after: torch.Tensor, clip: float = 0.98, below: float = 0.9) -> torch.Tensor:
+    """Share of pixels per image, ``(N,)``, that the enhancement clipped: the brightest channel ``>= clip``
+    in ``after`` where it was ``< below`` in ``before`` (both ``(N, C, H, W)`` in [0, 1]).
+
+    Example:
+        >>> x = torch.full((1, 3, 2, 2), 0.5)
+        >>> y = x.clone(); y[..., 0, 0] = 1.0
+        >>> newly_clipped(x, y).tolist()
+        [0.25]
+    """
+    _check_pair(before, after)
+    made = (after.amax(1) >= clip) & (before.amax(1) < below)  # (N, H, W)
+    return made.flatten(1).float().mean(1)
+
+
 def gaussian_kernel(size: int = 11, sigma: float = 1.5, dtype=torch.float32, device=None) -> torch.Tensor:
     """Normalised 1-D Gaussian of ``size`` taps."""
     i = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
