@@ -173,12 +173,13 @@ def model_card(records: list[dict]) -> str:
         bloom_psnr = f"{bloom['psnr']:.2f}" if bloom else "-"  # bloom runs the original architecture only
         r224 = by[("resize224", "resize224 forward")]
         global_val = record["validation_global"]
+        seen = " (seen in training)" if SHIPPED[name].seen_in_training else ""
         summary.append(
             f"| {name}{' (default)' if name == DEFAULT_MODEL else ''} | {int(meta['parameters']):,} | "
             f"{training.get('cpu_time_s', 0) / 60:.0f} CPU-min | "
             f"{global_val.get('psnr', float('nan')):.2f} / {global_val.get('ssim', float('nan')):.3f} | "
             f"{eval15_cell(record.get('eval15'))} | "
-            f"{glob['psnr']:.2f} / {glob['ssim']:.3f} / {glob['lpips']:.3f} | {bloom_psnr} | "
+            f"{glob['psnr']:.2f} / {glob['ssim']:.3f} / {glob['lpips']:.3f}{seen} | {bloom_psnr} | "
             f"{r224['psnr']:.2f} / {r224['psnr_batch_pooled']:.2f} / {r224['psnr_pooled']:.2f} |")
         sections.append(model_section(record, meta, val, training, by))
     published = "\n".join(f"| {n} | {params} | {ps} | {ss} | {note} |" for n, params, ps, ss, note in PUBLISHED)
