@@ -240,6 +240,7 @@ def test_client_errors_leave_no_traceback_in_the_log(random_weights):
     import socket
     import subprocess
     import sys
+    import types
 
     pytest.importorskip("fastapi")
     process = subprocess.Popen([sys.executable, "-m", "nanolily.interfaces.cli", "serve", "--port", "0",
@@ -259,11 +260,7 @@ def test_client_errors_leave_no_traceback_in_the_log(random_weights):
                 except OSError:
                     return b""
 
-        class Server:  # for request()
-            pass
-
-        server = Server()
-        server.url = url
+        server = types.SimpleNamespace(url=url)  # what request() reads
         assert request(server, "/enhance", b"not an image", {"Content-Type": "image/jpeg"})[0] == 400
         assert request(server, "/enhance?strength=x", dark_png())[0] == 400
         assert request(server, "/nowhere")[0] == 404

@@ -52,9 +52,19 @@ SHIPPED: dict[str, ShippedModel] = {
         description="resolution-free NanoLILYv2 (122,482 parameters), trained on leak-free LoL-v1",
         recipe="configs/v2-long-cpu.yaml",
     ),
+    "nanolily-v3": ShippedModel(
+        file="nanolily-v3.safetensors",
+        sha256="89ebe4ea7354bdbacf6615d9b2af6284ad97fbfa12e0ef994996a626068f73fc",
+        description="resolution-free NanoLILYv2 (122,482 parameters), trained on the full LoL-v1 pool "
+                    "for the LoL-v1 benchmark (eval15); well-lit inputs mostly come back as they were",
+        recipe="configs/v3-full-cpu.yaml",
+        recipe_overrides="--force",
+        seen_in_training="86 of the 100 LoL-v2-real test low images (LoL-v1 ids 690..789)",
+    ),
 }
 DEFAULT_MODEL = "nanolily-v2"  # better on the validation split in global mode (docs/model-card.md)
-# (mean PSNR over the inputs as captured and re-exposed by 0.5 and 2, docs/training.md)
+# (mean PSNR over the inputs as captured and re-exposed by 0.5 and 2, docs/training.md); nanolily-v3 beats
+# it there but missed the do-no-harm bar its rule set for becoming the default (docs/training.md)
 
 
 class WeightsError(RuntimeError):
