@@ -120,12 +120,7 @@ def run(args) -> int:
             return 1
     done, failed, skipped = process(jobs, model, args, predictor)
     failed += len(failures)
-    if not args.quiet:
-        where = f" -> {args.output}" if args.output else ""
-        extra = (f", {failed} failed" if failed else "") + (f", {skipped} skipped (outputs exist)" if skipped else "")
-        print(f"enhanced {done} of {done + failed + skipped} images in {time.perf_counter() - start:.1f} s"
-              f"{extra}{where}", file=sys.stderr)
-    return 0 if failed == 0 else 1
+    return summarize(args, done, failed, skipped, time.perf_counter() - start)
 
 
 def run_ray(args) -> int:
@@ -151,12 +146,16 @@ def run_ray(args) -> int:
     except ValueError as e:
         error(str(e))
         return 1
+    return summarize(args, report.done, report.failed, report.skipped, report.seconds)
+
+
+def summarize(args, done: int, failed: int, skipped: int, seconds: float) -> int:
+    """The run's one summary line on stderr (unless ``--quiet``) and its exit status."""
     if not args.quiet:
-        extra = (f", {report.failed} failed" if report.failed else "") + \
-                (f", {report.skipped} skipped (outputs exist)" if report.skipped else "")
-        print(f"enhanced {report.done} of {report.done + report.failed + report.skipped} images in "
-              f"{report.seconds:.1f} s{extra} -> {args.output}", file=sys.stderr)
-    return 0 if report.failed == 0 else 1
+        where = f" -> {args.output}" if args.output else ""
+        extra = (f", {failed} failed" if failed else "") + (f", {skipped} skipped (outputs exist)" if skipped else "")
+        print(f"enhanced {done} of {done + failed + skipped} images in {seconds:.1f} s{extra}{where}", file=sys.stderr)
+    return 0 if failed == 0 else 1
 
 
 def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int, int]:
