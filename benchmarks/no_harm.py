@@ -37,11 +37,11 @@ from nanolily.io.images import read_image, with_pixels
 from nanolily.io.samples import sample_paths
 from nanolily.models.weights import load_model
 from nanolily.training import metrics
+from nanolily.training.metrics import LEVEL_TOLERANCE, PHOTO_CLIP, REFERENCE_CLIP
 from nanolily.training.data import find_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP, BELOW = 0.98, 0.9
-LEVEL_TOLERANCE, REFERENCE_CLIP, PHOTO_CLIP = 0.10, 0.005, 0.01
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # scikit-image's bundled photos (CC0 / public domain, skimage/data/README.txt): what each shows
 PHOTOS = {

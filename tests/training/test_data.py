@@ -182,3 +182,19 @@ def test_zoom_needs_random_crops_and_ordered_bounds():
     with pytest.raises(ValueError, match="zoom"):
         TrainConfig.from_dict({"crop": "random", "zoom": [2, 1]})
     assert TrainConfig.from_dict({"crop": "random", "zoom": [1, 2]}).zoom == [1, 2]
+
+
+def test_identity_views_re_exposed_and_grey_views(tmp_path):
+    make_layout(tmp_path, "pair", ["a"])
+    data = PairedImages(find_pairs(tmp_path, "pair"))
+    view = dict(size=32, crop="resize", flips=False, rot90=False)
+    plain = data.sample(0, torch.Generator().manual_seed(0), **view)
+    # identity view, re-exposed: input equals target, both darker than the reference
+    low, high = data.sample(0, torch.Generator().manual_seed(0), **view, identity=0.999, identity_exposure=(0.4, 0.5))
+    assert torch.equal(low, high) and high.mean() < 0.9 * plain[1].mean()
+    # grey view: three equal channels, the luma of the colour view, on both sides
+    low, high = data.sample(0, torch.Generator().manual_seed(0), **view, gray=0.999)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+    for grey, colour in ((low, plain[0]), (high, plain[1])):
+        assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
+        assert torch.allclose(grey[0], (colour * luma).sum(0), atol=1e-6)

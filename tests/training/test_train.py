@@ -104,6 +104,24 @@ def test_validation_at_several_exposures_selects_on_their_mean(data):
         tiny_config(val_exposures=[0, 1])
 
 
+def test_no_harm_validation_ranks_failing_checkpoints_last(data):
+    from nanolily.models.v2 import NanoLILYv2
+    from nanolily.training.data import PairedImages, find_pairs
+    from nanolily.training.train import selection_score, validate
+
+    images = PairedImages(find_pairs(data / "pairs", "pair"))
+    model = NanoLILYv2()  # zero-initialised head: the identity map, which leaves every reference as it is
+    metrics = validate(model, images, "global", no_harm=True)
+    assert metrics["ref_outside"] == 0 and metrics["ref_clip_max"] == 0 and metrics["no_harm"] == 1
+    with torch.no_grad():
+        model.head.bias[:3] = 0.5  # exp(0.5) = 1.65x brighter: fails the bar
+    failing = validate(model, images, "global", no_harm=True)
+    assert failing["ref_outside"] == 3 and failing["no_harm"] == 0
+    config = tiny_config(select_no_harm=True)
+    assert selection_score(failing, config) < selection_score({**metrics, "psnr": failing["psnr"] - 20}, config)
+    assert selection_score(failing, tiny_config()) == failing["psnr"]
+
+
 def test_config_rejects_unknown_keys_and_choices():
     with pytest.raises(ValueError, match=r"unknown config keys \['learning_rate'\]"):
         TrainConfig.from_dict({"learning_rate": 1})

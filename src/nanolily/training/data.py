@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from nanolily.io.images import READ_SUFFIXES, read_image, to_uint
+from nanolily.engine.corrections import LUMA
 from nanolily.training.synthesis import linear_to_srgb, srgb_to_linear
 
 LAYOUTS = ("lol-v1", "lol-v2", "pair")
@@ -209,7 +210,8 @@ class PairedImages:
                resize_prob: float = 0.5, flips: bool = True, rot90: bool = True,
                exposure: tuple[float, float] | None = None,
                zoom: tuple[float, float] | None = None,
-               identity: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+               identity: float = 0.0, identity_exposure: tuple[float, float] | None = None,
+               gray: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """One augmented training view of pair ``index``: (low, high), each (3, size, size) in [0, 1].
 
         ``zoom=(lo, hi)`` (random crops only) takes a ``size / z`` square and resizes it to ``size``, ``z``
@@ -222,7 +224,12 @@ class PairedImages:
         scene rather than from the input's level.
 
         ``identity``: the probability that the input is the reference itself (no exposure change), so the
-        model learns to leave a photo that is already well lit as it is.
+        model learns to leave a photo that is already well lit as it is; ``identity_exposure=(lo, hi)``
+        re-exposes such a view (input and target alike) by a log-uniform factor, so that a dim but well
+        exposed photo also stays as it is.
+
+        ``gray``: the probability that the view is turned grey (BT.601 luma in all three channels, input
+        and target alike), so a grayscale photo is lit as its colour version would be.
         """
         low, high = self.low[index], self.high[index]
         if crop == "mixed":
@@ -256,8 +263,12 @@ class PairedImages:
             if pair.shape[-2] != pair.shape[-1]:
                 k = 2 * (k % 2)  # a quarter turn would change the shape of a full-size view
             pair = torch.rot90(pair, k, dims=(-2, -1))
+        if gray and torch.rand((), generator=generator).item() < gray:
+            pair = (pair * pair.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(pair)
         low, high = pair[0], pair[1]
         if identity and torch.rand((), generator=generator).item() < identity:
+            if identity_exposure is not None:
+                high = expose_linear(high, _log_uniform(identity_exposure, generator))
             return high.contiguous(), high.contiguous()
         if exposure is not None:
             low = expose_linear(low, _log_uniform(exposure, generator))

@@ -82,6 +82,11 @@ def mean_grey(x: torch.Tensor) -> torch.Tensor:
     return (x * luma).sum(1).flatten(1).mean(1)
 
 
+# the do-no-harm bar (issue #24): a well-lit photo's mean level within 10 % and at most 0.5 % of its
+# pixels newly clipped (1 % for real photos)
+LEVEL_TOLERANCE, REFERENCE_CLIP, PHOTO_CLIP = 0.10, 0.005, 0.01
+
+
 def newly_clipped(before: torch.Tensor, after: torch.Tensor, clip: float = 0.98, below: float = 0.9) -> torch.Tensor:
     """Share of pixels per image, ``(N,)``, that the enhancement clipped: the brightest channel ``>= clip``
     in ``after`` where it was ``< below`` in ``before`` (both ``(N, C, H, W)`` in [0, 1]).

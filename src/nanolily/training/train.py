@@ -28,7 +28,7 @@ import torch.nn as nn
 from nanolily.training.data import DatasetSpec, PairedImages, expose_linear, find_overlaps, pairs_from_spec
 from nanolily.engine.pipeline import NO_CORRECTIONS, enhance_tensor
 from nanolily.training.losses import CompositeLoss
-from nanolily.training.metrics import psnr, ssim
+from nanolily.training.metrics import LEVEL_TOLERANCE, REFERENCE_CLIP, mean_grey, newly_clipped, psnr, ssim
 from nanolily.models.v1 import NanoLILY
 from nanolily.models.weights import build_model, feature_weights_path, load_model, save_weights
 
@@ -63,6 +63,8 @@ class TrainConfig:
     exposure: list | None = None  # [lo, hi]: scale low images' exposure by a log-uniform factor in linear light
     zoom: list | None = None  # [lo, hi]: random crops of size / z resized to size, z log-uniform in [lo, hi]
     identity: float = 0.0  # share of views whose input is the reference itself: well-lit photos stay as they are
+    identity_exposure: list | None = None  # [lo, hi]: identity views re-exposed (input and target): dim photos stay dim
+    gray: float = 0.0  # share of views turned grey (input and target): grayscale photos lit as colour ones
     # optimisation
     lr: float = 2e-5
     weight_decay: float = 1e-2
@@ -86,6 +88,7 @@ class TrainConfig:
     val_stride: int = 112
     select: str = "ssim"  # psnr | ssim
     val_exposures: list = field(default_factory=lambda: [1.0])  # validate at each input exposure, select on the mean
+    select_no_harm: bool = False  # rank checkpoints that fail the do-no-harm bar on the val references last
     early_stop_patience: int | None = None  # validations without improvement
     early_stop_min_delta: float = 0.0
     # run
@@ -125,12 +128,14 @@ class TrainConfig:
             raise ValueError(f"ema must be a decay in (0, 1), e.g. 0.998, got {self.ema}")
         if not self.val_exposures or any(not f > 0 for f in self.val_exposures):
             raise ValueError(f"val_exposures must be positive factors, e.g. [0.5, 1, 2], got {self.val_exposures}")
-        for key in ("exposure", "zoom"):
+        for key in ("exposure", "zoom", "identity_exposure"):
             bounds = getattr(self, key)
             if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] <= bounds[1]):
                 raise ValueError(f"{key} must be [lo, hi] with 0 < lo <= hi, got {bounds}")
         if not 0 <= self.identity < 1:
             raise ValueError(f"identity must be a probability in [0, 1), got {self.identity}")
+        if not 0 <= self.gray < 1:
+            raise ValueError(f"gray must be a probability in [0, 1), got {self.gray}")
         if self.zoom is not None and self.crop != "random":
             raise ValueError(f"zoom applies to random crops only, got crop {self.crop!r}")
         build_model(self.architecture, self.model)
@@ -163,17 +168,23 @@ def lr_lambda(config: TrainConfig, total_steps: int):
 
 @torch.no_grad()
 def validate(model: NanoLILY, images: PairedImages, mode: str = "bloom", stride: int = 112,
-             exposures: list[float] = (1.0,)) -> dict[str, float]:
+             exposures: list[float] = (1.0,), no_harm: bool = False) -> dict[str, float]:
     """Mean full-resolution PSNR and SSIM of ``model`` over a paired set (outputs clamped to [0, 1]).
 
     With several ``exposures``, each low image is also shown re-exposed by each factor in linear light
     (:func:`nanolily.training.data.expose_linear`; the reference unchanged): ``psnr`` and ``ssim`` are then the
     means over all of them, and ``psnr@<factor>`` each factor's own mean.
+
+    ``no_harm``: also enhance each reference (a well-lit photo) with the default corrections, as
+    ``nanolily enhance`` does, and report ``ref_outside`` (references whose mean level moved by more than
+    :data:`~nanolily.training.metrics.LEVEL_TOLERANCE`), ``ref_clip_max`` (the largest share of newly clipped pixels) and
+    ``no_harm`` (1 if neither exceeds the bar of issue #24, else 0).
     """
     was_training = model.training
     model.eval()
     p = {f: [] for f in exposures}
     s = {f: [] for f in exposures}
+    ratios, clipped = [], []
     for i in range(len(images)):
         low, high = images.full(i)
         for f in exposures:
@@ -181,12 +192,27 @@ def validate(model: NanoLILY, images: PairedImages, mode: str = "bloom", stride:
                                  stride=stride, precision="fp32", **NO_CORRECTIONS)
             p[f].append(float(psnr(out, high[None])))
             s[f].append(float(ssim(out, high[None])))
+        if no_harm:
+            out = enhance_tensor(high[None], model, mode=mode, stride=stride, precision="fp32")
+            ratios.append(float(mean_grey(out) / mean_grey(high[None]).clamp_min(1e-6)))
+            clipped.append(float(newly_clipped(high[None], out)))
     model.train(was_training)
     mean = statistics.fmean
     metrics = {"psnr": mean(mean(v) for v in p.values()), "ssim": mean(mean(v) for v in s.values())}
     if len(exposures) > 1:
         metrics.update({f"psnr@{f:g}": mean(p[f]) for f in exposures})
+    if no_harm:
+        outside = sum(abs(r - 1) > LEVEL_TOLERANCE for r in ratios)
+        metrics.update(ref_outside=outside, ref_clip_max=max(clipped),
+                       no_harm=float(outside == 0 and max(clipped) <= REFERENCE_CLIP))
     return metrics
+
+
+def selection_score(metrics: dict[str, float], config: "TrainConfig") -> float:
+    """The number checkpoints are ranked by: ``metrics[config.select]``, and with ``select_no_harm``
+    one that fails the do-no-harm bar ranks below every one that passes it."""
+    score = metrics[config.select]
+    return score - 1000 * (1 - metrics["no_harm"]) if config.select_no_harm else score
 
 
 class Distributed:
@@ -352,10 +378,12 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         if step % val_every == 0 or step == total:  # the same steps on every rank
             timed_out = config.max_minutes is not None and state["elapsed"] > 60 * config.max_minutes
             if dist.main:
-                metrics = validate(evaluated, val_set, config.val_mode, config.val_stride, config.val_exposures)
-                improved = metrics[config.select] > state["best"] + config.early_stop_min_delta
+                metrics = validate(evaluated, val_set, config.val_mode, config.val_stride, config.val_exposures,
+                                   config.select_no_harm)
+                score = selection_score(metrics, config)
+                improved = score > state["best"] + config.early_stop_min_delta
                 if improved:
-                    state.update(best=metrics[config.select], best_metrics={**metrics, "step": step, "epoch": epoch},
+                    state.update(best=score, best_metrics={**metrics, "step": step, "epoch": epoch},
                                  stale=0)
                     save_weights(evaluated, out / "best.safetensors", version=config.name,
                                  training_data=_describe(config.train),
@@ -366,9 +394,11 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
                 val_log.write({"step": step, "epoch": epoch, **{f"val_{k}": round(v, 5) for k, v in metrics.items()},
                                "best": improved, "elapsed_s": round(state["elapsed"], 1)})
                 log(f"step {step} epoch {epoch}: val psnr {metrics['psnr']:.3f} ssim {metrics['ssim']:.4f}"
+                    + (f" references outside +-10 % {metrics['ref_outside']}, max newly clipped "
+                       f"{100 * metrics['ref_clip_max']:.2f} %" if config.select_no_harm else "")
                     + (" (best)" if improved else ""))
                 if config.scheduler == "plateau" and epoch >= config.plateau_start_epoch:
-                    _plateau_step(state, metrics[config.select], config)
+                    _plateau_step(state, score, config)
             # rank 0 validated: every rank takes its LR scale and stop decisions
             state["lr_scale"], state["stale"], timed_out = dist.from_main([state["lr_scale"], state["stale"], timed_out])
             save_checkpoint(last)
@@ -443,7 +473,9 @@ def _batch(images: PairedImages, config: TrainConfig, step: int, epoch: int, ste
     gen = torch.Generator().manual_seed(((config.seed * 1_000_003 + step) * 1009 + dist.rank) % (2 ** 63))
     views = [images.sample(int(k), gen, config.size, config.crop, config.resize_prob, config.flips, config.rot90,
                            tuple(config.exposure) if config.exposure else None,
-                           tuple(config.zoom) if config.zoom else None, config.identity) for k in chosen]
+                           tuple(config.zoom) if config.zoom else None, config.identity,
+                           tuple(config.identity_exposure) if config.identity_exposure else None, config.gray)
+             for k in chosen]
     sizes = {tuple(v[0].shape[-2:]) for v in views}
     if len(sizes) > 1:  # only crop "full" gives views of the images' own sizes
         raise ValueError(f"crop 'full' needs training images of one size, got {sorted(sizes)}: use crop 'random'")
