@@ -47,15 +47,18 @@ def protect_highlights(x: torch.Tensor, y: torch.Tensor, knee: float = 0.7) -> t
     Returns:
         ``(B, 3, H, W)``.
     """
-    # with the knee's level t = knee + (1 - knee) x, the lift past it is u = (z - knee) / (1 - knee) = (y - t) / (1 - t)
-    # and the soft curve is t + (1 - t) tanh(u)
-    t = x * (1 - knee) + knee
-    room = torch.rsub(t, 1.0).clamp_min_((1 - knee) * 1e-6)
-    u = (y - t).div_(room)
-    past = u > 0
-    if not bool(past.any()):  # most strips of a photo: nothing to soften
+    # with the knee's level t = knee + (1 - knee) x and the headroom past it r = 1 - t, the lift past the
+    # knee is u = (y - t) / r and the soft curve c = t + r tanh(u); as tanh(u) < u for u > 0 and
+    # tanh(u) >= u otherwise, the result is min(y, c), which only needs c where u > 0: u is clamped to
+    # [0, 9] (tanh(9) is 1 in float32), so no far-negative input sends the maths into slow subnormals.
+    # With tanh(u) = 2 sigmoid(2u) - 1 (the same values; sigmoid is faster on CPUs without AVX-512),
+    # c = 1 + 2 r (sigmoid(2u) - 1), computed in place on two temporaries
+    if float(y.max()) <= knee:  # t >= knee everywhere: nothing reaches the knee
         return y.clone()
-    return torch.where(past, t.addcmul_(room, u.tanh_()), y)
+    room = torch.mul(x, knee - 1).add_(1 - knee).clamp_min_((1 - knee) * 1e-6)  # r
+    c = torch.sub(y, 1.0).add_(room).div_(room).clamp_(0.0, 9.0).mul_(2).sigmoid_()  # sigmoid(2u)
+    c.sub_(1.0).mul_(room).mul_(2.0).add_(1.0)
+    return torch.minimum(y, c, out=c)
 
 
 def rgb_to_ycc(image: torch.Tensor) -> torch.Tensor:
@@ -84,11 +87,11 @@ def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     k = 2 * radius + 1
     height, width = x.shape[-2:]
     padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    rows = padded[..., :width].clone()  # (B, C, H + 2r, W)
-    for i in range(1, k):
+    rows = padded[..., :width] + padded[..., 1:width + 1]  # (B, C, H + 2r, W)
+    for i in range(2, k):
         rows += padded[..., i:i + width]
-    out = rows[..., :height, :].clone()  # (B, C, H, W)
-    for i in range(1, k):
+    out = rows[..., :height, :] + rows[..., 1:height + 1, :]  # (B, C, H, W)
+    for i in range(2, k):
         out += rows[..., i:i + height, :]
     return out.div_(k * k)
 
@@ -116,7 +119,8 @@ def pool2(x: torch.Tensor) -> torch.Tensor:
     height, width = x.shape[-2:]
     if height % 2 or width % 2:
         x = F.pad(x, (0, width % 2, 0, height % 2), mode="replicate")
-    return (x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]).mul_(0.25)
+    rows = x[..., 0::2, :] + x[..., 1::2, :]  # whole rows first: contiguous, so vectorised
+    return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
 
 
 def upsample2(x: torch.Tensor) -> torch.Tensor:
@@ -124,15 +128,15 @@ def upsample2(x: torch.Tensor) -> torch.Tensor:
     the same values as :func:`torch.nn.functional.interpolate`, as four lerps into the output's phases,
     which runs faster on the CPU."""
     b, c, h, w = x.shape
-    side = F.pad(x, (1, 1, 0, 0), mode="replicate")
-    wide = x.new_empty(b, c, h, w, 2)
-    torch.lerp(x, side[..., :-2], 0.25, out=wide[..., 0])  # even columns lean left, odd ones right
-    torch.lerp(x, side[..., 2:], 0.25, out=wide[..., 1])
+    wide = x.new_empty(b, c, h, w, 2)  # slices of x as the neighbours: no padded copy
+    torch.lerp(x[..., 1:], x[..., :-1], 0.25, out=wide[..., 1:, 0])
+    torch.lerp(x[..., :-1], x[..., 1:], 0.25, out=wide[..., :-1, 1])
+    wide[..., 0, 0], wide[..., -1, 1] = x[..., 0], x[..., -1]
     wide = wide.view(b, c, h, 2 * w)
-    side = torch.cat([wide[..., :1, :], wide, wide[..., -1:, :]], -2)
     out = x.new_empty(b, c, h, 2, 2 * w)
-    torch.lerp(wide, side[..., :-2, :], 0.25, out=out[..., 0, :])
-    torch.lerp(wide, side[..., 2:, :], 0.25, out=out[..., 1, :])
+    torch.lerp(wide[..., 1:, :], wide[..., :-1, :], 0.25, out=out[..., 1:, 0, :])
+    torch.lerp(wide[..., :-1, :], wide[..., 1:, :], 0.25, out=out[..., :-1, 1, :])
+    out[..., 0, 0, :], out[..., -1, 1, :] = wide[..., 0, :], wide[..., -1, :]
     return out.view(b, c, 2 * h, 2 * w)
 
 
@@ -167,7 +171,7 @@ def denoise(image: torch.Tensor, strength: float = 1.0, luma_sigma: float = 0.02
                         ycc_to_rgb(torch.cat([b_luma, b_chroma], 1))], 1).mul_(strength)  # (B, 6, H/2, W/2)
     coeffs = upsample2(coeffs)[..., :height, :width]
     full_luma = (image[:, 0:1] * LUMA[0]).add_(image[:, 1:2], alpha=LUMA[1]).add_(image[:, 2:3], alpha=LUMA[2])
-    return (image * (1 - strength)).addcmul_(coeffs[:, :3], full_luma).add_(coeffs[:, 3:])
+    return torch.addcmul(coeffs[:, 3:], coeffs[:, :3], full_luma).add_(image, alpha=1 - strength)
 
 
 def white_balance_gains(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
