@@ -11,9 +11,9 @@ Cases, all with the same shipped weights and the same inputs:
   e  global     nanolily global mode: the whole image in one pass
   f  onnx       nanolily bloom, stride 112, with tiles run by ONNX Runtime (fp32: its difference to b is the parity)
 and, with the other shipped model, what `nanolily enhance` runs by default:
-  g  v2         nanolily-v2 (the default model), global mode, the network alone
-  h  default    `nanolily enhance` defaults: nanolily-v2, global, highlight protection and denoising
-  i  v2onnx     nanolily-v2, global, run by ONNX Runtime (the backend's two graphs, full resolution in strips)
+  g  v2         the default model (resolution-free, nanolily-v4), global mode, the network alone
+  h  default    `nanolily enhance` defaults: the default model, global, highlight protection and denoising
+  i  v2onnx     the default model, global, run by ONNX Runtime (the backend's two graphs, full resolution in strips)
 
 Each (case, size) runs once in its own subprocess, so peak resident memory (VmHWM) is that case's alone;
 times come from one process running the cases round-robin (medians over rounds, after a warm-up on a
@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from nanolily.engine.onnx import STAGES
+from nanolily.models.weights import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "nanolily-v1"  # the original architecture: the model the original loop (a) can run
@@ -57,12 +58,12 @@ CASES = {
     "monai": "(d) MONAI sliding_window_inference",
     "global": "(e) nanolily global",
     "onnx": "(f) nanolily bloom, stride 112, ONNX Runtime",
-    "v2": "(g) nanolily-v2 global (default model)",
-    "default": "(h) nanolily enhance defaults (v2 + corrections)",
-    "v2onnx": "(i) nanolily-v2 global, ONNX Runtime (strips)",
+    "v2": f"(g) {DEFAULT_MODEL} global (default model)",
+    "default": "(h) nanolily enhance defaults (model + corrections)",
+    "v2onnx": f"(i) {DEFAULT_MODEL} global, ONNX Runtime (strips)",
 }
-DEFAULT_MODEL_CASES = {"v2": "nanolily-v2", "default": "nanolily-v2", "v2onnx": "nanolily-v2"}  # not (a)-(f)'s weights
-ONNX_FILES = {"onnx": ("nanolily-v1.onnx",), "v2onnx": tuple(f"nanolily-v2-{stage}.onnx" for stage in STAGES)}  # in onnx_dir
+DEFAULT_MODEL_CASES = {"v2": DEFAULT_MODEL, "default": DEFAULT_MODEL, "v2onnx": DEFAULT_MODEL}  # not (a)-(f)'s weights
+ONNX_FILES = {"onnx": ("nanolily-v1.onnx",), "v2onnx": tuple(f"{DEFAULT_MODEL}-{stage}.onnx" for stage in STAGES)}  # in onnx_dir
 SIZES = "600x400,1920x1080,3840x2160,7680x4320"
 SAMPLE = ROOT / "src/nanolily/assets/samples/astronaut_dark.png"
 
@@ -583,7 +584,7 @@ def machine_report(results: dict, path: Path) -> list[str]:
         "the convolution before it. Equal to a single pass to float rounding (tested), at "
         "~1.2x the convolutions of one pass with the kept map and ~1.6x without, against bloom's ~3.9x "
         "at stride 112.\n"
-        "- **the default model.** (g)-(i) run nanolily-v2, which `nanolily enhance` uses unless told "
+        f"- **the default model.** (g)-(i) run {DEFAULT_MODEL}, which `nanolily enhance` uses unless told "
         "otherwise: other weights, so no max abs diff vs (b); its quality is in the next section. It computes "
         "most of its features at 1/4 to 1/16 of the pixels, and a photo over ~0.7 MP from a coarser copy "
         "(scale matching, README \"Large and small photos\": a 4K frame at 1/16 to 1/64), so a 4K photo costs a "

@@ -35,7 +35,7 @@ import torch
 from nanolily.engine.pipeline import enhance_photo
 from nanolily.io.images import read_image, with_pixels
 from nanolily.io.samples import sample_paths
-from nanolily.models.weights import load_model
+from nanolily.models.weights import available_models, load_model
 from nanolily.training import metrics
 from nanolily.training.metrics import LEVEL_TOLERANCE, PHOTO_CLIP, REFERENCE_CLIP
 from nanolily.training.data import find_pairs
@@ -164,8 +164,8 @@ def tables(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="datasets root (lol-v1/, splits/); without it, the photos only")
-    parser.add_argument("--models", nargs="+", default=["nanolily-v2", "nanolily-v1"],
-                        help="shipped names or .safetensors files (default: %(default)s)")
+    parser.add_argument("--models", nargs="+", default=available_models()[::-1],
+                        help="shipped names or .safetensors files (default: every shipped model)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/no_harm.json"))
     parser.add_argument("--doc", default=str(ROOT / "docs/no-harm.md"))

@@ -46,7 +46,7 @@ def mean_levels(path) -> tuple[np.ndarray, Fraction, int]:
 
 def test_a_clip_keeps_its_frames_rate_and_audio(tmp_path):
     clip = make_clip(tmp_path / "night.mp4")
-    assert main(["enhance", str(clip), "-q"]) == 0  # the default model, nanolily-v2
+    assert main(["enhance", str(clip), "-q"]) == 0  # the default model
     levels_in, rate_in, audio_in = mean_levels(clip)
     levels_out, rate_out, audio_out = mean_levels(tmp_path / "night_lily.mp4")
     assert len(levels_out) == len(levels_in) == FRAMES and rate_out == rate_in and audio_out == audio_in == 1
