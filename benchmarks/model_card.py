@@ -28,7 +28,7 @@ from nanolily.training.evaluate import evaluate, markdown_table
 from nanolily.training.losses import VGGPerceptual
 from nanolily.training.metrics import LPIPS
 from nanolily.training.train import DEFAULT_VGG
-from nanolily.models.weights import DEFAULT_MODEL, SHIPPED, feature_weights_path, file_sha256, load_model, read_metadata
+from nanolily.models.weights import ASSETS, DEFAULT_MODEL, SHIPPED, feature_weights_path, file_sha256, load_model, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = {"splits/lol-v1-train.txt": "LoL-v1 our485, the leak-free split (359 pairs, none of LoL-v2-real Test)",
@@ -178,7 +178,7 @@ def model_card(records: list[dict]) -> str:
         seen = " (seen in training)" if SHIPPED[name].seen_in_training else ""
         summary.append(
             f"| {name}{' (default)' if name == DEFAULT_MODEL else ''} | {int(meta['parameters']):,} | "
-            f"{training.get('cpu_time_s', 0) / 60:.0f} CPU-min | "
+            f"{cost_cell(name)} | "
             f"{global_val.get('psnr', float('nan')):.2f} / {global_val.get('ssim', float('nan')):.3f} | "
             f"{eval15_cell(record.get('eval15'))} | "
             f"{glob['psnr']:.2f} / {glob['ssim']:.3f} / {glob['lpips']:.3f}{seen} | {bloom_psnr} | "
@@ -254,6 +254,26 @@ def training_data_lines(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_minutes(name: str) -> float:
+    """The training CPU time of a shipped model's own run, from its metadata."""
+    metrics = json.loads(read_metadata(ASSETS / SHIPPED[name].file).get("metrics", "{}"))
+    return metrics.get("training", {}).get("cpu_time_s", 0) / 60
+
+
+def cost_cell(name: str) -> str:
+    """The recipe's CPU time: the run's own, plus the model's it continued from (``starts_from``)."""
+    base = SHIPPED[name].starts_from
+    if not base:
+        return f"{cpu_minutes(name):.0f} CPU-min"
+    return f"{cpu_minutes(name) + cpu_minutes(base):.0f} CPU-min ({base}'s {cpu_minutes(base):.0f} + {cpu_minutes(name):.0f})"
+
+
+def starts_from_note(name: str) -> str:
+    base = SHIPPED[name].starts_from
+    return (f" It continues {base} ({cpu_minutes(base):.0f} CPU-min), so the recipe's total is "
+            f"{cpu_minutes(name) + cpu_minutes(base):.0f} CPU-min.") if base else ""
+
+
 def seen_line(name: str) -> str:
     seen = SHIPPED[name].seen_in_training
     return f"- **Seen in training**: {seen}; its LoL-v2-real rows below are not test figures.\n" if seen else ""
@@ -310,7 +330,7 @@ def model_section(record: dict, meta: dict, val: dict, training: dict, by: dict)
   weight decay {config.get('weight_decay')}, gradient clipping {config.get('grad_clip')}; loss {loss}.{extras} Seed {config.get('seed')}.
 - Hardware: 2 CPU cores ({record['machine']}), torch {record['torch']}, {threads}. Wall time
   {training.get('wall_time_s', 0) / 60:.1f} min for {training.get('steps')} steps (validation included); CPU time
-  {training.get('cpu_time_s', 0) / 60:.1f} min.{(' ' + SHIPPED[name].training_note) if SHIPPED[name].training_note else ''}
+  {training.get('cpu_time_s', 0) / 60:.1f} min.{starts_from_note(name)}
 {seen_line(name)}- Selected at step {meta.get('step')} by validation (lol-v1-val, full resolution, {val.get('val_mode')} mode{over}):
   PSNR {val.get('psnr', float('nan')):.2f} dB, SSIM {val.get('ssim', float('nan')):.4f}.
 

@@ -58,6 +58,8 @@ def test_shipped_models_load_and_verify():
         trained = json.loads(meta["train_config"])
         assert TrainConfig.from_yaml(recipe).name == trained["name"]
         assert f"seed={trained['seed']}" in shipped.recipe_overrides or trained["seed"] == TrainConfig.from_yaml(recipe).seed
+        if shipped.starts_from:  # a run that continued another shipped model started from its weights
+            assert shipped.starts_from in W.SHIPPED and trained["init_from"]
 
 
 def test_unknown_name_lists_the_models():

@@ -35,7 +35,7 @@ class ShippedModel:
     description: str
     recipe: str  # the training config that made it
     recipe_overrides: str = ""  # and the `nanolily train` options it ran with, e.g. "--set seed=1"
-    training_note: str = ""  # what the model card should add to the run's own timings
+    starts_from: str = ""  # the shipped model its run continued: its training cost adds to this one's
     seen_in_training: str = ""  # test images its training data holds: its figures on them are not test figures
 
 
@@ -68,7 +68,7 @@ SHIPPED: dict[str, ShippedModel] = {
                     "LoL-v1 pool to leave well-exposed, dim and grey photos as they were",
         recipe="configs/v4-full-cpu.yaml",
         recipe_overrides="--force",
-        training_note="It starts from nanolily-v3 (231 CPU-min), so the recipe's total is the sum.",
+        starts_from="nanolily-v3",
         seen_in_training="86 of the 100 LoL-v2-real test low images (LoL-v1 ids 690..789)",
     ),
 }
