@@ -113,6 +113,7 @@ def test_no_harm_validation_ranks_failing_checkpoints_last(data):
     model = NanoLILYv2()  # zero-initialised head: the identity map, which leaves every reference as it is
     metrics = validate(model, images, "global", no_harm=True)
     assert metrics["ref_outside"] == 0 and metrics["ref_clip_max"] == 0 and metrics["no_harm"] == 1
+    assert metrics["gray_outside"] == 0  # the identity map treats grey as colour
     with torch.no_grad():
         model.head.bias[:3] = 0.5  # exp(0.5) = 1.65x brighter: fails the bar
     failing = validate(model, images, "global", no_harm=True)
@@ -120,6 +121,32 @@ def test_no_harm_validation_ranks_failing_checkpoints_last(data):
     config = tiny_config(select_no_harm=True)
     assert selection_score(failing, config) < selection_score({**metrics, "psnr": failing["psnr"] - 20}, config)
     assert selection_score(failing, tiny_config()) == failing["psnr"]
+
+
+class ColourCast(torch.nn.Module):
+    """Brightens in proportion to the red channel: lights a grey photo unlike its colour version."""
+
+    def forward(self, x):
+        return x * (1 + x[:, :1])
+
+
+def test_grey_consistency_term_sees_a_colour_dependent_network():
+    from nanolily.training.train import grey_consistency
+
+    low = torch.rand(4, 3, 16, 16) * torch.tensor([0.6, 0.2, 0.1]).view(1, 3, 1, 1)  # reddish scenes
+    identity = torch.nn.Identity()
+    assert float(grey_consistency(identity, low, identity(low))) == pytest.approx(0, abs=1e-7)
+    cast = ColourCast()
+    assert float(grey_consistency(cast, low[:2], cast(low))) > 0.01
+    with pytest.raises(ValueError, match="gray_consistency must be"):
+        tiny_config(gray_consistency=-1)
+
+
+def test_a_run_with_the_grey_consistency_term_logs_it(data):
+    train(tiny_config(gray_consistency=0.5), data, data / "run", progress=False)
+    with open(data / "run" / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(float(r["gray_consistency"]) >= 0 for r in rows)
 
 
 def test_config_rejects_unknown_keys_and_choices():

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from nanolily.io.images import READ_SUFFIXES, read_image, to_uint
-from nanolily.engine.corrections import LUMA
+from nanolily.training.metrics import to_grey
 from nanolily.training.synthesis import linear_to_srgb, srgb_to_linear
 
 LAYOUTS = ("lol-v1", "lol-v2", "pair")
@@ -264,7 +264,7 @@ class PairedImages:
                 k = 2 * (k % 2)  # a quarter turn would change the shape of a full-size view
             pair = torch.rot90(pair, k, dims=(-2, -1))
         if gray and torch.rand((), generator=generator).item() < gray:
-            pair = (pair * pair.new_tensor(LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True).expand_as(pair)
+            pair = to_grey(pair)
         low, high = pair[0], pair[1]
         if identity and torch.rand((), generator=generator).item() < identity:
             if identity_exposure is not None:

@@ -76,6 +76,13 @@ def gt_mean_match(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.
     return (x * gain.view(-1, 1, 1, 1)).clamp(0, 1)
 
 
+def to_grey(x: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, H, W)`` -> its BT.601 luma in all three channels, same shape: a grayscale photo as the
+    engine shows it to the network."""
+    luma = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * luma).sum(1, keepdim=True).expand_as(x)
+
+
 def mean_grey(x: torch.Tensor) -> torch.Tensor:
     """Mean BT.601 luma per image, ``(N,)``: the image's overall brightness."""
     luma = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)

@@ -28,7 +28,7 @@ import torch.nn as nn
 from nanolily.training.data import DatasetSpec, PairedImages, expose_linear, find_overlaps, pairs_from_spec
 from nanolily.engine.pipeline import NO_CORRECTIONS, enhance_tensor
 from nanolily.training.losses import CompositeLoss
-from nanolily.training.metrics import LEVEL_TOLERANCE, REFERENCE_CLIP, mean_grey, newly_clipped, psnr, ssim
+from nanolily.training.metrics import LEVEL_TOLERANCE, REFERENCE_CLIP, mean_grey, newly_clipped, psnr, ssim, to_grey
 from nanolily.models.v1 import NanoLILY
 from nanolily.models.weights import build_model, feature_weights_path, load_model, save_weights
 
@@ -65,6 +65,9 @@ class TrainConfig:
     identity: float = 0.0  # share of views whose input is the reference itself: well-lit photos stay as they are
     identity_exposure: list | None = None  # [lo, hi]: identity views re-exposed (input and target): dim photos stay dim
     gray: float = 0.0  # share of views turned grey (input and target): grayscale photos lit as colour ones
+    # weight of an L1 term between the network's output for a grey copy of the first third of each batch
+    # and the grey of its output for the colour views (held fixed): a grayscale photo lit as its colour one
+    gray_consistency: float = 0.0
     # optimisation
     lr: float = 2e-5
     weight_decay: float = 1e-2
@@ -136,6 +139,8 @@ class TrainConfig:
             raise ValueError(f"identity must be a probability in [0, 1), got {self.identity}")
         if not 0 <= self.gray < 1:
             raise ValueError(f"gray must be a probability in [0, 1), got {self.gray}")
+        if self.gray_consistency < 0:
+            raise ValueError(f"gray_consistency must be a weight >= 0, got {self.gray_consistency}")
         if self.zoom is not None and self.crop != "random":
             raise ValueError(f"zoom applies to random crops only, got crop {self.crop!r}")
         build_model(self.architecture, self.model)
@@ -178,13 +183,14 @@ def validate(model: NanoLILY, images: PairedImages, mode: str = "bloom", stride:
     ``no_harm``: also enhance each reference (a well-lit photo) with the default corrections, as
     ``nanolily enhance`` does, and report ``ref_outside`` (references whose mean level moved by more than
     :data:`~nanolily.training.metrics.LEVEL_TOLERANCE`), ``ref_clip_max`` (the largest share of newly clipped pixels) and
-    ``no_harm`` (1 if neither exceeds the bar of issue #24, else 0).
+    ``no_harm`` (1 if neither exceeds the bar of issue #24, else 0); and ``gray_outside``, the low images
+    whose grey copy comes out more than that tolerance off the grey of their colour output's level.
     """
     was_training = model.training
     model.eval()
     p = {f: [] for f in exposures}
     s = {f: [] for f in exposures}
-    ratios, clipped = [], []
+    ratios, clipped, grey_ratios = [], [], []
     for i in range(len(images)):
         low, high = images.full(i)
         for f in exposures:
@@ -192,7 +198,15 @@ def validate(model: NanoLILY, images: PairedImages, mode: str = "bloom", stride:
                                  stride=stride, precision="fp32", **NO_CORRECTIONS)
             p[f].append(float(psnr(out, high[None])))
             s[f].append(float(ssim(out, high[None])))
+            if f == 1:
+                colour = out  # the photo as captured: what its grey copy is compared with
         if no_harm:
+            if 1 not in exposures:
+                colour = enhance_tensor(low[None], model, mode=mode, stride=stride, precision="fp32",
+                                        **NO_CORRECTIONS)
+            grey = enhance_tensor(to_grey(low[None]), model, mode=mode, stride=stride, precision="fp32",
+                                  **NO_CORRECTIONS)
+            grey_ratios.append(float(mean_grey(grey) / mean_grey(colour).clamp_min(1e-6)))
             out = enhance_tensor(high[None], model, mode=mode, stride=stride, precision="fp32")
             ratios.append(float(mean_grey(out) / mean_grey(high[None]).clamp_min(1e-6)))
             clipped.append(float(newly_clipped(high[None], out)))
@@ -205,7 +219,14 @@ def validate(model: NanoLILY, images: PairedImages, mode: str = "bloom", stride:
         outside = sum(abs(r - 1) > LEVEL_TOLERANCE for r in ratios)
         metrics.update(ref_outside=outside, ref_clip_max=max(clipped),
                        no_harm=float(outside == 0 and max(clipped) <= REFERENCE_CLIP))
+        metrics["gray_outside"] = sum(abs(r - 1) > LEVEL_TOLERANCE for r in grey_ratios)
     return metrics
+
+
+def grey_consistency(net: nn.Module, low: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """L1 between ``net``'s output for the grey copy of ``low`` ``(k, 3, H, W)`` and the grey of its
+    output ``out`` for ``low`` in colour (the first ``k`` of the batch, no gradient through them)."""
+    return (net(to_grey(low)) - to_grey(out[:len(low)].detach())).abs().mean()
 
 
 def selection_score(metrics: dict[str, float], config: "TrainConfig") -> float:
@@ -352,7 +373,13 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         low, high = _batch(train_set, config, step, epoch, steps_per_epoch, dist)
         weights = schedule_weights(config, epoch)
         skip = ("vgg",) if config.vgg_every > 1 and step % config.vgg_every else ()
-        loss, parts = criterion(net(low.to(dist.device)), high.to(dist.device), weights, skip)
+        low = low.to(dist.device)
+        pred = net(low)
+        loss, parts = criterion(pred, high.to(dist.device), weights, skip)
+        if config.gray_consistency:
+            grey_part = grey_consistency(net, low[:max(1, len(low) // 3)], pred)
+            parts["gray_consistency"] = float(grey_part.detach())
+            loss = loss + config.gray_consistency * grey_part
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_at(step) * state["lr_scale"]
         optimizer.zero_grad(set_to_none=True)
@@ -395,7 +422,8 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
                                "best": improved, "elapsed_s": round(state["elapsed"], 1)})
                 log(f"step {step} epoch {epoch}: val psnr {metrics['psnr']:.3f} ssim {metrics['ssim']:.4f}"
                     + (f" references outside +-10 % {metrics['ref_outside']}, max newly clipped "
-                       f"{100 * metrics['ref_clip_max']:.2f} %" if config.select_no_harm else "")
+                       f"{100 * metrics['ref_clip_max']:.2f} %, grey off its colour level "
+                       f"{metrics['gray_outside']}" if config.select_no_harm else "")
                     + (" (best)" if improved else ""))
                 if config.scheduler == "plateau" and epoch >= config.plateau_start_epoch:
                     _plateau_step(state, score, config)
