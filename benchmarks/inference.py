@@ -11,7 +11,7 @@ Cases, all with the same shipped weights and the same inputs:
   e  global     nanolily global mode: the whole image in one pass
   f  onnx       nanolily bloom, stride 112, with tiles run by ONNX Runtime (fp32: its difference to b is the parity)
 and, with the other shipped model, what `nanolily enhance` runs by default:
-  g  v2         the default model (resolution-free, nanolily-v4), global mode, the network alone
+  g  v2         the default model (resolution-free, e.g. nanolily-v5), global mode, the network alone
   h  default    `nanolily enhance` defaults: the default model, global, highlight protection and denoising
   i  v2onnx     the default model, global, run by ONNX Runtime (the backend's two graphs, full resolution in strips)
 

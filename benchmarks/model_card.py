@@ -260,18 +260,23 @@ def cpu_minutes(name: str) -> float:
     return metrics.get("training", {}).get("cpu_time_s", 0) / 60
 
 
+def total_minutes(name: str) -> float:
+    """The recipe's CPU time: the run's own, plus that of the models it continued (``starts_from``)."""
+    base = SHIPPED[name].starts_from
+    return cpu_minutes(name) + (total_minutes(base) if base else 0)
+
+
 def cost_cell(name: str) -> str:
-    """The recipe's CPU time: the run's own, plus the model's it continued from (``starts_from``)."""
     base = SHIPPED[name].starts_from
     if not base:
         return f"{cpu_minutes(name):.0f} CPU-min"
-    return f"{cpu_minutes(name) + cpu_minutes(base):.0f} CPU-min ({base}'s {cpu_minutes(base):.0f} + {cpu_minutes(name):.0f})"
+    return f"{total_minutes(name):.0f} CPU-min ({base}'s {total_minutes(base):.0f} + {cpu_minutes(name):.0f})"
 
 
 def starts_from_note(name: str) -> str:
     base = SHIPPED[name].starts_from
-    return (f" It continues {base} ({cpu_minutes(base):.0f} CPU-min), so the recipe's total is "
-            f"{cpu_minutes(name) + cpu_minutes(base):.0f} CPU-min.") if base else ""
+    return (f" It continues {base} ({total_minutes(base):.0f} CPU-min in all), so the recipe's total is "
+            f"{total_minutes(name):.0f} CPU-min.") if base else ""
 
 
 def seen_line(name: str) -> str:

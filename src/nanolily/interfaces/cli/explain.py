@@ -4,7 +4,7 @@ The network reads the photo resized to its 224x224 grid; each panel is shown bac
 aspect ratio: input; spatial-branch output and
 frequency-branch output (each stretched to its own min..max for display); the residual added to the
 input (mid-grey = 0, brighter = lifted); the output. Without --model or --weights it explains
-nanolily-v1, the model that has these branches (the default model, nanolily-v4, has none)."""
+nanolily-v1, the model that has these branches (the default model, nanolily-v5, has none)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """nanolily export: the model as an ONNX file for ONNX Runtime and other inference engines.
 
-The resolution-free models (nanolily-v2..v4; v4 is the default) export for whole images: (batch, 3,
+The resolution-free models (nanolily-v2..v5; v5 is the default) export for whole images: (batch, 3,
 height, width) float in [0, 1], all dynamic, the enhanced image out, unclamped. nanolily-v1's graph takes (batch, 3, 224, 224) tiles
 (dynamic batch); run bigger images through it with LILY Bloom (`nanolily enhance --model nanolily-v1
 --mode bloom --backend onnxruntime --onnx FILE`) or your own tiling. The export is checked against PyTorch in ONNX Runtime
@@ -15,7 +15,7 @@ from pathlib import Path
 from nanolily.interfaces.cli.common import add_model_options, error, load_model_or_none
 
 EXAMPLES = """examples:
-  nanolily export -o nanolily.onnx                        the default model, nanolily-v4
+  nanolily export -o nanolily.onnx                        the default model, nanolily-v5
   nanolily export --model nanolily-v1 -o nanolily-v1.onnx  224x224 tiles
   nanolily export --weights runs/cpu/best.safetensors -o mine.onnx
   nanolily enhance night.jpg --backend onnxruntime --onnx nanolily.onnx"""
