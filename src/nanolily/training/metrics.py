@@ -85,8 +85,7 @@ def to_grey(x: torch.Tensor) -> torch.Tensor:
 
 def mean_grey(x: torch.Tensor) -> torch.Tensor:
     """Mean BT.601 luma per image, ``(N,)``: the image's overall brightness."""
-    luma = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * luma).sum(1).flatten(1).mean(1)
+    return to_grey(x)[:, 0].flatten(1).mean(1)
 
 
 # the do-no-harm bar (issue #24): a well-lit photo's mean level within 10 % and at most 0.5 % of its
