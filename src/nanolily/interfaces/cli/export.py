@@ -1,10 +1,11 @@
 """nanolily export: the model as an ONNX file for ONNX Runtime and other inference engines.
 
 The resolution-free models (nanolily-v2..v5; v5 is the default) export for whole images: (batch, 3,
-height, width) float in [0, 1], all dynamic, the enhanced image out, unclamped. nanolily-v1's graph takes (batch, 3, 224, 224) tiles
-(dynamic batch); run bigger images through it with LILY Bloom (`nanolily enhance --model nanolily-v1
---mode bloom --backend onnxruntime --onnx FILE`) or your own tiling. The export is checked against PyTorch in ONNX Runtime
-(max |difference| <= 1e-4) before the file is written.
+height, width) float in [0, 1], all dynamic, the enhanced image out, unclamped. nanolily-v1's graph
+takes (batch, 3, 224, 224) tiles (dynamic batch); run bigger images through it with LILY Bloom
+(`nanolily enhance --model nanolily-v1 --mode bloom --backend onnxruntime --onnx FILE`) or your own
+tiling. The export is checked against PyTorch in ONNX Runtime (max |difference| <= 1e-4) before the
+file is written.
 """
 
 from __future__ import annotations
