@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nanolily.engine import native
 from nanolily.engine.onnx import STAGES
 from nanolily.models.weights import DEFAULT_MODEL
 
@@ -508,6 +509,7 @@ def summary_table(runs: dict) -> str:
 
 def machine_report(results: dict, path: Path) -> list[str]:
     m, p = results["machine"], results["peak"]
+    corrections_path = m.get("corrections", "PyTorch")
     parts = [
         f"Command: `{results['command']}`\n",
         f"Machine: {m['cpu']}, {m['cores_used']} threads; torch {m['torch']}, onnxruntime {m['onnxruntime']}, "
@@ -592,7 +594,8 @@ def machine_report(results: dict, path: Path) -> list[str]:
         "image rows: faster and lighter than 256), with its element-wise maths (exposure maps, colour matrix) on "
         "planar maps and channels-last only for the refinement's two convolutions (a channel slice of a "
         "channels-last map is strided, and `exp` on one ran many times slower); (h) adds highlight protection and the guided-filter "
-        "denoiser, in strips; (i) runs it in ONNX Runtime as `--backend onnxruntime` does: four graphs "
+        "denoiser, on tiles of 256x1024 pixels, each tile one compiled pass where a C compiler is at hand "
+        f"(`nanolily.engine.native`, the tiles of a strip in threads; this run: {corrections_path}); (i) runs it in ONNX Runtime as `--backend onnxruntime` does: four graphs "
         "(`export_onnx_stages`), the 1/4-size stages and the full-resolution stage in strips (128 rows), "
         "without ONNX Runtime's memory arena, so memory stays bounded; `nanolily export` writes the "
         "single whole-image graph for other runtimes.\n"
@@ -738,6 +741,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": {"cpu": _cpu_name(), "cores_used": args.threads,
                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "monai": monai.__version__,
+                    "corrections": "compiled" if native.library() is not None else "PyTorch",
                     "auto_inner_dtype": _auto_inner_dtype()},
         "repeats": args.repeats, "max_seconds": args.max_seconds,
         "tile_gflop": tile_flops(config) / 1e9, "peak": flop_peak(),

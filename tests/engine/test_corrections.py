@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from nanolily.engine import corrections as adjust
+from nanolily.engine import native
 from nanolily.engine.pipeline import apply_corrections
 
 
@@ -58,8 +59,12 @@ def test_keep_white_balance_restores_the_input_channel_ratios():
     assert torch.allclose(y.mean((-2, -1)) @ luma, cast.mean((-2, -1)) @ luma, rtol=1e-3)  # same brightness
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("settings", [{}, {"denoise": 1.0}, {"denoise": 0.5, "strength": 1.5, "white_balance": True}])
-def test_corrections_in_tiles_equal_one_pass(settings, monkeypatch):
+def test_corrections_in_tiles_equal_one_pass(settings, compiled, monkeypatch):
+    if compiled and native.library() is None:
+        pytest.skip("no C compiler: the compiled corrections are not built here")
+    settings = {**settings, "compiled": compiled}
     g = torch.Generator().manual_seed(1)
     x = torch.rand(1, 3, 100, 60, generator=g) * 0.4
     y = x * 2.5 + 0.05 * torch.randn(x.shape, generator=g)

@@ -28,9 +28,11 @@ LUMA = (0.299, 0.587, 0.114)
 # rows either side that :func:`denoise` reads (even, so strips keep its 2x2 grid): two box filters of the
 # chroma radius at half resolution (2 + 2 rows), one more for the upsampling: 5 half-resolution rows
 DENOISE_HALO = 10
+KNEE = 0.7  # protect_highlights: the share of the headroom that passes unchanged
+LUMA_SIGMA, LUMA_RADIUS, CHROMA_RADIUS = 0.02, 2, 4  # denoise's defaults
 
 
-def protect_highlights(x: torch.Tensor, y: torch.Tensor, knee: float = 0.7) -> torch.Tensor:
+def protect_highlights(x: torch.Tensor, y: torch.Tensor, knee: float = KNEE) -> torch.Tensor:
     """Limit the lift ``y - x`` to the headroom ``h = 1 - x`` each channel has left, softly.
 
     A lift up to ``knee * h`` passes unchanged (shadows and mid-tones keep the model's brightening);
@@ -140,8 +142,8 @@ def upsample2(x: torch.Tensor) -> torch.Tensor:
     return out.view(b, c, 2 * h, 2 * w)
 
 
-def denoise(image: torch.Tensor, strength: float = 1.0, luma_sigma: float = 0.02, chroma_radius: int = 4,
-            luma_radius: int = 2) -> torch.Tensor:
+def denoise(image: torch.Tensor, strength: float = 1.0, luma_sigma: float = LUMA_SIGMA,
+            chroma_radius: int = CHROMA_RADIUS, luma_radius: int = LUMA_RADIUS) -> torch.Tensor:
     """Reduce grain and colour static, keeping edges; ``strength`` 0 = unchanged, 1 = fully filtered.
 
     Colour differences are guided-filtered over a ``2 * chroma_radius + 1`` window with the luminance as
@@ -164,14 +166,19 @@ def denoise(image: torch.Tensor, strength: float = 1.0, luma_sigma: float = 0.02
     low = rgb_to_ycc(pool2(image))  # (B, 3, H/2, W/2): pooling and the colour transform are both linear
     luma = low[:, :1]
     eps = luma_sigma ** 2
-    a_luma, b_luma = guided_coefficients(luma, None, max(luma_radius // 2, 1), eps)
-    a_chroma, b_chroma = guided_coefficients(luma, low[:, 1:], max(chroma_radius // 2, 1), eps)
+    a_luma, b_luma = guided_coefficients(luma, None, half_radius(luma_radius), eps)
+    a_chroma, b_chroma = guided_coefficients(luma, low[:, 1:], half_radius(chroma_radius), eps)
     # filtered = ycc_to_rgb(a * Y + b) = a_rgb * Y + b_rgb; the blend with the input folded in
     coeffs = torch.cat([ycc_to_rgb(torch.cat([a_luma, a_chroma], 1)),
                         ycc_to_rgb(torch.cat([b_luma, b_chroma], 1))], 1).mul_(strength)  # (B, 6, H/2, W/2)
     coeffs = upsample2(coeffs)[..., :height, :width]
     full_luma = (image[:, 0:1] * LUMA[0]).add_(image[:, 1:2], alpha=LUMA[1]).add_(image[:, 2:3], alpha=LUMA[2])
     return torch.addcmul(coeffs[:, 3:], coeffs[:, :3], full_luma).add_(image, alpha=1 - strength)
+
+
+def half_radius(radius: int) -> int:
+    """A full-resolution filter radius at the half resolution :func:`denoise` computes its coefficients at."""
+    return max(radius // 2, 1)
 
 
 def white_balance_gains(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:

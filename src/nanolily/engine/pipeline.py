@@ -13,12 +13,13 @@ Modes:
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from PIL import Image
 
-from nanolily.engine import corrections
+from nanolily.engine import corrections, native
 from nanolily.engine.bloom import Predictor, bloom, core
 from nanolily.io.images import Photo, photo_to_pil, pil_to_photo, to_float, with_pixels
 from nanolily.models.v1 import NanoLILY
@@ -177,7 +178,7 @@ def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str,
 def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float = 1.0,
                       protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
                       white_balance: bool = False, rows: int = CORRECTION_ROWS,
-                      cols: int = CORRECTION_COLS) -> torch.Tensor:
+                      cols: int = CORRECTION_COLS, compiled: bool | None = None) -> torch.Tensor:
     """The corrections of :func:`enhance_tensor`, applied to a network output ``out`` for ``images``
     (both ``(N, 3, H, W)``), in place on ``out``, which is returned clamped to [0, 1].
 
@@ -185,19 +186,33 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
     needs no full-size temporaries and each tile's fit in the CPU's caches (docs/pipeline.md). The
     denoiser reads ``corrections.DENOISE_HALO`` pixels beyond each tile, so a strip's result is written
     back only once no later strip reads its rows, which keeps the tiles exact; tiles start on even rows
-    and columns, as its 2x2 grid does.
+    and columns, as its 2x2 grid does. ``compiled``: run each tile as one compiled pass
+    (:mod:`nanolily.engine.native`, the tiles of a strip in threads): None uses it where it is
+    available (float32 on the CPU, a C compiler at hand), False never; the results agree to float
+    rounding.
     """
     denoise *= min(strength, 1.0)  # the denoiser fades in with the strength: strength 0 is the input itself
     height, width = out.shape[-2:]
     halo = corrections.DENOISE_HALO if denoise else 0
     rows, cols = rows + rows % 2, cols + cols % 2
+    lib = native.library() if compiled is not False and _native_fits(images, out) else None
+    if compiled and lib is None:
+        raise RuntimeError("compiled corrections are not available here (float32 CPU tensors and a C compiler "
+                           "are needed; see nanolily.engine.native)")
 
     def correct(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if strength != 1.0:
             y = x + strength * (y - x)
         y = corrections.protect_highlights(x, y).clamp_(0.0, 1.0) if protect_highlights else y.clamp(0.0, 1.0)
-        return corrections.denoise(y, denoise) if denoise else y
+        return corrections.denoise(y, denoise).clamp_(0.0, 1.0) if denoise else y
 
+    def correct_compiled(x: torch.Tensor, y: torch.Tensor, result: torch.Tensor, crop: tuple[int, int]) -> None:
+        for i in range(len(x)):
+            native.correct_tile(lib, x[i], y[i], result[i], crop, strength, protect_highlights, corrections.KNEE,
+                                denoise, corrections.LUMA_SIGMA ** 2, corrections.half_radius(corrections.LUMA_RADIUS),
+                                corrections.half_radius(corrections.CHROMA_RADIUS))
+
+    pool = ThreadPoolExecutor(torch.get_num_threads()) if lib is not None else None
     pending: list[tuple[int, int, torch.Tensor]] = []  # (top, bottom, result) not yet written back
     for top in range(0, height + rows, rows):
         first = max(top - halo, 0)
@@ -209,15 +224,30 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
         bottom, last = min(top + rows, height), min(top + rows + halo, height)
         x, y = images[..., first:last, :], out[..., first:last, :]
         result = torch.empty_like(out[..., top:bottom, :])
+        jobs = []
         for left in range(0, width, cols):
             right = min(left + cols, width)
             start, end = max(left - halo, 0), min(right + halo, width)
+            if pool is not None:  # the tile is written into result directly
+                jobs.append(pool.submit(correct_compiled, x[..., start:end], y[..., start:end],
+                                        result[..., left:right], (top - first, left - start)))
+                continue
             tile = correct(x[..., start:end], y[..., start:end])
             result[..., left:right] = tile[..., top - first:bottom - first, left - start:right - start]
+        for job in jobs:
+            job.result()
         pending.append((top, bottom, result))
-    if white_balance:
-        out.mul_(corrections.white_balance_gains(images, out)[..., None, None])
+    if pool is not None:
+        pool.shutdown()
+    if not white_balance:
+        return out  # each tile came clamped
+    out.mul_(corrections.white_balance_gains(images, out)[..., None, None])
     return out.clamp_(0.0, 1.0)
+
+
+def _native_fits(images: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether the compiled corrections take these tensors: float32, on the CPU, three channels."""
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" and t.shape[1] == 3 for t in (images, out))
 
 
 def enhance_photo(photo: Photo, model: NanoLILY, **kwargs) -> Photo:

@@ -21,6 +21,16 @@ def formats() -> str:
     return text + "".join(f"; {MISSING_SUPPORT[s]}" for s, ok in supported.items() if not ok)
 
 
+def corrections_backend() -> str:
+    """Which path the corrections take here: compiled (nanolily.engine.native) or PyTorch, and why."""
+    from nanolily.engine import native
+
+    if not native.enabled():
+        return "PyTorch (NANOLILY_NATIVE=0)"
+    lib = native.library()
+    return f"compiled, {lib._name}" if lib is not None else "PyTorch (no C compiler found, or the build failed)"
+
+
 def run(args) -> int:
     import json
 
@@ -39,6 +49,7 @@ def run(args) -> int:
         return 2
     print(f"device:       {device} (threads: {torch.get_num_threads()})")
     print(f"formats:      {formats()}")
+    print(f"corrections:  {corrections_backend()}")
     source = model_source(args)
     try:
         path, expected = resolve_weights(source)

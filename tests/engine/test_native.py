@@ -1,0 +1,95 @@
+"""The compiled corrections (nanolily.engine.native) against the PyTorch path they replace."""
+
+import pytest
+import torch
+
+from nanolily.engine import corrections, native
+from nanolily.engine.pipeline import apply_corrections, enhance_tensor
+from nanolily.models.weights import load_model
+
+needs_library = pytest.mark.skipif(native.library() is None, reason="no C compiler: the compiled corrections are not built")
+
+
+def _pair(shape, seed=0, channels_last=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g) * 0.45
+    y = x * 2.4 + 0.04 * torch.randn(shape, generator=g)  # lifts far past white in places, and some below 0
+    if channels_last:
+        x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+@needs_library
+@pytest.mark.parametrize("shape", [(1, 3, 64, 96), (2, 3, 37, 51), (1, 3, 1, 9), (1, 3, 6, 1), (1, 3, 2, 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("settings", [{}, {"strength": 0.6}, {"strength": 1.7, "denoise": 1.0}, {"denoise": 0.0},
+                                      {"protect_highlights": False}, {"white_balance": True}])
+def test_compiled_corrections_equal_pytorch(shape, channels_last, settings):
+    x, y = _pair(shape, channels_last=channels_last)
+    eager = apply_corrections(x, y.clone(), compiled=False, rows=16, cols=32, **settings)
+    compiled = apply_corrections(x, y.clone(), compiled=True, rows=16, cols=32, **settings)
+    assert torch.allclose(compiled, eager, atol=2e-5, rtol=0)
+    assert compiled.min() >= 0 and compiled.max() <= 1
+
+
+@needs_library
+def test_one_tile_with_a_crop_and_strided_output():
+    x, y = _pair((1, 3, 30, 44), seed=2, channels_last=True)
+    y = y.clamp(0, 1.3)
+    want = corrections.denoise(corrections.protect_highlights(x, y).clamp(0, 1), 0.5).clamp(0, 1)[0, :, 5:25, 3:40]
+    out = torch.zeros(20, 37, 3).permute(2, 0, 1)  # interleaved, as a photo's pixels
+    native.correct_tile(native.library(), x[0], y[0], out, (5, 3), 1.0, True, corrections.KNEE, 0.5,
+                        corrections.LUMA_SIGMA ** 2, 1, 2)
+    assert torch.allclose(out, want, atol=2e-5, rtol=0)
+    with pytest.raises(ValueError, match="float32"):
+        native.correct_tile(native.library(), x[0].double(), y[0], out, (0, 0), 1.0, True, 0.7, 0.5, 4e-4, 1, 2)
+
+
+@needs_library
+def test_default_pipeline_is_the_same_either_way():
+    model = load_model()
+    x = _pair((1, 3, 90, 130), seed=3)[0]
+    with torch.inference_mode():
+        y = enhance_tensor(x, model, protect_highlights=False, denoise=0)
+        assert torch.allclose(apply_corrections(x, y.clone()), apply_corrections(x, y.clone(), compiled=False),
+                              atol=2e-5, rtol=0)
+
+
+def test_disabled_or_without_a_compiler_the_pytorch_path_runs(monkeypatch, tmp_path):
+    x, y = _pair((1, 3, 20, 30))
+    eager = apply_corrections(x, y.clone(), compiled=False)
+    monkeypatch.setenv("NANOLILY_CACHE", str(tmp_path))
+    monkeypatch.setenv("NANOLILY_NATIVE", "0")
+    native.reset()
+    try:
+        assert native.library() is None
+        assert torch.equal(apply_corrections(x, y.clone()), eager)
+        with pytest.raises(RuntimeError, match="not available"):
+            apply_corrections(x, y.clone(), compiled=True)
+        monkeypatch.setenv("NANOLILY_NATIVE", "1")
+        monkeypatch.setenv("CC", "false")  # a compiler that fails: remembered, and the PyTorch path runs
+        native.reset()
+        assert native.library() is None
+        assert torch.equal(apply_corrections(x, y.clone()), eager)
+        assert not list(tmp_path.glob("*.so"))  # nothing half-written left in the cache
+    finally:
+        native.reset()
+
+
+@needs_library
+def test_built_once_then_loaded_from_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("NANOLILY_CACHE", str(tmp_path))
+    native.reset()
+    try:
+        assert native.library() is not None
+        (built,) = tmp_path.glob("corrections-*")
+        native.reset()
+
+        def no_compiler(*args, **kwargs):
+            raise AssertionError("compiled again")
+
+        monkeypatch.setattr(native.subprocess, "run", no_compiler)
+        assert native.library() is not None
+        assert list(tmp_path.glob("corrections-*")) == [built]
+    finally:
+        native.reset()
