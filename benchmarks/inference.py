@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanolily.engine import native
+from nanolily import native
 from nanolily.engine.onnx import STAGES
 from nanolily.models.weights import DEFAULT_MODEL
 
@@ -595,7 +595,7 @@ def machine_report(results: dict, path: Path) -> list[str]:
         "planar maps and channels-last only for the refinement's two convolutions (a channel slice of a "
         "channels-last map is strided, and `exp` on one ran many times slower); (h) adds highlight protection and the guided-filter "
         "denoiser, on tiles of 256x1024 pixels, each tile one compiled pass where a C compiler is at hand "
-        f"(`nanolily.engine.native`, the tiles of a strip in threads; this run: {corrections_path}); (i) runs it in ONNX Runtime as `--backend onnxruntime` does: four graphs "
+        f"(`nanolily.native`, the tiles of a strip in threads; this run: {corrections_path}); (i) runs it in ONNX Runtime as `--backend onnxruntime` does: four graphs "
         "(`export_onnx_stages`), the 1/4-size stages and the full-resolution stage in strips (128 rows), "
         "without ONNX Runtime's memory arena, so memory stays bounded; `nanolily export` writes the "
         "single whole-image graph for other runtimes.\n"

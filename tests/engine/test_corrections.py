@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from nanolily.engine import corrections as adjust
-from nanolily.engine import native
+from nanolily import native
 from nanolily.engine.pipeline import apply_corrections
 
 

@@ -13,13 +13,13 @@ Modes:
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from PIL import Image
 
-from nanolily.engine import corrections, native
+from nanolily import native
+from nanolily.engine import corrections
 from nanolily.engine.bloom import Predictor, bloom, core
 from nanolily.io.images import Photo, photo_to_pil, pil_to_photo, to_float, with_pixels
 from nanolily.models.v1 import NanoLILY
@@ -187,7 +187,7 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
     denoiser reads ``corrections.DENOISE_HALO`` pixels beyond each tile, so a strip's result is written
     back only once no later strip reads its rows, which keeps the tiles exact; tiles start on even rows
     and columns, as its 2x2 grid does. ``compiled``: run each tile as one compiled pass
-    (:mod:`nanolily.engine.native`, the tiles of a strip in threads): None uses it where it is
+    (:mod:`nanolily.native`, the tiles of a strip in threads): None uses it where it is
     available (float32 on the CPU, a C compiler at hand), False never; the results agree to float
     rounding.
     """
@@ -198,7 +198,7 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
     lib = native.library() if compiled is not False and _native_fits(images, out) else None
     if compiled and lib is None:
         raise RuntimeError("compiled corrections are not available here (float32 CPU tensors and a C compiler "
-                           "are needed; see nanolily.engine.native)")
+                           "are needed; see nanolily.native)")
 
     def correct(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if strength != 1.0:
@@ -212,7 +212,6 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
                                 denoise, corrections.LUMA_SIGMA ** 2, corrections.half_radius(corrections.LUMA_RADIUS),
                                 corrections.half_radius(corrections.CHROMA_RADIUS))
 
-    pool = ThreadPoolExecutor(torch.get_num_threads()) if lib is not None else None
     pending: list[tuple[int, int, torch.Tensor]] = []  # (top, bottom, result) not yet written back
     for top in range(0, height + rows, rows):
         first = max(top - halo, 0)
@@ -224,21 +223,18 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
         bottom, last = min(top + rows, height), min(top + rows + halo, height)
         x, y = images[..., first:last, :], out[..., first:last, :]
         result = torch.empty_like(out[..., top:bottom, :])
-        jobs = []
+        calls = []
         for left in range(0, width, cols):
             right = min(left + cols, width)
             start, end = max(left - halo, 0), min(right + halo, width)
-            if pool is not None:  # the tile is written into result directly
-                jobs.append(pool.submit(correct_compiled, x[..., start:end], y[..., start:end],
-                                        result[..., left:right], (top - first, left - start)))
+            if lib is not None:  # the tile is written into result directly, in the kernels' threads
+                calls.append((correct_compiled, x[..., start:end], y[..., start:end], result[..., left:right],
+                              (top - first, left - start)))
                 continue
             tile = correct(x[..., start:end], y[..., start:end])
             result[..., left:right] = tile[..., top - first:bottom - first, left - start:right - start]
-        for job in jobs:
-            job.result()
+        native.run_parallel(calls)
         pending.append((top, bottom, result))
-    if pool is not None:
-        pool.shutdown()
     if not white_balance:
         return out  # each tile came clamped
     out.mul_(corrections.white_balance_gains(images, out)[..., None, None])

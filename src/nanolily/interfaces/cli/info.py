@@ -22,8 +22,8 @@ def formats() -> str:
 
 
 def corrections_backend() -> str:
-    """Which path the corrections take here: compiled (nanolily.engine.native) or PyTorch, and why."""
-    from nanolily.engine import native
+    """Which path the corrections take here: compiled (nanolily.native) or PyTorch, and why."""
+    from nanolily import native
 
     if not native.enabled():
         return "PyTorch (NANOLILY_NATIVE=0)"

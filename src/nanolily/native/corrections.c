@@ -1,6 +1,6 @@
 /* The corrections of nanolily.engine.corrections fused into one pass per tile (docs/pipeline.md).
  *
- * nanolily.engine.native compiles this file with the system's C compiler on first use and calls
+ * nanolily.native compiles this file with the system's C compiler on first use and calls
  * nl_correct_tile through ctypes; it computes what nanolily.engine.pipeline's eager PyTorch path
  * computes for one tile, to float rounding (tests/engine/test_native.py):
  *

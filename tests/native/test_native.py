@@ -1,9 +1,10 @@
-"""The compiled corrections (nanolily.engine.native) against the PyTorch path they replace."""
+"""The compiled corrections (nanolily.native) against the PyTorch path they replace."""
 
 import pytest
 import torch
 
-from nanolily.engine import corrections, native
+from nanolily import native
+from nanolily.engine import corrections
 from nanolily.engine.pipeline import apply_corrections, enhance_tensor
 from nanolily.models.weights import load_model
 
@@ -82,7 +83,7 @@ def test_built_once_then_loaded_from_the_cache(monkeypatch, tmp_path):
     native.reset()
     try:
         assert native.library() is not None
-        (built,) = tmp_path.glob("corrections-*")
+        (built,) = tmp_path.glob("kernels-*")
         native.reset()
 
         def no_compiler(*args, **kwargs):
@@ -90,6 +91,6 @@ def test_built_once_then_loaded_from_the_cache(monkeypatch, tmp_path):
 
         monkeypatch.setattr(native.subprocess, "run", no_compiler)
         assert native.library() is not None
-        assert list(tmp_path.glob("corrections-*")) == [built]
+        assert list(tmp_path.glob("kernels-*")) == [built]
     finally:
         native.reset()

@@ -1,0 +1,146 @@
+"""Compiled kernels, built where a C compiler is at hand; PyTorch runs otherwise.
+
+``corrections.c`` runs the corrections (highlight protection and the denoiser) as one pass per tile
+(:func:`correct_tile`, used by :func:`nanolily.engine.pipeline.apply_corrections`), where eager PyTorch
+makes about 25 passes over each tile.
+
+:func:`library` compiles the package's C files once with the system's C compiler (``$CC``, else ``cc``,
+``gcc`` or ``clang``) into the user cache (``$NANOLILY_CACHE``, else ``$XDG_CACHE_HOME/nanolily`` or
+``~/.cache/nanolily``), keyed by the sources, the flags and the CPU, and loads the result with ctypes,
+which releases the GIL during a call, so tiles run in threads. Without a compiler, or with
+``NANOLILY_NATIVE=0``, it returns None and the PyTorch paths run: the same results to float rounding
+(tests/native/test_native.py). Why and how fast: docs/pipeline.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-std=gnu99")
+SOURCES = ("corrections.c",)
+_state: dict[str, object] = {}
+_P, _L, _I, _F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
+_SIGNATURES = {
+    "nl_correct_tile": ([_P, _L, _L, _L] * 2 + [_I, _I, _F, _I, _F, _F, _F, _I, _I, _P, _L, _L, _L, _I, _I, _I, _I],
+                        ctypes.c_int),
+}
+
+
+def enabled() -> bool:
+    """False when ``NANOLILY_NATIVE`` is ``0`` (or ``false``, ``no``, ``off``)."""
+    return os.environ.get("NANOLILY_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, built on first use; None where they cannot be (no compiler, a failed build,
+    ``NANOLILY_NATIVE=0``). A failure is remembered for the process."""
+    if not enabled():
+        return None
+    if "lib" not in _state:
+        _state["lib"] = _build()
+    return _state["lib"]
+
+
+def reset() -> None:
+    """Forget the loaded library (or the failure), so that the next :func:`library` looks again."""
+    _state.clear()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads for the kernels' calls, one per PyTorch intra-op thread (idle while a kernel runs)."""
+    workers = torch.get_num_threads()
+    if _state.get("workers") != workers:
+        _state["pool"] = ThreadPoolExecutor(workers, thread_name_prefix="nanolily-native")
+        _state["workers"] = workers
+    return _state["pool"]
+
+
+def run_parallel(calls) -> None:
+    """Run ``(function, *args)`` calls on the kernels' threads and wait for all of them."""
+    for job in [_pool().submit(*call) for call in calls]:
+        job.result()
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("NANOLILY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nanolily")
+    return Path(root)
+
+
+def _cpu_key() -> str:
+    """What -march=native depends on: the CPU's model and feature flags (Linux), else the platform."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        lines = [line for line in text.splitlines() if line.startswith(("model name", "flags"))][:2]
+        return "\n".join(lines)
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _build() -> ctypes.CDLL | None:
+    compiler = _compiler()
+    if compiler is None:
+        return None
+    sources = {name: files(__name__).joinpath(name).read_bytes() for name in SOURCES}
+    key = hashlib.sha256(b"".join(sources.values()) + " ".join((compiler,) + FLAGS).encode()
+                         + _cpu_key().encode()).hexdigest()[:16]
+    target = _cache_dir() / f"kernels-{key}{'.dll' if os.name == 'nt' else '.so'}"
+    try:
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                paths = []
+                for name, text in sources.items():
+                    paths.append(Path(tmp) / name)
+                    paths[-1].write_bytes(text)
+                built = Path(tmp) / target.name
+                subprocess.run([compiler, *FLAGS, *map(str, paths), "-o", str(built), "-lm"], check=True,
+                               capture_output=True, timeout=120)
+                os.replace(built, target)  # atomic: a concurrent process sees the whole file or none
+        lib = ctypes.CDLL(str(target))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for name, (args, result) in _SIGNATURES.items():
+        getattr(lib, name).argtypes, getattr(lib, name).restype = args, result
+    return lib
+
+
+def _strides(t: torch.Tensor) -> list[int]:
+    """A (3, H, W) tensor's strides as (row, column, channel), in elements."""
+    return [t.stride(1), t.stride(2), t.stride(0)]
+
+
+def correct_tile(lib: ctypes.CDLL, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, crop: tuple[int, int],
+                 strength: float, protect_highlights: bool, knee: float, denoise: float, luma_eps: float,
+                 luma_radius: int, chroma_radius: int) -> None:
+    """Write the corrected tile for ``x``, ``y`` (3, H, W) cropped at ``crop`` (top, left) into ``out``
+    (3, h, w), clamped to [0, 1]; float32 CPU tensors with any strides. The radii are the denoiser's at
+    half resolution."""
+    for t in (x, y, out):
+        if t.dtype != torch.float32 or t.device.type != "cpu" or t.ndim != 3:
+            raise ValueError(f"native corrections take (3, H, W) float32 CPU tensors, got {t.dtype} {tuple(t.shape)}")
+    (_, height, width), (_, oh, ow) = x.shape, out.shape
+    status = lib.nl_correct_tile(x.data_ptr(), *_strides(x), y.data_ptr(), *_strides(y), height, width, strength,
+                                 int(protect_highlights), knee, denoise, luma_eps, luma_radius, chroma_radius,
+                                 out.data_ptr(), *_strides(out), crop[0], crop[1], oh, ow)
+    if status:
+        raise MemoryError("native corrections: out of memory for a tile")
+
