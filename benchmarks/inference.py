@@ -594,7 +594,7 @@ def machine_report(results: dict, path: Path) -> list[str]:
         "image rows: faster and lighter than 256), with its element-wise maths (exposure maps, colour matrix) on "
         "planar maps and channels-last only for the refinement's two convolutions (a channel slice of a "
         "channels-last map is strided, and `exp` on one ran many times slower); (h) adds highlight protection and the guided-filter "
-        "denoiser, on tiles of 256x1024 pixels, each tile one compiled pass where a C compiler is at hand "
+        "denoiser, on tiles of 256x1024 pixels (256x512 compiled), each tile one compiled pass where a C compiler is at hand "
         f"(`nanolily.native`, the tiles of a strip in threads; this run: {corrections_path}); (i) runs it in ONNX Runtime as `--backend onnxruntime` does: four graphs "
         "(`export_onnx_stages`), the 1/4-size stages and the full-resolution stage in strips (128 rows), "
         "without ONNX Runtime's memory arena, so memory stays bounded; `nanolily export` writes the "

@@ -94,3 +94,15 @@ def test_built_once_then_loaded_from_the_cache(monkeypatch, tmp_path):
         assert list(tmp_path.glob("kernels-*")) == [built]
     finally:
         native.reset()
+
+
+@needs_library
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_corrections_run_in_a_forked_child():
+    import multiprocessing
+
+    x, y = _pair((1, 3, 40, 60))
+    want = apply_corrections(x, y.clone())  # starts the kernels' thread pool in this process
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply(apply_corrections, (x, y.clone()))  # would wait forever on the parent's dead threads
+    assert torch.allclose(got, want, atol=1e-6)

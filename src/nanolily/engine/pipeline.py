@@ -44,8 +44,9 @@ DEFAULT_BATCH_SIZE = 2
 DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
 DEFAULT_DENOISE = 0.5
 NO_CORRECTIONS = {"protect_highlights": False, "denoise": 0.0, "white_balance": False}  # the network's output alone
-# the corrections' tiles: their temporaries stay in the CPU's caches (docs/pipeline.md)
-CORRECTION_ROWS, CORRECTION_COLS = 256, 1024
+# the corrections' tiles: their temporaries stay in the CPU's caches (docs/pipeline.md); the compiled pass
+# runs as fast on tiles half as wide, whose buffers then take half the memory
+CORRECTION_ROWS, CORRECTION_COLS, COMPILED_COLS = 256, 1024, 512
 _default_models: dict[str, NanoLILY] = {}
 
 
@@ -177,12 +178,13 @@ def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str,
 
 def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float = 1.0,
                       protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
-                      white_balance: bool = False, rows: int = CORRECTION_ROWS,
-                      cols: int = CORRECTION_COLS, compiled: bool | None = None) -> torch.Tensor:
+                      white_balance: bool = False, rows: int = CORRECTION_ROWS, cols: int | None = None,
+                      compiled: bool | None = None) -> torch.Tensor:
     """The corrections of :func:`enhance_tensor`, applied to a network output ``out`` for ``images``
     (both ``(N, 3, H, W)``), in place on ``out``, which is returned clamped to [0, 1].
 
-    They run on tiles of ``rows`` x ``cols`` pixels, strip by strip of ``rows`` rows, so a large photo
+    They run on tiles of ``rows`` x ``cols`` pixels (``cols`` by default :data:`CORRECTION_COLS`, or
+    :data:`COMPILED_COLS` for the compiled pass), strip by strip of ``rows`` rows, so a large photo
     needs no full-size temporaries and each tile's fit in the CPU's caches (docs/pipeline.md). The
     denoiser reads ``corrections.DENOISE_HALO`` pixels beyond each tile, so a strip's result is written
     back only once no later strip reads its rows, which keeps the tiles exact; tiles start on even rows
@@ -194,11 +196,12 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
     denoise *= min(strength, 1.0)  # the denoiser fades in with the strength: strength 0 is the input itself
     height, width = out.shape[-2:]
     halo = corrections.DENOISE_HALO if denoise else 0
-    rows, cols = rows + rows % 2, cols + cols % 2
     lib = native.library() if compiled is not False and _native_fits(images, out) else None
     if compiled and lib is None:
         raise RuntimeError("compiled corrections are not available here (float32 CPU tensors and a C compiler "
                            "are needed; see nanolily.native)")
+    cols = cols or (COMPILED_COLS if lib is not None else CORRECTION_COLS)
+    rows, cols = rows + rows % 2, cols + cols % 2
 
     def correct(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if strength != 1.0:

@@ -66,6 +66,15 @@ def _pool() -> ThreadPoolExecutor:
     return _state["pool"]
 
 
+def _forget_pool() -> None:
+    _state.pop("pool", None)
+    _state.pop("workers", None)
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads: start a new pool there
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def run_parallel(calls) -> None:
     """Run ``(function, *args)`` calls on the kernels' threads and wait for all of them."""
     for job in [_pool().submit(*call) for call in calls]:
