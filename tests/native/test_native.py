@@ -39,11 +39,15 @@ def test_one_tile_with_a_crop_and_strided_output():
     y = y.clamp(0, 1.3)
     want = corrections.denoise(corrections.protect_highlights(x, y).clamp(0, 1), 0.5).clamp(0, 1)[0, :, 5:25, 3:40]
     out = torch.zeros(20, 37, 3).permute(2, 0, 1)  # interleaved, as a photo's pixels
-    native.correct_tile(native.library(), x[0], y[0], out, (5, 3), 1.0, True, corrections.KNEE, 0.5,
-                        corrections.LUMA_SIGMA ** 2, 1, 2)
+    lib = native.library()
+    scratch = torch.empty(native.scratch_floats(lib, 30, 44, 0.5, 1, 2))
+    native.correct_tile(lib, x[0], y[0], out, (5, 3), 1.0, True, corrections.KNEE, 0.5, corrections.LUMA_SIGMA ** 2,
+                        1, 2, scratch)
     assert torch.allclose(out, want, atol=2e-5, rtol=0)
     with pytest.raises(ValueError, match="float32"):
-        native.correct_tile(native.library(), x[0].double(), y[0], out, (0, 0), 1.0, True, 0.7, 0.5, 4e-4, 1, 2)
+        native.correct_tile(lib, x[0].double(), y[0], out, (0, 0), 1.0, True, 0.7, 0.5, 4e-4, 1, 2, scratch)
+    with pytest.raises(ValueError, match="too small"):
+        native.correct_tile(lib, x[0], y[0], out, (5, 3), 1.0, True, 0.7, 0.5, 4e-4, 1, 2, scratch[:100])
 
 
 @needs_library

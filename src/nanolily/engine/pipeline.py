@@ -13,6 +13,7 @@ Modes:
 from __future__ import annotations
 
 import functools
+import queue
 
 import numpy as np
 import torch
@@ -209,11 +210,21 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
         y = corrections.protect_highlights(x, y).clamp_(0.0, 1.0) if protect_highlights else y.clamp(0.0, 1.0)
         return corrections.denoise(y, denoise).clamp_(0.0, 1.0) if denoise else y
 
+    radii = corrections.half_radius(corrections.LUMA_RADIUS), corrections.half_radius(corrections.CHROMA_RADIUS)
+    scratch: queue.SimpleQueue[torch.Tensor] = queue.SimpleQueue()  # one buffer per thread, made here
+    if lib is not None:
+        floats = native.scratch_floats(lib, rows + 2 * halo, cols + 2 * halo, denoise, *radii)  # the largest tile
+        for _ in range(torch.get_num_threads()):
+            scratch.put(torch.empty(floats))
+
     def correct_compiled(x: torch.Tensor, y: torch.Tensor, result: torch.Tensor, crop: tuple[int, int]) -> None:
-        for i in range(len(x)):
-            native.correct_tile(lib, x[i], y[i], result[i], crop, strength, protect_highlights, corrections.KNEE,
-                                denoise, corrections.LUMA_SIGMA ** 2, corrections.half_radius(corrections.LUMA_RADIUS),
-                                corrections.half_radius(corrections.CHROMA_RADIUS))
+        buffer = scratch.get()
+        try:
+            for i in range(len(x)):
+                native.correct_tile(lib, x[i], y[i], result[i], crop, strength, protect_highlights, corrections.KNEE,
+                                    denoise, corrections.LUMA_SIGMA ** 2, *radii, buffer)
+        finally:
+            scratch.put(buffer)
 
     pending: list[tuple[int, int, torch.Tensor]] = []  # (top, bottom, result) not yet written back
     for top in range(0, height + rows, rows):

@@ -32,8 +32,9 @@ SOURCES = ("corrections.c",)
 _state: dict[str, object] = {}
 _P, _L, _I, _F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
-    "nl_correct_tile": ([_P, _L, _L, _L] * 2 + [_I, _I, _F, _I, _F, _F, _F, _I, _I, _P, _L, _L, _L, _I, _I, _I, _I],
-                        ctypes.c_int),
+    "nl_correct_tile": ([_P, _L, _L, _L] * 2 + [_I, _I, _F, _I, _F, _F, _F, _I, _I, _P, _L, _L, _L, _I, _I, _I, _I,
+                         _P, _L], ctypes.c_int),
+    "nl_correct_tile_scratch": ([_I, _I, _F, _I, _I], _L),
 }
 
 
@@ -137,19 +138,28 @@ def _strides(t: torch.Tensor) -> list[int]:
     return [t.stride(1), t.stride(2), t.stride(0)]
 
 
+def scratch_floats(lib: ctypes.CDLL, height: int, width: int, denoise: float, luma_radius: int,
+                   chroma_radius: int) -> int:
+    """How many floats of scratch :func:`correct_tile` needs for a ``height`` x ``width`` tile."""
+    return lib.nl_correct_tile_scratch(height, width, denoise, luma_radius, chroma_radius)
+
+
 def correct_tile(lib: ctypes.CDLL, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, crop: tuple[int, int],
                  strength: float, protect_highlights: bool, knee: float, denoise: float, luma_eps: float,
-                 luma_radius: int, chroma_radius: int) -> None:
+                 luma_radius: int, chroma_radius: int, scratch: torch.Tensor) -> None:
     """Write the corrected tile for ``x``, ``y`` (3, H, W) cropped at ``crop`` (top, left) into ``out``
     (3, h, w), clamped to [0, 1]; float32 CPU tensors with any strides. The radii are the denoiser's at
-    half resolution."""
-    for t in (x, y, out):
-        if t.dtype != torch.float32 or t.device.type != "cpu" or t.ndim != 3:
-            raise ValueError(f"native corrections take (3, H, W) float32 CPU tensors, got {t.dtype} {tuple(t.shape)}")
+    half resolution; ``scratch``: a float32 buffer of at least :func:`scratch_floats`, which the caller
+    allocates once (allocated per tile, from worker threads, the C library's allocator held tens of MB
+    more at a large photo's peak)."""
+    for t in (x, y, out, scratch):
+        if t.dtype != torch.float32 or t.device.type != "cpu":
+            raise ValueError(f"native corrections take float32 CPU tensors, got {t.dtype} on {t.device}")
+    if x.ndim != 3 or y.shape != x.shape or out.ndim != 3:
+        raise ValueError(f"native corrections take (3, H, W) tiles, got {tuple(x.shape)} and {tuple(out.shape)}")
     (_, height, width), (_, oh, ow) = x.shape, out.shape
-    status = lib.nl_correct_tile(x.data_ptr(), *_strides(x), y.data_ptr(), *_strides(y), height, width, strength,
-                                 int(protect_highlights), knee, denoise, luma_eps, luma_radius, chroma_radius,
-                                 out.data_ptr(), *_strides(out), crop[0], crop[1], oh, ow)
-    if status:
-        raise MemoryError("native corrections: out of memory for a tile")
-
+    if scratch.numel() < scratch_floats(lib, height, width, denoise, luma_radius, chroma_radius):
+        raise ValueError(f"scratch of {scratch.numel()} floats is too small for a {height}x{width} tile")
+    lib.nl_correct_tile(x.data_ptr(), *_strides(x), y.data_ptr(), *_strides(y), height, width, strength,
+                        int(protect_highlights), knee, denoise, luma_eps, luma_radius, chroma_radius,
+                        out.data_ptr(), *_strides(out), crop[0], crop[1], oh, ow, scratch.data_ptr(), scratch.numel())

@@ -14,7 +14,6 @@
  * strides, given in elements as (row, column, channel). No global state: tiles may run in threads.
  */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define LR 0.299f
@@ -161,19 +160,24 @@ static void scatter(const float *src, float *t, long sh, long sw, long sc, int i
         for (int j = 0; j < n; j++) p[j * sw + c * sc] = src[c * n + j];
 }
 
+/* The scratch floats nl_correct_tile needs for a height x width tile: the tile after highlight protection
+ * (planar, 3 x height x width), the half-resolution luma, B - Y, R - Y and 6 coefficient maps, the guided
+ * filter's work (6 maps and a padded row), three widened rows of the 6 coefficient maps, and row buffers
+ * (x, y, a row of output). The caller allocates it once. */
+long nl_correct_tile_scratch(int height, int width, float denoise, int r_luma, int r_chroma) {
+    long h = (height + 1) / 2, w = (width + 1) / 2, rmax = r_luma > r_chroma ? r_luma : r_chroma;
+    long rows = 9 * (long)width;
+    return denoise > 0.0f ? 3L * height * width + 15 * h * w + w + 2 * rmax + 3 * 6 * 2 * w + rows : rows;
+}
+
 int nl_correct_tile(const float *x, long xsh, long xsw, long xsc, const float *y, long ysh, long ysw, long ysc,
                     int height, int width, float strength, int protect_on, float knee, float denoise,
                     float luma_eps, int r_luma, int r_chroma, float *out, long osh, long osw, long osc,
-                    int top, int left, int oh, int ow) {
+                    int top, int left, int oh, int ow, float *buf, long buf_floats) {
     int h = (height + 1) / 2, w = (width + 1) / 2, rmax = r_luma > r_chroma ? r_luma : r_chroma;
     long plane = (long)height * width, half = (long)h * w, wide = 2 * (long)w;
-    /* the tile after highlight protection (planar, 3 x height x width), the half-resolution luma, B - Y,
-     * R - Y and 6 coefficient maps, the guided filter's work (6 maps and a padded row), three widened rows
-     * of the 6 coefficient maps and row buffers (x, y, a row of output) */
     int dn = denoise > 0.0f;
-    long size = (dn ? 3 * plane + 15 * half + w + 2 * rmax + 3 * 6 * wide : 0) + 9 * (long)width;
-    float *buf = malloc(sizeof(float) * size);
-    if (!buf) return 1;
+    if (buf_floats < nl_correct_tile_scratch(height, width, denoise, r_luma, r_chroma)) return 1; /* checked by the caller */
     float *xr = buf, *yr = xr + 3 * (long)width, *orow = yr + 3 * (long)width;
     if (!dn) {
         for (int i = top; i < top + oh; i++) {
@@ -188,7 +192,6 @@ int nl_correct_tile(const float *x, long xsh, long xsw, long xsc, const float *y
             protect_run(xr, yr, orow, 3 * ow, strength, protect_on, knee);
             scatter(orow, out, osh, osw, osc, i - top, ow);
         }
-        free(buf);
         return 0;
     }
     float *img = orow + 3 * (long)width, *luma = img + 3 * plane, *cb = luma + half, *cr = cb + half;
@@ -270,6 +273,5 @@ int nl_correct_tile(const float *x, long xsh, long xsw, long xsc, const float *y
         }
         scatter(orow, out, osh, osw, osc, i - top, ow);
     }
-    free(buf);
     return 0;
 }
