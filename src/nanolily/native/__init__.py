@@ -62,6 +62,8 @@ def _pool() -> ThreadPoolExecutor:
     """Threads for the kernels' calls, one per PyTorch intra-op thread (idle while a kernel runs)."""
     workers = torch.get_num_threads()
     if _state.get("workers") != workers:
+        if "pool" in _state:
+            _state["pool"].shutdown(wait=False)
         _state["pool"] = ThreadPoolExecutor(workers, thread_name_prefix="nanolily-native")
         _state["workers"] = workers
     return _state["pool"]
