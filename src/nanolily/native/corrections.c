@@ -13,7 +13,6 @@
  * row on the fly, so no full-size coefficient map is ever written. Images are float32 with any
  * strides, given in elements as (row, column, channel). No global state: tiles may run in threads.
  */
-#include <math.h>
 #include <string.h>
 
 #define LR 0.299f
