@@ -204,3 +204,41 @@ def test_enhance_photo_leaves_the_input_pixels_alone(model):
     out = enhance_photo(photo, model)
     assert np.array_equal(photo.pixels, before) and out.pixels.shape == before.shape
     assert out.pixels.flags.c_contiguous and not np.shares_memory(out.pixels, photo.pixels)
+
+
+@pytest.mark.parametrize("options", [{}, {"strength": 0.6}, {"denoise": 0.0}, {"denoise": 1.0, "compiled": False}])
+@pytest.mark.parametrize("height,width", [(30, 41), (301, 173), (530, 64)])
+def test_reuse_input_writes_the_same_result_over_the_input(options, height, width, monkeypatch):
+    """nanolily-v2 in global mode writes the corrected output over the input strip by strip, behind the
+    rows still to be read: the same result as a separate output tensor."""
+    from nanolily.engine import pipeline
+
+    if options.pop("compiled", None) is False:
+        monkeypatch.setenv("NANOLILY_NATIVE", "0")
+    monkeypatch.setattr(pipeline, "CORRECTION_ROWS", 64)  # several strips at these sizes
+    model = load_model("nanolily-v2", device="cpu")
+    x = torch.from_numpy(dark_image(height, width).astype(np.float32) / 255).permute(2, 0, 1)[None]
+    expected = enhance_tensor(x, model, **options)
+    reused = x.clone()
+    out = enhance_tensor(reused, model, reuse_input=True, **options)
+    assert out.data_ptr() == reused.data_ptr()
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_reuse_input_is_a_permission_other_settings_return_a_new_tensor(model):
+    x = torch.rand(1, 3, 40, 50) * 0.3
+    before = x.clone()
+    for options in ({"model": model}, {"model": load_model("nanolily-v2", device="cpu"), "white_balance": True}):
+        out = enhance_tensor(x, reuse_input=True, **options)
+        assert out.data_ptr() != x.data_ptr() and torch.equal(x, before)
+
+
+def test_enhance_photo_may_reuse_the_input_pixels():
+    from nanolily.engine.pipeline import enhance_photo
+    from nanolily.io.images import pil_to_photo
+
+    model = load_model("nanolily-v2", device="cpu")
+    expected = enhance_photo(pil_to_photo(Image.fromarray(dark_image(50, 70))), model).pixels
+    photo = pil_to_photo(Image.fromarray(dark_image(50, 70)))
+    out = enhance_photo(photo, model, reuse_pixels=True).pixels
+    assert np.shares_memory(out, photo.pixels) and np.allclose(out, expected, atol=1e-6)

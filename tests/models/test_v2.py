@@ -42,6 +42,10 @@ def test_strips_equal_one_pass(config):
         whole = model(x)
         for block in (1, 5, 16, 50, 100):  # strips of `block` rows, down to 1
             assert torch.allclose(model(x, block=block), whole, atol=1e-6), block
+        rows = model.output_rows(x, block=16)
+        for first, last in ((0, 101), (3, 40), (40, 101), (100, 101)):  # any rows, into a given tensor
+            out = torch.empty(2, 3, last - first, 67)
+            assert rows((first, last), out) is out and torch.allclose(out, whole[:, :, first:last], atol=1e-6)
         small = pool(torch.rand(1, 3, 203, 131), model.config.factor)  # 52 rows at 1/4 resolution
         maps, matrix = model.maps_from_pooled(small)
         for block in (1, 2, 5, 51):  # the 1/4-resolution encoder and decoder stages in strips

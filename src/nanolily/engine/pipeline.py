@@ -12,8 +12,10 @@ Modes:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
+from typing import Callable
 
 import numpy as np
 import torch
@@ -69,7 +71,8 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
                    batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False,
                    predictor: Predictor | None = None, strength: float = 1.0,
                    protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
-                   white_balance: bool = False, precision: str = "auto", match_scale: bool = True) -> torch.Tensor:
+                   white_balance: bool = False, precision: str = "auto", match_scale: bool = True,
+                   reuse_input: bool = False) -> torch.Tensor:
     """Enhance ``(N, 3, H, W)`` float images in [0, 1] with ``model``; returns ``(N, 3, H, W)`` in [0, 1].
 
     ``strength`` scales the change the model makes: 0 returns the input, 1 the model's output, above 1
@@ -90,6 +93,11 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     (:func:`nanolily.models.v2.analysis_factor`), so that it is lit as the same scene at the size the
     model learned from; False runs the network at its own scale at any size.
 
+    ``reuse_input``: the result may be written over ``images``, which must then not be used again. A
+    resolution-free model (nanolily-v2) in global mode without white balance then writes it there strip
+    by strip, behind the rows still to be read (:func:`enhance_in_place`), so a large photo needs one
+    full-size tensor instead of two; other settings return a new tensor as usual.
+
     The canvas stays on ``images.device``; tiles run on the model's device. ``predictor`` (e.g. an
     :class:`nanolily.engine.onnx.OnnxPredictor`) runs instead of ``model``: the tiles of bloom and core modes,
     or, for a resolution-free model (nanolily-v2), the whole image in global mode.
@@ -104,12 +112,48 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
         raise ValueError(f"strength must be >= 0, got {strength}")
     check_precision(precision, device, torch_backend=predictor is None)
     inner_dtype = auto_inner_dtype(model, device) if precision == "auto" and predictor is None else torch.float32
-    predictor = predictor if predictor is not None else model
+    autocast = functools.partial(torch.autocast, device.type, dtype=PRECISIONS[precision],
+                                 enabled=PRECISIONS[precision] is not None)
     with torch.inference_mode():
-        with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=PRECISIONS[precision] is not None):
+        if (reuse_input and predictor is None and model.resolution_free and mode == "global" and not white_balance
+                and images.device == device):
+            return enhance_in_place(images, model, strength, protect_highlights, denoise, match_scale, autocast)
+        predictor = predictor if predictor is not None else model
+        with autocast():
             out = _run(predictor, model, images, mode, stride, batch_size, device, progress, match_scale,
                        inner_dtype)
         return apply_corrections(images, out, strength, protect_highlights, denoise, white_balance)
+
+
+def enhance_in_place(images: torch.Tensor, model: NanoLILY, strength: float = 1.0,
+                     protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
+                     match_scale: bool = True, autocast: Callable = contextlib.nullcontext) -> torch.Tensor:
+    """:func:`enhance_tensor` of a resolution-free model (nanolily-v2) in global mode, its result written
+    over ``images``, which is returned: the low-resolution part runs first, then the full-resolution
+    stage makes the output in strips that go straight into the corrections (:func:`correct_rows`), and
+    each corrected strip is written back once no later strip reads those input rows. Beyond the photo,
+    memory holds one strip of the network's output and two of results. ``autocast``: the context the
+    network runs in."""
+    height, width = images.shape[-2:]
+    factor = analysis_factor(height, width, model.config.factor) if match_scale else None
+    with autocast():
+        output_rows = model.output_rows(images, block=strip_rows(width), factor=factor)
+    halo = corrections.DENOISE_HALO
+    window = torch.empty_like(images[:, :, :CORRECTION_ROWS + 2 * halo])  # the rows a strip of corrections reads
+    made = [0, 0]  # the rows of the output in window
+
+    def network_rows(first: int, last: int) -> torch.Tensor:
+        start, end = made
+        keep = max(end - first, 0)  # made for the last strip and read again (<= 2 halo <= CORRECTION_ROWS)
+        window[:, :, :keep] = window[:, :, first - start:end - start]
+        with autocast():
+            output_rows((first + keep, last), window[:, :, keep:last - first])
+        made[:] = first, last
+        return window[:, :, :last - first]
+
+    # the network reads 2 input rows beyond the output rows it makes (nanolily.models.v2.strip_inputs)
+    correct_rows(images, network_rows, images, strength, protect_highlights, denoise, CORRECTION_ROWS, reach=2)
+    return images
 
 
 def check_mode(model: NanoLILY, mode: str) -> None:
@@ -194,10 +238,28 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
     available (float32 on the CPU, a C compiler at hand), False never; the results agree to float
     rounding.
     """
+    correct_rows(images, lambda first, last: out[..., first:last, :], out, strength, protect_highlights, denoise,
+                 rows, cols, compiled)
+    if not white_balance:
+        return out  # each tile came clamped
+    out.mul_(corrections.white_balance_gains(images, out)[..., None, None])
+    return out.clamp_(0.0, 1.0)
+
+
+def correct_rows(images: torch.Tensor, network_rows: Callable[[int, int], torch.Tensor], dest: torch.Tensor,
+                 strength: float = 1.0, protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS,
+                 denoise: float = DEFAULT_DENOISE, rows: int = CORRECTION_ROWS, cols: int | None = None,
+                 compiled: bool | None = None, reach: int = 0) -> None:
+    """:func:`apply_corrections` (but white balance) with the network's output given strip by strip:
+    ``network_rows(first, last)`` returns its rows ``[first, last)`` (asked for in order, each range
+    overlapping the last by the denoiser's halo), and the result is written into ``dest`` (``(N, 3, H, W)``;
+    it may be ``images`` itself, or what ``network_rows`` reads), each strip once no later strip reads its
+    rows of ``images`` or, ``reach`` rows beyond the ranges it is asked for, of what ``network_rows`` reads.
+    """
     denoise *= min(strength, 1.0)  # the denoiser fades in with the strength: strength 0 is the input itself
-    height, width = out.shape[-2:]
+    height, width = dest.shape[-2:]
     halo = corrections.DENOISE_HALO if denoise else 0
-    lib = native.library() if compiled is not False and _native_fits(images, out) else None
+    lib = native.library() if compiled is not False and _native_fits(images, dest) else None
     if compiled and lib is None:
         raise RuntimeError("compiled corrections are not available here (float32 CPU tensors and a C compiler "
                            "are needed; see nanolily.native)")
@@ -229,14 +291,14 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
     pending: list[tuple[int, int, torch.Tensor]] = []  # (top, bottom, result) not yet written back
     for top in range(0, height + rows, rows):
         first = max(top - halo, 0)
-        while pending and (pending[0][1] <= first or top >= height):
+        while pending and (pending[0][1] <= first - reach or top >= height):
             done_top, done_bottom, result = pending.pop(0)
-            out[..., done_top:done_bottom, :] = result
+            dest[..., done_top:done_bottom, :] = result
         if top >= height:
             break
         bottom, last = min(top + rows, height), min(top + rows + halo, height)
-        x, y = images[..., first:last, :], out[..., first:last, :]
-        result = torch.empty_like(out[..., top:bottom, :])
+        x, y = images[..., first:last, :], network_rows(first, last)
+        result = torch.empty_like(dest[..., top:bottom, :])
         calls = []
         for left in range(0, width, cols):
             right = min(left + cols, width)
@@ -249,10 +311,6 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
             result[..., left:right] = tile[..., top - first:bottom - first, left - start:right - start]
         native.run_parallel(calls)
         pending.append((top, bottom, result))
-    if not white_balance:
-        return out  # each tile came clamped
-    out.mul_(corrections.white_balance_gains(images, out)[..., None, None])
-    return out.clamp_(0.0, 1.0)
 
 
 def _native_fits(images: torch.Tensor, out: torch.Tensor) -> bool:
@@ -260,15 +318,17 @@ def _native_fits(images: torch.Tensor, out: torch.Tensor) -> bool:
     return all(t.dtype == torch.float32 and t.device.type == "cpu" and t.shape[1] == 3 for t in (images, out))
 
 
-def enhance_photo(photo: Photo, model: NanoLILY, **kwargs) -> Photo:
+def enhance_photo(photo: Photo, model: NanoLILY, reuse_pixels: bool = False, **kwargs) -> Photo:
     """Enhance a decoded :class:`Photo`; alpha, bit depth and metadata are kept, grayscale stays gray.
 
     The pixels are read in place (an (H, W, 3) array is a channels-last tensor) and the output is made in
-    the same layout, so a photo costs no full-size copies beyond its output."""
+    the same layout, so a photo costs no full-size copies beyond its output. ``reuse_pixels``: the output
+    may be written over ``photo``'s pixels (``enhance_tensor``'s ``reuse_input``), which saves that
+    copy too; ``photo`` must then not be used again."""
     x = torch.from_numpy(photo.pixels).permute(2, 0, 1)[None]  # (1, C, H, W), channels-last strides
-    if photo.is_grayscale:
-        x = x.expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
-    y = enhance_tensor(x, model, **kwargs)[0]  # (3, H, W)
+    if photo.is_grayscale:  # a copy of our own
+        x, reuse_pixels = x.expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last), True
+    y = enhance_tensor(x, model, reuse_input=reuse_pixels, **kwargs)[0]  # (3, H, W)
     if photo.is_grayscale:
         y = y.mean(dim=0, keepdim=True)
     return with_pixels(photo, np.ascontiguousarray(y.permute(1, 2, 0).numpy()))  # no copy when made channels-last
@@ -326,7 +386,7 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
 
         options["predictor"] = onnx_predictor(model)
     if isinstance(image, Image.Image):
-        return photo_to_pil(enhance_photo(pil_to_photo(image), model, **options))
+        return photo_to_pil(enhance_photo(pil_to_photo(image), model, reuse_pixels=True, **options))
     if isinstance(image, np.ndarray):
         return _enhance_array(image, model, options)
     if isinstance(image, torch.Tensor):
@@ -342,8 +402,8 @@ def _enhance_array(a: np.ndarray, model: NanoLILY, options: dict) -> np.ndarray:
     if not (a.dtype in (np.uint8, np.uint16) or np.issubdtype(a.dtype, np.floating)):
         raise ValueError(f"numpy image must be uint8, uint16 or float, got {a.dtype}")
     has_alpha = a.shape[-1] == 4
-    photo = Photo(to_float(a[..., :3] if has_alpha else a))
-    out = enhance_photo(photo, model, **options).pixels  # (H, W, C) float32
+    photo = Photo(to_float(a[..., :3] if has_alpha else a))  # a float32 copy of a's colour: ours to reuse
+    out = enhance_photo(photo, model, reuse_pixels=True, **options).pixels  # (H, W, C) float32
     if a.dtype == np.uint8 or a.dtype == np.uint16:
         top = np.iinfo(a.dtype).max
         out = np.round(out * top).astype(a.dtype)

@@ -96,7 +96,7 @@ class Enhancer:
                     return path, target, "skipped", ""
                 return path, target, "failed", "the output already exists (overwrite replaces it, skip_existing leaves it)"
             photo = read_image(io.BytesIO(bytes(data)), name=path)
-            out = enhance_photo(photo, self.model, **self.options)
+            out = enhance_photo(photo, self.model, reuse_pixels=True, **self.options)
             self.fs.create_dir(posixpath.dirname(target), recursive=True)
             if self.local:  # atomic: a temporary file renamed into place
                 write_image(target, out, quality=self.quality, overwrite=True)

@@ -189,7 +189,7 @@ class EnhanceServer:
                 status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE if "MP limit" in e.reason else HTTPStatus.BAD_REQUEST
                 raise RequestError(status, f"{name}: {e.reason}") from None
             settings = {k: v for k, v in options.items() if k not in ("format", "quality")}
-            out = enhance_photo(photo, self.model, **settings)
+            out = enhance_photo(photo, self.model, reuse_pixels=True, **settings)
             encoded = encode_image(out, options["format"], options["quality"])
         return encoded, options["format"], started - queued, time.perf_counter() - started
 

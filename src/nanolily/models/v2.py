@@ -29,8 +29,10 @@ colour priors (design 3). docs/training.md compares them.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -130,12 +132,20 @@ class NanoLILYv2(nn.Module):
         as many image rows (``block / factor`` of theirs, see :meth:`low_resolution`). ``factor``: the
         first downsampling, ``config.factor`` (4) unless given; :func:`analysis_factor` gives one for
         any photo's size (the engine's global mode uses it)."""
+        return self.output_rows(x, block, factor)()
+
+    def output_rows(self, x: torch.Tensor, block: int | None = None,
+                    factor: int | None = None) -> Callable[..., torch.Tensor]:
+        """:meth:`forward` for a caller that takes the output strip by strip: runs the low-resolution
+        part now and returns ``rows(span=None, out=None)``, the output's rows ``[first, last)`` (all
+        without ``span``) computed as :meth:`forward` does, written into ``out`` if given
+        (:func:`in_strips`)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"NanoLILYv2 expects a (B, 3, H, W) tensor, got {tuple(x.shape)}")
         factor = factor or self.config.factor
         maps, matrix = self.low_resolution(x, block and max(block // factor, 16), factor)
         # planar maps upsample to planar strips, which apply_maps wants
-        return in_strips(self.apply_maps, x, maps.contiguous(), matrix, factor, block)
+        return functools.partial(in_strips, self.apply_maps, x, maps.contiguous(), matrix, factor, block)
 
     def low_resolution(self, x: torch.Tensor, block: int | None = None,
                        factor: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,18 +235,24 @@ def analysis_factor(height: int, width: int, factor: int = 4, pixels: int = ANAL
 
 
 def in_strips(apply_maps, x: torch.Tensor, maps: torch.Tensor, matrix: torch.Tensor, factor: int,
-              rows: int | None = None) -> torch.Tensor:
+              rows: int | None = None, span: tuple[int, int] | None = None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
     """The full-resolution stage of ``x`` (B, 3, H, W), ``apply_maps`` (:meth:`NanoLILYv2.apply_maps`
     or a runtime's copy of it) run on strips of ``rows`` rows (the whole image at once without
-    ``rows``), each given its :func:`strip_inputs` and cropped to its own rows: exact."""
+    ``rows``), each given its :func:`strip_inputs` and cropped to its own rows: exact. ``span``: only
+    output rows ``[first, last)``; ``out``: where to write them (B, 3, last - first, W), else a new
+    tensor in ``x``'s memory format."""
     h = x.shape[-2]
-    if rows is None or rows >= h:
+    first, last = span or (0, h)
+    if span is None and out is None and (rows is None or rows >= h):
         return apply_maps(*strip_inputs(x, maps, 0, h, factor)[:2], matrix)
-    out = torch.empty_like(x)
-    for top in range(0, h, rows):
-        bottom = min(top + rows, h)
+    if out is None:
+        out = torch.empty_like(x[:, :, first:last])
+    step = rows or max(last - first, 1)
+    for top in range(first, last, step):
+        bottom = min(top + step, last)
         x_rows, up, offset = strip_inputs(x, maps, top, bottom, factor)
-        out[:, :, top:bottom] = apply_maps(x_rows, up, matrix)[:, :, offset:offset + bottom - top]
+        out[:, :, top - first:bottom - first] = apply_maps(x_rows, up, matrix)[:, :, offset:offset + bottom - top]
     return out
 
 

@@ -190,11 +190,12 @@ def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int, int
             photo = read_image(source, max_pixels=args.max_pixels)
             width, height = photo.size
             tiles = len(plan_tiles(max(height, 224), max(width, 224), 224, args.stride))
-            out = enhance_photo(photo, model, mode=args.mode, stride=args.stride, batch_size=args.batch_size,
+            out = enhance_photo(photo, model, reuse_pixels=True, mode=args.mode, stride=args.stride,
+                                batch_size=args.batch_size,
                                 progress=not args.quiet and args.mode == "bloom" and tiles >= TILE_BAR_MIN_TILES,
                                 predictor=predictor, precision=args.precision, match_scale=args.match_scale,
                                 **corrections(args))
-            del photo  # its pixels are not needed to write the output: a large photo's peak memory drops
+            del photo  # the output may share its pixels (reuse_pixels); the rest is not needed to write it
             if job.target == STDIO:
                 sys.stdout.buffer.write(encode_image(out, WRITE_FORMATS["." + (args.format or "png")], args.quality))
                 sys.stdout.buffer.flush()
