@@ -250,7 +250,7 @@ def correct_rows(images: torch.Tensor, network_rows: Callable[[int, int], torch.
                  strength: float = 1.0, protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS,
                  denoise: float = DEFAULT_DENOISE, rows: int = CORRECTION_ROWS, cols: int | None = None,
                  compiled: bool | None = None, reach: int = 0) -> None:
-    """:func:`apply_corrections` (but white balance) with the network's output given strip by strip:
+    """:func:`apply_corrections` (all but white balance) with the network's output given strip by strip:
     ``network_rows(first, last)`` returns its rows ``[first, last)`` (asked for in order, each range
     overlapping the last by the denoiser's halo), and the result is written into ``dest`` (``(N, 3, H, W)``;
     it may be ``images`` itself, or what ``network_rows`` reads), each strip once no later strip reads its
