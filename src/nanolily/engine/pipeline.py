@@ -26,7 +26,7 @@ from nanolily.engine import corrections
 from nanolily.engine.bloom import Predictor, bloom, core
 from nanolily.io.images import Photo, photo_to_pil, pil_to_photo, to_float, with_pixels
 from nanolily.models.v1 import NanoLILY
-from nanolily.models.v2 import analysis_factor
+from nanolily.models.v2 import REFINE_HALO, analysis_factor
 from nanolily.models.weights import load_model, resolve_device
 
 MODES = ("global", "bloom", "core")
@@ -134,10 +134,9 @@ def enhance_in_place(images: torch.Tensor, model: NanoLILY, strength: float = 1.
     each corrected strip is written back once no later strip reads those input rows. Beyond the photo,
     memory holds one strip of the network's output and two of results. ``autocast``: the context the
     network runs in."""
-    height, width = images.shape[-2:]
-    factor = analysis_factor(height, width, model.config.factor) if match_scale else None
     with autocast():
-        output_rows = model.output_rows(images, block=strip_rows(width), factor=factor)
+        output_rows = model.output_rows(images, block=strip_rows(images.shape[-1]),
+                                        factor=_match_factor(model, images, match_scale))
     halo = corrections.DENOISE_HALO
     window = torch.empty_like(images[:, :, :CORRECTION_ROWS + 2 * halo])  # the rows a strip of corrections reads
     made = [0, 0]  # the rows of the output in window
@@ -151,9 +150,16 @@ def enhance_in_place(images: torch.Tensor, model: NanoLILY, strength: float = 1.
         made[:] = first, last
         return window[:, :, :last - first]
 
-    # the network reads 2 input rows beyond the output rows it makes (nanolily.models.v2.strip_inputs)
-    correct_rows(images, network_rows, images, strength, protect_highlights, denoise, CORRECTION_ROWS, reach=2)
+    # the network reads REFINE_HALO input rows beyond the output rows it makes
+    correct_rows(images, network_rows, images, strength, protect_highlights, denoise, CORRECTION_ROWS,
+                 reach=REFINE_HALO)
     return images
+
+
+def _match_factor(model: NanoLILY, images: torch.Tensor, match_scale: bool) -> int | None:
+    """The first downsampling a resolution-free model reads ``images`` at: scale-matched to their size
+    (:func:`analysis_factor`), or None (the network's own) without ``match_scale``."""
+    return analysis_factor(*images.shape[-2:], model.config.factor) if match_scale else None
 
 
 def check_mode(model: NanoLILY, mode: str) -> None:
@@ -207,7 +213,7 @@ def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str,
     if model.resolution_free:
         from nanolily.engine.onnx import StagedOnnxPredictor
 
-        factor = analysis_factor(*images.shape[-2:], model.config.factor) if match_scale else None
+        factor = _match_factor(model, images, match_scale)
         if predictor is model:
             out = model(images.to(device), block=strip_rows(images.shape[-1]), factor=factor)
         elif isinstance(predictor, StagedOnnxPredictor):  # ONNX Runtime's graphs by stage: the same maths

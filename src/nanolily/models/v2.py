@@ -57,6 +57,7 @@ HEADS = ("gain", "curve")
 CHANNELS_LAST = torch.channels_last
 ENCODE_HALO = 3  # rows each way the 1/4-size encoder stage reads (three 3x3 convolutions; priors are per pixel)
 DECODE_HALO = 2  # rows each way the last decoder stage and the head read (two 3x3 convolutions)
+REFINE_HALO = 2  # rows each way the full-resolution refinement reads (two 3x3 convolutions)
 # Images from LEARNED_PIXELS up to about this many pixels are read at the network's own first
 # downsampling; larger ones are pooled further, smaller ones less (analysis_factor). Smaller: adopted by
 # a rule fixed before measuring (raise both mean PSNR and SSIM on lol-v1-val at 300x200 and 224x224).
@@ -304,7 +305,7 @@ def strip_inputs(x: torch.Tensor, maps: torch.Tensor, top: int, bottom: int,
     if top == 0 and bottom == h:  # the whole image (no size comparisons: exportable with dynamic sizes)
         up = F.interpolate(maps, scale_factor=factor, mode="bilinear", align_corners=False)
         return x, up[:, :, :h, :w], 0
-    first, last = max(top - 2, 0), min(bottom + 2, h)
+    first, last = max(top - REFINE_HALO, 0), min(bottom + REFINE_HALO, h)
     return x[:, :, first:last], _upsampled_rows(maps, first, last, factor)[..., :w], top - first
 
 
