@@ -5,7 +5,9 @@ import torch
 
 from nanolily import native
 from nanolily.engine import corrections
+from nanolily.engine.bloom import bloom
 from nanolily.engine.pipeline import apply_corrections, enhance_tensor
+from nanolily.models.v1 import NanoLILY
 from nanolily.models.weights import load_model
 
 needs_library = pytest.mark.skipif(native.library() is None, reason="no C compiler: the compiled corrections are not built")
@@ -110,3 +112,83 @@ def test_corrections_run_in_a_forked_child():
     with multiprocessing.get_context("fork").Pool(1) as pool:
         got = pool.apply(apply_corrections, (x, y.clone()))  # would wait forever on the parent's dead threads
     assert torch.allclose(got, want, atol=1e-6)
+
+
+needs_tile_library = pytest.mark.skipif(native.tile_library() is None,
+                                        reason="no OpenMP C compiler, or PyTorch's threads are not OpenMP's")
+
+
+def _forward(model, x, compiled, monkeypatch):
+    """The model's inference on ``x`` with the tile kernels on or off."""
+    monkeypatch.setenv("NANOLILY_NATIVE", "1" if compiled else "0")
+    native.reset()
+    try:
+        assert (model._tile_kernels(x) is not None) == compiled
+        with torch.inference_mode():
+            return model(x)
+    finally:
+        native.reset()
+
+
+def _random_model(seed):
+    torch.manual_seed(seed)
+    model = NanoLILY().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return model
+
+
+@needs_tile_library
+@pytest.mark.parametrize("batch", [1, 2, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "view"])
+def test_compiled_tile_forward_equals_pytorch(batch, layout, monkeypatch):
+    g = torch.Generator().manual_seed(batch)
+    x = torch.rand(batch, 3, 240, 230, generator=g) ** 2 * 0.4  # dark, with some detail
+    x[0, :, :100] *= 0.05  # a near-black band: small spreads for the norms
+    x = {"contiguous": x[..., 8:232, :224].contiguous(),
+         "channels_last": x[..., 8:232, :224].contiguous(memory_format=torch.channels_last),
+         "view": x[..., 8:232, 3:227]}[layout]
+    for model in (load_model("nanolily-v1"), _random_model(batch)):
+        compiled, eager = (_forward(model, x, on, monkeypatch) for on in (True, False))
+        assert compiled.shape == eager.shape == (batch, 3, 224, 224)
+        assert torch.allclose(compiled, eager, atol=1e-4, rtol=0)
+
+
+@needs_tile_library
+def test_bloom_is_the_same_either_way(monkeypatch):
+    model = load_model("nanolily-v1")
+    x = _pair((1, 3, 300, 410), seed=5)[0]
+    results = []
+    for on in (True, False):
+        monkeypatch.setenv("NANOLILY_NATIVE", "1" if on else "0")
+        native.reset()
+        with torch.inference_mode():
+            results.append(bloom(model, x))
+    native.reset()
+    assert torch.allclose(*results, atol=1e-4, rtol=0)
+
+
+def test_tile_kernels_only_where_they_apply(monkeypatch):
+    model = load_model("nanolily-v1")
+    monkeypatch.setenv("NANOLILY_NATIVE", "0")
+    native.reset()
+    assert native.tile_library() is None and model._tile_kernels(torch.rand(1, 3, 224, 224)) is None
+    monkeypatch.setenv("NANOLILY_NATIVE", "1")
+    native.reset()
+    for x in (torch.rand(1, 3, 224, 226), torch.rand(1, 3, 224, 224, dtype=torch.float64)):
+        assert model._tile_kernels(x) is None  # global mode and other dtypes run in PyTorch
+    native.reset()
+
+
+@needs_tile_library
+def test_tile_kernels_check_their_inputs():
+    lib = native.tile_library()
+    x = torch.rand(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="float32"):
+        native.first_stage(lib, x.double(), torch.rand(32, 3, 3, 3), torch.rand(32), 0.2)
+    with pytest.raises(ValueError, match="3 -> 32"):
+        native.first_stage(lib, x, torch.rand(16, 3, 3, 3), torch.rand(16), 0.2)
+    s1, phases = torch.rand(1, 32, 8, 8), torch.rand(1, 16, 4, 4)
+    with pytest.raises(ValueError, match="border"):
+        native.tile_output(lib, x, phases, s1, torch.rand(3, 32, 3, 3), torch.rand(1, 12, 4), x, torch.eye(3))

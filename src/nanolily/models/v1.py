@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nanolily import native
+
 BLOCK_CACHE_BYTES = 768 << 20  # SpatialBranch.blocks keeps its half-resolution map when it fits in this
 # the spatial branch's receptive field: its decoder reads d one half-resolution pixel beyond a block, that d
 # pixel (down: 3x3, stride 2) reads s1 3 pixels out, and s1 reads the input 1 more (checked: a halo of 2 is not exact)
@@ -117,24 +119,33 @@ class SpatialBranch(nn.Module):
     def fix_border(self, out: torch.Tensor, d: torch.Tensor, border: tuple[bool, bool, bool, bool]) -> torch.Tensor:
         """The composed decoder's output ``out`` (B, C, H, W) made equal to the direct form's on the sides
         flagged in ``border`` (see :meth:`_decode_composed`), in place; ``d``: (B, 2w, H/2, W/2)."""
-        top, bottom, left, right = border
-        up, conv = self.up.weight, self.conv_out.weight  # (2w, w, 4, 4), (C, w, 3, 3)
-        bias = self.up.bias
-        if top:  # up(d)'s row -1, columns -1..W: (B, w, 1, W + 2)
-            ring = F.conv_transpose2d(d[..., :1, :], up[..., :1, :], bias, stride=(1, 2))
-            out[..., :1, :] -= F.conv2d(ring, conv[..., :1, :])
-        if bottom:  # row H
-            ring = F.conv_transpose2d(d[..., -1:, :], up[..., 3:, :], bias, stride=(1, 2))
-            out[..., -1:, :] -= F.conv2d(ring, conv[..., 2:, :])
-        if left:  # column -1, rows 0..H-1 (rows -1 and H are zeroed: the top and bottom rings have them)
-            ring = F.conv_transpose2d(d[..., :1], up[..., :1], bias, stride=(2, 1))
-            ring[..., :1, :] = ring[..., -1:, :] = 0
-            out[..., :1] -= F.conv2d(ring, conv[..., :1])
-        if right:  # column W
-            ring = F.conv_transpose2d(d[..., -1:], up[..., 3:], bias, stride=(2, 1))
-            ring[..., :1, :] = ring[..., -1:, :] = 0
-            out[..., -1:] -= F.conv2d(ring, conv[..., 2:])
+        (h, w), c = out.shape[-2:], out.shape[1]
+        terms = self.border_terms(d)  # (B, 4C, >= max(H, W))
+        for side, (flag, index) in enumerate(zip(border, ((..., 0, slice(None)), (..., -1, slice(None)),
+                                                          (..., slice(None), 0), (..., slice(None), -1)))):
+            if flag:
+                out[index] -= terms[:, side * c:(side + 1) * c, :w if side < 2 else h]
         return out
+
+    def border_terms(self, d: torch.Tensor) -> torch.Tensor:
+        """What :meth:`fix_border` subtracts from the top row, the bottom row, the left column and the right
+        column: (B, 2w, h, w) -> (B, 4C, 2 max(h, w)), sides in that order, the shorter ones zero-padded.
+
+        Each side's ring of ``up(d)`` outside the image (row -1, row H, column -1, column W) comes from
+        ``d``'s outermost row or column through one row of the transposed kernel, and ``conv_out``'s outer
+        taps read it. The four sides run as one grouped transposed convolution and one grouped
+        convolution, the columns laid out as rows; the corners belong to the top and bottom rows, so the
+        column rings' ends are zeroed."""
+        h, n = d.shape[-2], max(d.shape[-2:])
+        up, conv = self.up.weight, self.conv_out.weight  # (2w, w, 4, 4), (C, w, 3, 3)
+        width = up.shape[1]
+        lines = [d[..., 0, :], d[..., -1, :], d[..., 0], d[..., -1]]  # 4 x (B, 2w, h or w)
+        lines = torch.cat([F.pad(line, (0, n - line.shape[-1])) for line in lines], 1)[:, :, None]  # (B, 8w, 1, n)
+        taps = torch.cat([up[:, :, 0], up[:, :, 3], up[..., 0], up[..., 3]])[:, :, None]  # (8w, w, 1, 4)
+        ring = F.conv_transpose2d(lines, taps, self.up.bias.repeat(4), stride=(1, 2), groups=4)  # (B, 4w, 1, 2n + 2)
+        ring[:, 2 * width:, :, 0] = ring[:, 2 * width:, :, 2 * h + 1] = 0  # the column rings' rows -1 and H
+        taps = torch.cat([conv[:, :, 0], conv[:, :, 2], conv[..., 0], conv[..., 2]])[:, :, None]  # (4C, w, 1, 3)
+        return F.conv2d(ring, taps, groups=4)[:, :, 0]  # (B, 4C, 2n)
 
     def blocks(self, x: torch.Tensor, size: int = 256, halo: int = BLOCK_HALO, cache_bytes: int = BLOCK_CACHE_BYTES):
         """Yield ``(y0, y1, x0, x1, out[..., y0:y1, x0:x1])`` of :meth:`forward` for one image
@@ -495,6 +506,13 @@ def _fused_output(x: torch.Tensor, spatial: torch.Tensor, frequency: torch.Tenso
     return torch.einsum("oc,bchw->bohw", mix, frequency).add_(spatial).tanh_().add_(x)
 
 
+def _autocast_cpu() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
 class NanoLILY(nn.Module):
     """NanoLILY network: ``output = input + tanh(fuse([spatial(x), frequency(x)]))``.
 
@@ -561,6 +579,8 @@ class NanoLILY(nn.Module):
         c = self.config.channels
         spatial_branch = self.spatial.followed_by(self.fuse, inner_dtype)
         mix = self.fuse.weight[:, c:, 0, 0]  # (C, C): fuse's frequency half
+        if block is None and inner_dtype is None and (lib := self._tile_kernels(x)) is not None:
+            return self._forward_compiled(lib, x, spatial_branch, mix)
         out = self.frequency(x)  # (B, C, H, W); overwritten by the output, block by block
         if block is None:
             return _fused_output(x, spatial_branch(x), out, mix)
@@ -569,6 +589,28 @@ class NanoLILY(nn.Module):
                 frequency = out[i:i + 1, :, y0:y1, x0:x1]
                 frequency.copy_(_fused_output(x[i:i + 1, :, y0:y1, x0:x1], spatial, frequency, mix))
         return out
+
+    def _tile_kernels(self, x: torch.Tensor):
+        """The compiled tile kernels (:func:`nanolily.native.tile_library`) where they apply: eager float32
+        inference on CPU, on S x S tiles, at the published widths; else None."""
+        cfg = self.config
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or self.fuse.weight.dtype != torch.float32
+                or tuple(x.shape[-2:]) != (cfg.size, cfg.size) or cfg.size % 2 or (cfg.channels, cfg.width) != (3, 32)
+                or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or _autocast_cpu()):
+            return None
+        return native.tile_library()
+
+    def _forward_compiled(self, lib, x: torch.Tensor, branch: SpatialBranch, mix: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on S x S tiles with the compiled kernels around the three large convolutions,
+        which PyTorch runs: the same maps as the composed path, fused into three passes (equal to float
+        rounding; tests/native). ``branch``: the spatial branch followed by fuse's spatial half."""
+        slope = branch.negative_slope
+        s1 = native.first_stage(lib, x, branch.conv_in.weight, branch.conv_in.bias, slope)  # (B, w, H, W)
+        d = native.norm_lrelu_(lib, F.conv2d(s1, branch.down.weight, branch.down.bias, stride=2, padding=1), slope)
+        weight, bias, _ = branch.composed_weights()
+        phases = F.conv2d(d, weight, bias, padding=1)  # (B, >= 4C, H/2, W/2)
+        return native.tile_output(lib, x, phases, s1, branch.conv_out.weight, branch.border_terms(d),
+                                  self.frequency(x), mix)
 
     def _residual(self, spatial: torch.Tensor, frequency: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.fuse(torch.cat([spatial, frequency], dim=1)))  # (B, C, H, W)

@@ -2,7 +2,10 @@
 
 ``corrections.c`` runs the corrections (highlight protection and the denoiser) as one pass per tile
 (:func:`correct_tile`, used by :func:`nanolily.engine.pipeline.apply_corrections`), where eager PyTorch
-makes about 25 passes over each tile.
+makes about 25 passes over each tile. ``tiles.c`` runs NanoLILY's tile forward around its three large
+convolutions (:func:`first_stage`, :func:`norm_lrelu_`, :func:`tile_output`, used by
+:meth:`nanolily.models.v1.NanoLILY.forward` on S x S tiles, LILY Bloom's calls) with OpenMP threads
+from PyTorch's own OpenMP runtime (:func:`tile_library`).
 
 :func:`library` compiles the package's C files once with the system's C compiler (``$CC``, else ``cc``,
 ``gcc`` or ``clang``) into the user cache (``$NANOLILY_CACHE``, else ``$XDG_CACHE_HOME/nanolily`` or
@@ -29,6 +32,7 @@ import torch
 
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-std=gnu99")
 SOURCES = ("corrections.c",)
+TILE_SOURCES = ("tiles.c",)
 _state: dict[str, object] = {}
 _P, _L, _I, _F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
@@ -36,6 +40,12 @@ _SIGNATURES = {
                          _P, _L], ctypes.c_int),
     "nl_correct_tile_scratch": ([_I, _I, _F, _I, _I], _L),
 }
+_TILE_SIGNATURES = {
+    "nl_first_stage": ([_P, _L, _L, _L, _L, _I, _I, _I, _P, _P, _F, _F, _P, _I], None),
+    "nl_norm_lrelu": ([_P, _I, _L, _I, _F, _F, _I], None),
+    "nl_tile_output": ([_P, _L, _L, _L, _L, _P, _I, _P, _P, _P, _L, _P, _P, _I, _I, _I, _P, _I], None),
+}
+_OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
 
 
 def enabled() -> bool:
@@ -49,8 +59,33 @@ def library() -> ctypes.CDLL | None:
     if not enabled():
         return None
     if "lib" not in _state:
-        _state["lib"] = _build()
+        _state["lib"] = _build(SOURCES, FLAGS, _SIGNATURES)
     return _state["lib"]
+
+
+def tile_library() -> ctypes.CDLL | None:
+    """The tile kernels (``tiles.c``), built on first use; None where :func:`library` is, and also where
+    PyTorch's threads are not OpenMP's or the kernels would bring a second OpenMP runtime into the
+    process (two thread pools would fight over the cores; checked on Linux, None elsewhere)."""
+    if not enabled():
+        return None
+    if "tiles" not in _state:
+        lib = None
+        if "parallel backend: OpenMP" in torch.__config__.parallel_info() and len(_openmp_runtimes()) <= 1:
+            lib = _build(TILE_SOURCES, FLAGS + ("-fopenmp",), _TILE_SIGNATURES)
+            lib = lib if lib is not None and len(_openmp_runtimes()) == 1 else None
+        _state["tiles"] = lib
+    return _state["tiles"]
+
+
+def _openmp_runtimes() -> set[str]:
+    """The OpenMP runtime files mapped into this process (Linux); a set that cannot be told is taken as many."""
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return {"unknown", "unknown too"}
+    paths = {line.split()[-1] for line in maps if len(line.split()) >= 6}
+    return {os.path.realpath(p) for p in paths if os.path.basename(p).startswith(_OPENMP_RUNTIMES)}
 
 
 def reset() -> None:
@@ -107,12 +142,12 @@ def _cpu_key() -> str:
         return platform.processor() or platform.machine()
 
 
-def _build() -> ctypes.CDLL | None:
+def _build(names: tuple[str, ...], flags: tuple[str, ...], signatures: dict) -> ctypes.CDLL | None:
     compiler = _compiler()
     if compiler is None:
         return None
-    sources = {name: files(__name__).joinpath(name).read_bytes() for name in SOURCES}
-    key = hashlib.sha256(b"".join(sources.values()) + " ".join((compiler,) + FLAGS).encode()
+    sources = {name: files(__name__).joinpath(name).read_bytes() for name in names}
+    key = hashlib.sha256(b"".join(sources.values()) + " ".join((compiler,) + flags).encode()
                          + _cpu_key().encode()).hexdigest()[:16]
     target = _cache_dir() / f"kernels-{key}{'.dll' if os.name == 'nt' else '.so'}"
     try:
@@ -124,13 +159,13 @@ def _build() -> ctypes.CDLL | None:
                     paths.append(Path(tmp) / name)
                     paths[-1].write_bytes(text)
                 built = Path(tmp) / target.name
-                subprocess.run([compiler, *FLAGS, *map(str, paths), "-o", str(built), "-lm"], check=True,
+                subprocess.run([compiler, *flags, *map(str, paths), "-o", str(built), "-lm"], check=True,
                                capture_output=True, timeout=120)
                 os.replace(built, target)  # atomic: a concurrent process sees the whole file or none
         lib = ctypes.CDLL(str(target))
     except (OSError, subprocess.SubprocessError):
         return None
-    for name, (args, result) in _SIGNATURES.items():
+    for name, (args, result) in signatures.items():
         getattr(lib, name).argtypes, getattr(lib, name).restype = args, result
     return lib
 
@@ -165,3 +200,58 @@ def correct_tile(lib: ctypes.CDLL, x: torch.Tensor, y: torch.Tensor, out: torch.
     lib.nl_correct_tile(x.data_ptr(), *_strides(x), y.data_ptr(), *_strides(y), height, width, strength,
                         int(protect_highlights), knee, denoise, luma_eps, luma_radius, chroma_radius,
                         out.data_ptr(), *_strides(out), crop[0], crop[1], oh, ow, scratch.data_ptr(), scratch.numel())
+
+
+def _check_tile_tensors(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.dtype != torch.float32 or t.device.type != "cpu":
+            raise ValueError(f"native tile kernels take float32 CPU tensors, got {t.dtype} on {t.device}")
+
+
+def first_stage(lib: ctypes.CDLL, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, slope: float,
+                eps: float = 1e-5) -> torch.Tensor:
+    """``leaky_relu(instance_norm(conv2d(x, weight, bias, padding=1)), slope)``: (B, 3, H, W), any strides ->
+    (B, 32, H, W) channels-last; ``weight``: (32, 3, 3, 3)."""
+    _check_tile_tensors(x, weight, bias)
+    b, c, h, w = x.shape
+    if c != 3 or tuple(weight.shape) != (32, 3, 3, 3):
+        raise ValueError(f"first_stage takes 3 -> 32 channels, got {tuple(x.shape)} and {tuple(weight.shape)}")
+    out = torch.empty(b, 32, h, w, memory_format=torch.channels_last)
+    taps = weight.detach().permute(2, 3, 1, 0).contiguous()  # [ky][kx][ci][co]
+    lib.nl_first_stage(x.data_ptr(), *x.stride(), b, h, w, taps.data_ptr(), bias.detach().contiguous().data_ptr(),
+                       slope, eps, out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def norm_lrelu_(lib: ctypes.CDLL, t: torch.Tensor, slope: float, eps: float = 1e-5) -> torch.Tensor:
+    """``leaky_relu(instance_norm(t), slope)`` in place on a channels-last (B, C, H, W) map (a copy otherwise)."""
+    _check_tile_tensors(t)
+    t = t.contiguous(memory_format=torch.channels_last)
+    b, c, h, w = t.shape
+    lib.nl_norm_lrelu(t.data_ptr(), b, h * w, c, slope, eps, torch.get_num_threads())
+    return t
+
+
+def tile_output(lib: ctypes.CDLL, x: torch.Tensor, phases: torch.Tensor, s1: torch.Tensor, skip: torch.Tensor,
+                border: torch.Tensor | None, frequency: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """``x + tanh(pixel_shuffle(phases) + conv2d(s1, skip, padding=1) - border + mix @ frequency)``, (B, 3, H, W).
+
+    ``x``: (B, 3, H, W), any strides; ``phases``: (B, >= 12, H/2, W/2), channel ``4c + 2p + q`` holding pixel
+    ``(2i + p, 2j + q)``; ``s1``: (B, 32, H, W); ``skip``: (3, 32, 3, 3); ``border``: (B, 12, >= max(H, W)),
+    subtracted from the top row, bottom row, left column and right column (3 channels each), or None;
+    ``frequency``: (B, 3, H, W); ``mix``: (3, 3)."""
+    _check_tile_tensors(x, phases, s1, skip, frequency, mix, *([] if border is None else [border]))
+    b, c, h, w = x.shape
+    if c != 3 or h % 2 or w % 2 or tuple(skip.shape) != (3, 32, 3, 3) or phases.shape[1] < 12:
+        raise ValueError(f"tile_output takes 3 channels at even sizes, got {tuple(x.shape)}")
+    if border is not None and (border.shape[1] != 12 or border.shape[-1] < max(h, w)):
+        raise ValueError(f"tile_output's border must be (B, 12, >= {max(h, w)}), got {tuple(border.shape)}")
+    phases, s1 = (t.contiguous(memory_format=torch.channels_last) for t in (phases, s1))
+    frequency, mix = frequency.contiguous(), mix.detach().contiguous()
+    taps = skip.detach().permute(2, 3, 0, 1).contiguous()  # [ky][kx][co][ci]
+    border = None if border is None else border.contiguous()
+    out = torch.empty(b, 3, h, w)
+    lib.nl_tile_output(x.data_ptr(), *x.stride(), phases.data_ptr(), phases.shape[1], s1.data_ptr(), taps.data_ptr(),
+                       None if border is None else border.data_ptr(), 0 if border is None else border.shape[-1],
+                       frequency.data_ptr(), mix.data_ptr(), b, h, w, out.data_ptr(), torch.get_num_threads())
+    return out

@@ -1,0 +1,220 @@
+/* NanoLILY's tile forward around its three large convolutions (which PyTorch runs): the first
+ * convolution with its instance norm and leaky ReLU, the second norm and leaky ReLU, and the output
+ * stage (skip connection, pixel shuffle, border fix, frequency mix, tanh, residual) as one pass each,
+ * where eager PyTorch makes about twenty passes over each tile's maps. OpenMP threads, from the same
+ * runtime as PyTorch's own (nanolily.native checks), split each call by rows. */
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WIDTH 32  /* the spatial branch's width: the first map's channels */
+#define LANES 8   /* floats per vector: GCC / Clang vector extensions, AVX2 registers with -march=native */
+
+typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
+typedef float vec_unaligned __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float))));
+#define LOAD(p) (*(const vec_unaligned *)(p))
+#define STORE(p, v) (*(vec_unaligned *)(p) = (v))
+
+static inline float sum_lanes(vec v) {
+    float s = 0;
+    for (int l = 0; l < LANES; l++) s += v[l];
+    return s;
+}
+#define CHUNKS 16 /* row chunks per image for the norm statistics: a fixed order, so results do not depend on threads */
+
+/* exp(a) for -88 < a <= 0 (Cephes' expf; within 2 ulp), written to vectorise */
+static inline float exp_neg(float a) {
+    a = a < -87.0f ? -87.0f : a;
+    float n = floorf(a * 1.44269504088896341f + 0.5f);
+    float r = a - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int bits = ((int)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+static inline float tanh_fast(float v) {
+    float e = exp_neg(-2.0f * fabsf(v));
+    float t = (1.0f - e) / (1.0f + e);
+    return v < 0 ? -t : t;
+}
+
+/* Mean and 1/sqrt(var + eps) per (image, channel) from per-chunk sums of (v - ref) and (v - ref)^2 */
+static void finish_stats(const double *sums, const float *ref, int B, int C, long n, float eps, float *mean,
+                         float *rstd) {
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++) {
+            double s = 0, q = 0;
+            for (int k = 0; k < CHUNKS; k++) {
+                s += sums[((long)(b * CHUNKS + k) * 2) * C + c];
+                q += sums[((long)(b * CHUNKS + k) * 2 + 1) * C + c];
+            }
+            double m = s / n, var = q / n - m * m;
+            mean[b * C + c] = (float)(ref[b * C + c] + m);
+            rstd[b * C + c] = (float)(1.0 / sqrt((var > 0 ? var : 0) + eps));
+        }
+}
+
+/* t (B, n, C) channels-last, in place: (t - mean) * rstd, then leaky ReLU */
+static void normalize(float *t, int B, long n, int C, const float *mean, const float *rstd, float slope,
+                      int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int job = 0; job < B * CHUNKS; job++) {
+        int b = job / CHUNKS, k = job % CHUNKS;
+        const float *m = mean + b * C, *r = rstd + b * C;
+        for (long i = n * k / CHUNKS; i < n * (k + 1) / CHUNKS; i++) {
+            float *v = t + ((long)b * n + i) * C;
+            for (int c = 0; c < C; c++) {
+                float u = (v[c] - m[c]) * r[c];
+                v[c] = u < 0 ? u * slope : u;
+            }
+        }
+    }
+}
+
+/* conv_in (3 -> WIDTH, 3x3, zero padding 1) at pixel (y, x) of image b into acc */
+static inline void conv_in_pixel(const float *x, long sc, long sh, long sw, int H, int W, int y, int xx,
+                                 const float *wt, const float *bias, float *out) {
+    vec acc[WIDTH / LANES];
+    for (int k = 0; k < WIDTH / LANES; k++) acc[k] = LOAD(bias + k * LANES);
+    for (int ky = 0; ky < 3; ky++) {
+        int yy = y + ky - 1;
+        if (yy < 0 || yy >= H) continue;
+        for (int kx = 0; kx < 3; kx++) {
+            int xs = xx + kx - 1;
+            if (xs < 0 || xs >= W) continue;
+            for (int ci = 0; ci < 3; ci++) {
+                float v = x[ci * sc + yy * sh + xs * sw];
+                const float *w = wt + ((ky * 3 + kx) * 3 + ci) * WIDTH;
+                for (int k = 0; k < WIDTH / LANES; k++) acc[k] += v * LOAD(w + k * LANES);
+            }
+        }
+    }
+    for (int k = 0; k < WIDTH / LANES; k++) STORE(out + k * LANES, acc[k]);
+}
+
+/* out (B, H, W, WIDTH) = leaky_relu(instance_norm(conv_in(x))); x (B, 3, H, W) with element strides
+ * sb, sc, sh, sw; wt [ky][kx][ci][co]. The norm's sums are shifted by each channel's value at the centre
+ * pixel, which keeps them well conditioned where |mean| >> std. */
+void nl_first_stage(const float *x, long sb, long sc, long sh, long sw, int B, int H, int W, const float *wt,
+                    const float *bias, float slope, float eps, float *out, int threads) {
+    long n = (long)H * W;
+    float *ref = malloc(sizeof(float) * B * WIDTH * 3);
+    double *sums = malloc(sizeof(double) * B * CHUNKS * 2 * WIDTH);
+    float *mean = ref + B * WIDTH, *rstd = mean + B * WIDTH;
+    for (int b = 0; b < B; b++)
+        conv_in_pixel(x + b * sb, sc, sh, sw, H, W, H / 2, W / 2, wt, bias, ref + b * WIDTH);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int job = 0; job < B * CHUNKS; job++) {
+        int b = job / CHUNKS, k = job % CHUNKS;
+        const float *xb = x + b * sb, *r = ref + b * WIDTH;
+        double s[WIDTH] = {0}, q[WIDTH] = {0};
+        for (int y = H * k / CHUNKS; y < H * (k + 1) / CHUNKS; y++) {
+            float rs[WIDTH] = {0}, rq[WIDTH] = {0};  /* one row's sums: 224 terms are safe in float */
+            for (int xx = 0; xx < W; xx++) {
+                float *acc = out + ((long)b * n + (long)y * W + xx) * WIDTH;
+                conv_in_pixel(xb, sc, sh, sw, H, W, y, xx, wt, bias, acc);
+                for (int co = 0; co < WIDTH; co++) {
+                    float dv = acc[co] - r[co];
+                    rs[co] += dv;
+                    rq[co] += dv * dv;
+                }
+            }
+            for (int co = 0; co < WIDTH; co++) s[co] += rs[co], q[co] += rq[co];
+        }
+        memcpy(sums + (long)job * 2 * WIDTH, s, sizeof s);
+        memcpy(sums + ((long)job * 2 + 1) * WIDTH, q, sizeof q);
+    }
+    finish_stats(sums, ref, B, WIDTH, n, eps, mean, rstd);
+    normalize(out, B, n, WIDTH, mean, rstd, slope, threads);
+    free(sums);
+    free(ref);
+}
+
+/* t (B, n, C) channels-last, in place: leaky_relu(instance_norm(t)), shifted by the middle pixel's values */
+void nl_norm_lrelu(float *t, int B, long n, int C, float slope, float eps, int threads) {
+    float *ref = malloc(sizeof(float) * B * C * 3);
+    double *sums = malloc(sizeof(double) * B * CHUNKS * 2 * C);
+    float *mean = ref + B * C, *rstd = mean + B * C;
+    for (int b = 0; b < B; b++) memcpy(ref + b * C, t + ((long)b * n + n / 2) * C, sizeof(float) * C);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int job = 0; job < B * CHUNKS; job++) {
+        int b = job / CHUNKS, k = job % CHUNKS;
+        const float *r = ref + b * C;
+        double *s = sums + (long)job * 2 * C, *q = s + C;
+        for (int c = 0; c < C; c++) s[c] = q[c] = 0;
+        for (long i = n * k / CHUNKS; i < n * (k + 1) / CHUNKS; i++) {
+            const float *v = t + ((long)b * n + i) * C;
+            for (int c = 0; c < C; c++) {
+                double dv = v[c] - r[c];
+                s[c] += dv;
+                q[c] += dv * dv;
+            }
+        }
+    }
+    finish_stats(sums, ref, B, C, n, eps, mean, rstd);
+    normalize(t, B, n, C, mean, rstd, slope, threads);
+    free(sums);
+    free(ref);
+}
+
+/* out (B, 3, H, W) = x + tanh(pixel_shuffle(phases) + conv3x3(s1, skip) - border fix + mix @ freq):
+ *   x (B, 3, H, W) with element strides sb, sc, sh, sw; phases (B, H/2, W/2, P) channels-last, channel
+ *   4c + 2p + q holding output pixel (2i + p, 2j + q) of channel c; s1 (B, H, W, WIDTH); skip
+ *   [ky][kx][co][ci], zero padding; fix (B, 12, L) or NULL: what to subtract from the top row, the
+ *   bottom row, the left column and the right column, 3 channels each; freq (B, 3, H, W); mix (3, 3). */
+void nl_tile_output(const float *x, long sb, long sc, long sh, long sw, const float *phases, int P, const float *s1,
+                    const float *skip, const float *fix, long fix_len, const float *freq, const float *mix, int B,
+                    int H, int W, float *out, int threads) {
+    long n = (long)H * W;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int job = 0; job < B * H; job++) {
+        int b = job / H, y = job % H;
+        float v[3][W];
+        const float *ph = phases + ((long)b * (H / 2) + y / 2) * (W / 2) * P + 2 * (y % 2);
+        for (int xx = 0; xx < W; xx++) {
+            vec acc[3] = {{0}};
+            for (int ky = 0; ky < 3; ky++) {
+                int yy = y + ky - 1;
+                if (yy < 0 || yy >= H) continue;
+                for (int kx = 0; kx < 3; kx++) {
+                    int xs = xx + kx - 1;
+                    if (xs < 0 || xs >= W) continue;
+                    const float *s = s1 + ((long)b * n + (long)yy * W + xs) * WIDTH;
+                    const float *w = skip + (ky * 3 + kx) * 3 * WIDTH;
+                    for (int ci = 0; ci < WIDTH; ci += LANES) {
+                        vec sv = LOAD(s + ci);
+                        for (int c = 0; c < 3; c++) acc[c] += sv * LOAD(w + c * WIDTH + ci);
+                    }
+                }
+            }
+            for (int c = 0; c < 3; c++) v[c][xx] = ph[(xx / 2) * P + 4 * c + (xx % 2)] + sum_lanes(acc[c]);
+        }
+        for (int c = 0; c < 3; c++) {
+            if (fix) {
+                const float *f = fix + (long)b * 12 * fix_len;
+                if (y == 0)
+                    for (int xx = 0; xx < W; xx++) v[c][xx] -= f[c * fix_len + xx];
+                if (y == H - 1)
+                    for (int xx = 0; xx < W; xx++) v[c][xx] -= f[(3 + c) * fix_len + xx];
+                v[c][0] -= f[(6 + c) * fix_len + y];
+                v[c][W - 1] -= f[(9 + c) * fix_len + y];
+            }
+            const float *fr = freq + ((long)b * 3) * n + (long)y * W;
+            const float *xr = x + b * sb + c * sc + y * sh;
+            float *o = out + ((long)b * 3 + c) * n + (long)y * W;
+            for (int xx = 0; xx < W; xx++) {
+                float t = v[c][xx] + mix[3 * c] * fr[xx] + mix[3 * c + 1] * fr[n + xx] + mix[3 * c + 2] * fr[2 * n + xx];
+                o[xx] = xr[xx * sw] + tanh_fast(t);
+            }
+        }
+    }
+}
