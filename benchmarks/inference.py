@@ -31,6 +31,7 @@ side by side.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -56,6 +57,7 @@ CASES = {
     "original": "(a) original loop, stride 112, batch 1",
     "bloom112": "(b) nanolily bloom, stride 112, fp32",
     "bloom": "(c) nanolily bloom, defaults",
+    "bloom-pytorch": "(c') nanolily bloom, defaults, PyTorch only",
     "monai": "(d) MONAI sliding_window_inference",
     "global": "(e) nanolily global",
     "onnx": "(f) nanolily bloom, stride 112, ONNX Runtime",
@@ -169,9 +171,14 @@ def case_runner(case: str, onnx_dir: str | None):
     if case == "bloom112":
         hooked(model)
         return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom", stride=112, precision="fp32")), calls
-    if case == "bloom":
+    if case in ("bloom", "bloom-pytorch"):
         hooked(model)
-        return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom")), calls
+        compiled = case == "bloom"
+
+        def run(x):
+            with _native(compiled):
+                return enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom")
+        return run, calls
     if case == "monai":
         from monai.inferers import sliding_window_inference
 
@@ -199,6 +206,20 @@ def case_runner(case: str, onnx_dir: str | None):
         predictor = StagedOnnxPredictor([Path(onnx_dir) / name for name in ONNX_FILES[case]], model.config.factor)
         return (lambda x: enhance_tensor(x, model, **NO_CORRECTIONS, mode="global", predictor=predictor)), calls
     raise ValueError(case)
+
+
+@contextlib.contextmanager
+def _native(on: bool):
+    """The compiled kernels on (where built) or off for the duration (``NANOLILY_NATIVE``, read per call)."""
+    before = os.environ.get("NANOLILY_NATIVE")
+    os.environ["NANOLILY_NATIVE"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["NANOLILY_NATIVE"]
+        else:
+            os.environ["NANOLILY_NATIVE"] = before
 
 
 def conv_flop_counter() -> tuple[dict, object]:
@@ -576,6 +597,15 @@ def machine_report(results: dict, path: Path) -> list[str]:
         "faster). The first convolution stays fp32: it reads the raw input, and the first norm divides by "
         "its output's spread, so on a flat dark tile bf16 there moved outputs by up to 0.08. Elsewhere "
         "auto is fp32. (b) runs `--precision fp32`, the exact reference.\n"
+        "- **compiled tile kernels (fp32 on CPU).** Around the three large convolutions, which oneDNN runs, "
+        "nanolily-v1's fp32 tile forward runs in three C passes (`nanolily.native`, OpenMP threads from "
+        "PyTorch's own runtime): the first 3->32 convolution with its InstanceNorm and LeakyReLU (oneDNN "
+        "keeps three input channels far from peak), the second norm and LeakyReLU, and the output stage "
+        "(the skip connection as a 3x3 convolution, the pixel shuffle, the border fix, the frequency mix, "
+        "tanh and the residual) where eager PyTorch makes about twenty passes over the maps; the border fix "
+        "of all four sides is two grouped convolutions. Equal to the PyTorch path to float rounding "
+        "(tested); (c') runs (c) with them off. This run: "
+        f"{m.get('tile_kernels', 'PyTorch')}; under bf16 (precision auto on AMX CPUs) PyTorch runs.\n"
         "- **global mode in cache-sized blocks.** The whole image in one pass, but the conv branch runs in "
         "256x256 blocks with a 4-pixel halo (the branch's receptive field): pass 1 gathers the "
         "first InstanceNorm's whole-image statistics from each block's own pixels (no halo, no crop; the "
@@ -742,6 +772,7 @@ def main() -> None:
         "machine": {"cpu": _cpu_name(), "cores_used": args.threads,
                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "monai": monai.__version__,
                     "corrections": "compiled" if native.library() is not None else "PyTorch",
+                    "tile_kernels": "compiled" if native.tile_library() is not None else "PyTorch",
                     "auto_inner_dtype": _auto_inner_dtype()},
         "repeats": args.repeats, "max_seconds": args.max_seconds,
         "tile_gflop": tile_flops(config) / 1e9, "peak": flop_peak(),

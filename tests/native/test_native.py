@@ -182,6 +182,16 @@ def test_tile_kernels_only_where_they_apply(monkeypatch):
 
 
 @needs_tile_library
+def test_tile_kernels_bind_to_pytorchs_openmp_beside_other_runtimes():
+    pytest.importorskip("rawpy")  # its wheel bundles an OpenMP runtime of its own, loaded on import
+    native.reset()
+    try:
+        assert native.tile_library() is not None
+    finally:
+        native.reset()
+
+
+@needs_tile_library
 def test_tile_kernels_check_their_inputs():
     lib = native.tile_library()
     x = torch.rand(1, 3, 8, 8)

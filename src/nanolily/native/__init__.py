@@ -65,25 +65,26 @@ def library() -> ctypes.CDLL | None:
 
 def tile_library() -> ctypes.CDLL | None:
     """The tile kernels (``tiles.c``), built on first use; None where :func:`library` is, and also where
-    PyTorch's threads are not OpenMP's or the kernels would bring a second OpenMP runtime into the
-    process (two thread pools would fight over the cores; checked on Linux, None elsewhere)."""
+    PyTorch's threads are not OpenMP's, or where the kernels brought an OpenMP runtime of their own instead
+    of binding to PyTorch's (two thread pools would fight over the cores; checked on Linux, None
+    elsewhere). Other libraries' runtimes (rawpy bundles one) do not matter: the kernels never use them."""
     if not enabled():
         return None
     if "tiles" not in _state:
-        lib = None
-        if "parallel backend: OpenMP" in torch.__config__.parallel_info() and len(_openmp_runtimes()) <= 1:
+        lib, before = None, _openmp_runtimes()
+        if "parallel backend: OpenMP" in torch.__config__.parallel_info() and before:
             lib = _build(TILE_SOURCES, FLAGS + ("-fopenmp",), _TILE_SIGNATURES)
-            lib = lib if lib is not None and len(_openmp_runtimes()) == 1 else None
+            lib = lib if lib is not None and _openmp_runtimes() == before else None
         _state["tiles"] = lib
     return _state["tiles"]
 
 
 def _openmp_runtimes() -> set[str]:
-    """The OpenMP runtime files mapped into this process (Linux); a set that cannot be told is taken as many."""
+    """The OpenMP runtime files mapped into this process (Linux; elsewhere an empty set)."""
     try:
         maps = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
-        return {"unknown", "unknown too"}
+        return set()
     paths = {line.split()[-1] for line in maps if len(line.split()) >= 6}
     return {os.path.realpath(p) for p in paths if os.path.basename(p).startswith(_OPENMP_RUNTIMES)}
 
