@@ -118,14 +118,14 @@ needs_tile_library = pytest.mark.skipif(native.tile_library() is None,
                                         reason="no OpenMP C compiler, or PyTorch's threads are not OpenMP's")
 
 
-def _forward(model, x, compiled, monkeypatch):
+def _forward(model, x, compiled, monkeypatch, **kwargs):
     """The model's inference on ``x`` with the tile kernels on or off."""
     monkeypatch.setenv("NANOLILY_NATIVE", "1" if compiled else "0")
     native.reset()
     try:
         assert (model._tile_kernels(x) is not None) == compiled
         with torch.inference_mode():
-            return model(x)
+            return model(x, **kwargs)
     finally:
         native.reset()
 
@@ -153,6 +153,16 @@ def test_compiled_tile_forward_equals_pytorch(batch, layout, monkeypatch):
         compiled, eager = (_forward(model, x, on, monkeypatch) for on in (True, False))
         assert compiled.shape == eager.shape == (batch, 3, 224, 224)
         assert torch.allclose(compiled, eager, atol=1e-4, rtol=0)
+
+
+@needs_tile_library
+def test_compiled_tile_forward_with_bf16_inner_convolutions(monkeypatch):
+    model = load_model("nanolily-v1")
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(4)) ** 2 * 0.4
+    exact = _forward(model, x, False, monkeypatch)
+    compiled, eager = (_forward(model, x, on, monkeypatch, inner_dtype=torch.bfloat16) for on in (True, False))
+    assert 0 < (compiled - exact).abs().max() < 0.03  # the skip connection stays fp32 in the kernels
+    assert (compiled - eager).abs().max() < 0.03
 
 
 @needs_tile_library

@@ -563,8 +563,10 @@ class NanoLILY(nn.Module):
 
         In inference ``fuse``, a linear map, is folded away: its spatial half (and bias) into the spatial
         branch's last layer (:meth:`SpatialBranch.followed_by`), its frequency half a 3x3 channel mix,
-        which saves the concatenation and the 6->3 convolution. With gradients (or when traced) the
-        layers run as published, on the whole image.
+        which saves the concatenation and the 6->3 convolution. On S x S float32 CPU tiles (LILY
+        Bloom's calls) the layers around the three large convolutions run as compiled kernels where
+        they are built (:meth:`_forward_compiled`). With gradients (or when traced) the layers run as
+        published, on the whole image.
 
         ``inner_dtype``: the arithmetic of the convolutions that read normalised maps, the stride-2 one
         and the composed decoder's two (inference only; default: the parameters' dtype).
@@ -579,7 +581,7 @@ class NanoLILY(nn.Module):
         c = self.config.channels
         spatial_branch = self.spatial.followed_by(self.fuse, inner_dtype)
         mix = self.fuse.weight[:, c:, 0, 0]  # (C, C): fuse's frequency half
-        if block is None and inner_dtype is None and (lib := self._tile_kernels(x)) is not None:
+        if block is None and (lib := self._tile_kernels(x)) is not None:
             return self._forward_compiled(lib, x, spatial_branch, mix)
         out = self.frequency(x)  # (B, C, H, W); overwritten by the output, block by block
         if block is None:
@@ -606,9 +608,9 @@ class NanoLILY(nn.Module):
         rounding; tests/native). ``branch``: the spatial branch followed by fuse's spatial half."""
         slope = branch.negative_slope
         s1 = native.first_stage(lib, x, branch.conv_in.weight, branch.conv_in.bias, slope)  # (B, w, H, W)
-        d = native.norm_lrelu_(lib, F.conv2d(s1, branch.down.weight, branch.down.bias, stride=2, padding=1), slope)
+        d = native.norm_lrelu_(lib, branch._down(s1), slope)  # (B, 2w, H/2, W/2)
         weight, bias, _ = branch.composed_weights()
-        phases = F.conv2d(d, weight, bias, padding=1)  # (B, >= 4C, H/2, W/2)
+        phases = _conv(d, weight, bias, padding=1)  # (B, >= 4C, H/2, W/2)
         return native.tile_output(lib, x, phases, s1, branch.conv_out.weight, branch.border_terms(d),
                                   self.frequency(x), mix)
 
