@@ -101,6 +101,30 @@ static inline void conv_in_pixel(const float *x, long sc, long sh, long sw, int 
     for (int k = 0; k < WIDTH / LANES; k++) STORE(out + k * LANES, acc[k]);
 }
 
+/* conv_in_pixel at (y, xx) and (y, xx + 1), both off the left and right borders: each weight load
+ * serves two pixels (the single-pixel loop is bound by loads, not arithmetic) */
+static inline void conv_in_pair(const float *x, long sc, long sh, long sw, int H, int y, int xx, const float *wt,
+                                const float *bias, float *out) {
+    vec a[WIDTH / LANES], b[WIDTH / LANES];
+    for (int k = 0; k < WIDTH / LANES; k++) a[k] = b[k] = LOAD(bias + k * LANES);
+    for (int ky = 0; ky < 3; ky++) {
+        int yy = y + ky - 1;
+        if (yy < 0 || yy >= H) continue;
+        for (int kx = 0; kx < 3; kx++)
+            for (int ci = 0; ci < 3; ci++) {
+                const float *p = x + ci * sc + yy * sh + (xx + kx - 1) * sw;
+                float u = p[0], v = p[sw];
+                const float *w = wt + ((ky * 3 + kx) * 3 + ci) * WIDTH;
+                for (int k = 0; k < WIDTH / LANES; k++) {
+                    vec wv = LOAD(w + k * LANES);
+                    a[k] += u * wv;
+                    b[k] += v * wv;
+                }
+            }
+    }
+    for (int k = 0; k < WIDTH / LANES; k++) STORE(out + k * LANES, a[k]), STORE(out + WIDTH + k * LANES, b[k]);
+}
+
 /* out (B, H, W, WIDTH) = leaky_relu(instance_norm(conv_in(x))); x (B, 3, H, W) with element strides
  * sb, sc, sh, sw; wt [ky][kx][ci][co]. The norm's sums are shifted by each channel's value at the centre
  * pixel, which keeps them well conditioned where |mean| >> std. */
@@ -119,15 +143,21 @@ void nl_first_stage(const float *x, long sb, long sc, long sh, long sw, int B, i
         double s[WIDTH] = {0}, q[WIDTH] = {0};
         for (int y = H * k / CHUNKS; y < H * (k + 1) / CHUNKS; y++) {
             float rs[WIDTH] = {0}, rq[WIDTH] = {0};  /* one row's sums: 224 terms are safe in float */
+            float *row = out + ((long)b * n + (long)y * W) * WIDTH;
             for (int xx = 0; xx < W; xx++) {
-                float *acc = out + ((long)b * n + (long)y * W + xx) * WIDTH;
-                conv_in_pixel(xb, sc, sh, sw, H, W, y, xx, wt, bias, acc);
+                if (xx > 0 && xx + 2 < W) {
+                    conv_in_pair(xb, sc, sh, sw, H, y, xx, wt, bias, row + xx * WIDTH);
+                    xx++;
+                } else {
+                    conv_in_pixel(xb, sc, sh, sw, H, W, y, xx, wt, bias, row + xx * WIDTH);
+                }
+            }
+            for (int xx = 0; xx < W; xx++)
                 for (int co = 0; co < WIDTH; co++) {
-                    float dv = acc[co] - r[co];
+                    float dv = row[xx * WIDTH + co] - r[co];
                     rs[co] += dv;
                     rq[co] += dv * dv;
                 }
-            }
             for (int co = 0; co < WIDTH; co++) s[co] += rs[co], q[co] += rq[co];
         }
         memcpy(sums + (long)job * 2 * WIDTH, s, sizeof s);
@@ -166,6 +196,34 @@ void nl_norm_lrelu(float *t, int B, long n, int C, float slope, float eps, int t
     free(ref);
 }
 
+/* The skip connection (WIDTH -> 3, 3x3, zero padding; skip [ky][kx][co][ci]) at pixel (y, xx) of s1
+ * (H, W, WIDTH), or with pair at (y, xx) and (y, xx + 1), both off the left and right borders; into
+ * v[c][xx] (and v[c][xx + 1]) */
+static inline void skip_pixels(const float *s1, const float *skip, int H, int W, int y, int xx, int pair, float *v) {
+    vec a[3] = {{0}}, b[3] = {{0}};
+    for (int ky = 0; ky < 3; ky++) {
+        int yy = y + ky - 1;
+        if (yy < 0 || yy >= H) continue;
+        for (int kx = 0; kx < 3; kx++) {
+            int xs = xx + kx - 1;
+            if (!pair && (xs < 0 || xs >= W)) continue;
+            const float *s = s1 + ((long)yy * W + xs) * WIDTH, *w = skip + (ky * 3 + kx) * 3 * WIDTH;
+            for (int ci = 0; ci < WIDTH; ci += LANES) {
+                vec sa = LOAD(s + ci), sb = pair ? LOAD(s + WIDTH + ci) : sa;
+                for (int c = 0; c < 3; c++) {
+                    vec wv = LOAD(w + c * WIDTH + ci);
+                    a[c] += sa * wv;
+                    if (pair) b[c] += sb * wv;
+                }
+            }
+        }
+    }
+    for (int c = 0; c < 3; c++) {
+        v[c * W + xx] = sum_lanes(a[c]);
+        if (pair) v[c * W + xx + 1] = sum_lanes(b[c]);
+    }
+}
+
 /* out (B, 3, H, W) = x + tanh(pixel_shuffle(phases) + conv3x3(s1, skip) - border fix + mix @ freq):
  *   x (B, 3, H, W) with element strides sb, sc, sh, sw; phases (B, H/2, W/2, P) channels-last, channel
  *   4c + 2p + q holding output pixel (2i + p, 2j + q) of channel c; s1 (B, H, W, WIDTH); skip
@@ -179,25 +237,15 @@ void nl_tile_output(const float *x, long sb, long sc, long sh, long sw, const fl
     for (int job = 0; job < B * H; job++) {
         int b = job / H, y = job % H;
         float v[3][W];
-        const float *ph = phases + ((long)b * (H / 2) + y / 2) * (W / 2) * P + 2 * (y % 2);
         for (int xx = 0; xx < W; xx++) {
-            vec acc[3] = {{0}};
-            for (int ky = 0; ky < 3; ky++) {
-                int yy = y + ky - 1;
-                if (yy < 0 || yy >= H) continue;
-                for (int kx = 0; kx < 3; kx++) {
-                    int xs = xx + kx - 1;
-                    if (xs < 0 || xs >= W) continue;
-                    const float *s = s1 + ((long)b * n + (long)yy * W + xs) * WIDTH;
-                    const float *w = skip + (ky * 3 + kx) * 3 * WIDTH;
-                    for (int ci = 0; ci < WIDTH; ci += LANES) {
-                        vec sv = LOAD(s + ci);
-                        for (int c = 0; c < 3; c++) acc[c] += sv * LOAD(w + c * WIDTH + ci);
-                    }
-                }
-            }
-            for (int c = 0; c < 3; c++) v[c][xx] = ph[(xx / 2) * P + 4 * c + (xx % 2)] + sum_lanes(acc[c]);
+            if (xx > 0 && xx + 2 < W)  /* constant pair arguments: one specialised loop each */
+                skip_pixels(s1 + (long)b * n * WIDTH, skip, H, W, y, xx++, 1, &v[0][0]);
+            else
+                skip_pixels(s1 + (long)b * n * WIDTH, skip, H, W, y, xx, 0, &v[0][0]);
         }
+        const float *ph = phases + ((long)b * (H / 2) + y / 2) * (W / 2) * P + 2 * (y % 2);
+        for (int c = 0; c < 3; c++)
+            for (int xx = 0; xx < W; xx++) v[c][xx] += ph[(xx / 2) * P + 4 * c + (xx % 2)];
         for (int c = 0; c < 3; c++) {
             if (fix) {
                 const float *f = fix + (long)b * 12 * fix_len;
