@@ -166,6 +166,20 @@ def test_compiled_tile_forward_with_bf16_inner_convolutions(monkeypatch):
 
 
 @needs_tile_library
+@pytest.mark.parametrize("size", [(112, 112), (10, 14), (16, 6)])
+def test_compiled_border_terms_equal_pytorch(size):
+    branch = _random_model(7).spatial
+    d = torch.randn(2, 64, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eager = branch.border_terms(d)
+    compiled = native.border_terms(native.tile_library(), d, branch.up.weight, branch.up.bias, branch.conv_out.weight)
+    (h, w), n = size, max(size)
+    assert compiled.shape == eager.shape == (2, 12, 2 * n)
+    assert torch.allclose(compiled[:, :6, :2 * w], eager[:, :6, :2 * w], atol=1e-5, rtol=0)  # top and bottom rows
+    assert torch.allclose(compiled[:, 6:, :2 * h], eager[:, 6:, :2 * h], atol=1e-5, rtol=0)  # left and right columns
+
+
+@needs_tile_library
 def test_bloom_is_the_same_either_way(monkeypatch):
     model = load_model("nanolily-v1")
     x = _pair((1, 3, 300, 410), seed=5)[0]

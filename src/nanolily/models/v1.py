@@ -611,8 +611,8 @@ class NanoLILY(nn.Module):
         d = native.norm_lrelu_(lib, branch._down(s1), slope)  # (B, 2w, H/2, W/2)
         weight, bias, _ = branch.composed_weights()
         phases = _conv(d, weight, bias, padding=1)  # (B, >= 4C, H/2, W/2)
-        return native.tile_output(lib, x, phases, s1, branch.conv_out.weight, branch.border_terms(d),
-                                  self.frequency(x), mix)
+        border = native.border_terms(lib, d, branch.up.weight, branch.up.bias, branch.conv_out.weight)
+        return native.tile_output(lib, x, phases, s1, branch.conv_out.weight, border, self.frequency(x), mix)
 
     def _residual(self, spatial: torch.Tensor, frequency: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.fuse(torch.cat([spatial, frequency], dim=1)))  # (B, C, H, W)

@@ -43,6 +43,7 @@ _SIGNATURES = {
 _TILE_SIGNATURES = {
     "nl_first_stage": ([_P, _L, _L, _L, _L, _I, _I, _I, _P, _P, _F, _F, _P, _I], None),
     "nl_norm_lrelu": ([_P, _I, _L, _I, _F, _F, _I], None),
+    "nl_border_terms": ([_P, _I, _I, _I, _I, _P, _P, _P, _P, _L, _I], None),
     "nl_tile_output": ([_P, _L, _L, _L, _L, _P, _I, _P, _P, _P, _L, _P, _P, _I, _I, _I, _P, _I], None),
 }
 _OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
@@ -231,6 +232,23 @@ def norm_lrelu_(lib: ctypes.CDLL, t: torch.Tensor, slope: float, eps: float = 1e
     b, c, h, w = t.shape
     lib.nl_norm_lrelu(t.data_ptr(), b, h * w, c, slope, eps, torch.get_num_threads())
     return t
+
+
+def border_terms(lib: ctypes.CDLL, d: torch.Tensor, up_weight: torch.Tensor, up_bias: torch.Tensor,
+                 conv_weight: torch.Tensor) -> torch.Tensor:
+    """:meth:`nanolily.models.v1.SpatialBranch.border_terms`: (B, Cd, h, w) -> (B, 12, 2 max(h, w)), from the
+    transposed convolution's ``up_weight`` (Cd, 32, 4, 4) and ``up_bias``, and ``conv_weight`` (3, 32, 3, 3)."""
+    _check_tile_tensors(d, up_weight, up_bias, conv_weight)
+    b, cd, h, w = d.shape
+    if tuple(up_weight.shape) != (cd, 32, 4, 4) or tuple(conv_weight.shape) != (3, 32, 3, 3):
+        raise ValueError(f"border_terms takes {cd} -> 32 -> 3 channels, got {tuple(up_weight.shape)} and "
+                         f"{tuple(conv_weight.shape)}")
+    d = d.contiguous(memory_format=torch.channels_last)
+    up_weight, up_bias, conv_weight = (t.detach().contiguous() for t in (up_weight, up_bias, conv_weight))
+    out = torch.empty(b, 12, 2 * max(h, w))
+    lib.nl_border_terms(d.data_ptr(), b, h, w, cd, up_weight.data_ptr(), up_bias.data_ptr(), conv_weight.data_ptr(),
+                        out.data_ptr(), out.shape[-1], torch.get_num_threads())
+    return out
 
 
 def tile_output(lib: ctypes.CDLL, x: torch.Tensor, phases: torch.Tensor, s1: torch.Tensor, skip: torch.Tensor,

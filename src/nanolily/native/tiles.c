@@ -266,3 +266,58 @@ void nl_tile_output(const float *x, long sb, long sc, long sh, long sw, const fl
         }
     }
 }
+
+/* The composed decoder's border terms (SpatialBranch.border_terms): out (B, 12, L), 3 channels for each
+ * of the top row, bottom row, left column and right column, from d (B, h, w, Cd) channels-last, up the
+ * transposed convolution's weight (Cd, WIDTH, 4, 4) with its bias, conv the last convolution's weight
+ * (3, WIDTH, 3, 3). Each side's ring of up(d) just outside the image comes from d's outermost line
+ * through one row (or column) of up's kernel; conv's outer taps read it. The column rings' two ends are
+ * the corners, which belong to the top and bottom rows: zero there. L >= 2 max(h, w); the shorter
+ * sides' tails are zero. */
+void nl_border_terms(const float *d, int B, int h, int w, int Cd, const float *up, const float *up_bias,
+                     const float *conv, float *out, long L, int threads) {
+    float *taps = malloc(sizeof(float) * 4 * 4 * Cd * WIDTH);  /* [side][t][i][o] */
+    for (int side = 0; side < 4; side++)
+        for (int t = 0; t < 4; t++) {
+            int tap = side == 0 ? t : side == 1 ? 12 + t : side == 2 ? 4 * t : 4 * t + 3;  /* [ky][kx] */
+            for (int i = 0; i < Cd; i++)
+                for (int o = 0; o < WIDTH; o++)
+                    taps[((side * 4 + t) * Cd + i) * WIDTH + o] = up[((long)i * WIDTH + o) * 16 + tap];
+        }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int job = 0; job < B * 4; job++) {
+        int b = job / 4, side = job % 4, len = side < 2 ? w : h;
+        float *ring = malloc(sizeof(float) * (2 * len + 2) * WIDTH);  /* [m][o] */
+        for (int m = 0; m < 2 * len + 2; m++) {
+            vec acc[WIDTH / LANES];
+            for (int v = 0; v < WIDTH / LANES; v++) acc[v] = LOAD(up_bias + v * LANES);
+            for (int t = m % 2; t < 4; t += 2) {  /* m = 2j + t */
+                int j = (m - t) / 2;
+                if (j < 0 || j >= len) continue;
+                long pixel = side == 0 ? j : side == 1 ? (long)(h - 1) * w + j : side == 2 ? (long)j * w : (long)j * w + w - 1;
+                const float *line = d + ((long)b * h * w + pixel) * Cd, *k = taps + (side * 4 + t) * Cd * WIDTH;
+                for (int i = 0; i < Cd; i++)
+                    for (int v = 0; v < WIDTH / LANES; v++) acc[v] += line[i] * LOAD(k + i * WIDTH + v * LANES);
+            }
+            int corner = side >= 2 && (m == 0 || m == 2 * len + 1);
+            for (int v = 0; v < WIDTH / LANES; v++) STORE(ring + m * WIDTH + v * LANES, corner ? (vec){0} : acc[v]);
+        }
+        float k[3][3][WIDTH];  /* conv's outer taps on this side: [c][u][o] */
+        for (int c = 0; c < 3; c++)
+            for (int u = 0; u < 3; u++)
+                for (int o = 0; o < WIDTH; o++)
+                    k[c][u][o] = conv[((long)c * WIDTH + o) * 9 + (side == 0 ? u : side == 1 ? 6 + u : side == 2 ? 3 * u : 3 * u + 2)];
+        for (int c = 0; c < 3; c++) {
+            float *dst = out + ((long)b * 12 + side * 3 + c) * L;
+            for (long m = 0; m < L; m++) {
+                vec acc = {0};
+                if (m < 2 * len)
+                    for (int u = 0; u < 3; u++)
+                        for (int o = 0; o < WIDTH; o += LANES) acc += LOAD(ring + (m + u) * WIDTH + o) * LOAD(&k[c][u][o]);
+                dst[m] = sum_lanes(acc);
+            }
+        }
+        free(ring);
+    }
+    free(taps);
+}
