@@ -142,8 +142,8 @@ def make_input(width: int, height: int) -> torch.Tensor:
     return planes[None].float().div_(255)
 
 
-def case_runner(case: str, onnx_dir: str | None):
-    """(run(x) -> output, tile counter) for a case."""
+def case_runner(case: str, onnx_dir: str | None, precision: str = "auto"):
+    """(run(x) -> output, tile counter) for a case; ``precision``: (c)'s and (c')'s."""
     from nanolily.engine.pipeline import DEFAULT_BATCH_SIZE, NO_CORRECTIONS, enhance_tensor
     from nanolily.models.weights import load_model
 
@@ -177,7 +177,7 @@ def case_runner(case: str, onnx_dir: str | None):
 
         def run(x):
             with _native(compiled):
-                return enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom")
+                return enhance_tensor(x, model, **NO_CORRECTIONS, mode="bloom", precision=precision)
         return run, calls
     if case == "monai":
         from monai.inferers import sliding_window_inference
@@ -243,7 +243,7 @@ def conv_flop_counter() -> tuple[dict, object]:
 def worker(args) -> None:
     torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))
-    run, calls = case_runner(args.worker, args.onnx)
+    run, calls = case_runner(args.worker, args.onnx, args.precision)
     run(make_input(600, 400))  # warm-up: first-call allocations, oneDNN kernel selection
     rss_before = peak_rss_mb()
     x = make_input(width, height)
@@ -262,7 +262,7 @@ def interleaved_times(cases: list[str], width: int, height: int, args, onnx_dir:
     """Wall times of every case in this one process, round-robin (a, b, c, ..., a, b, c, ...), so a slow
     spell of the machine hits all cases alike. Stops after ``repeats`` rounds or once a round took more
     than ``max_seconds``."""
-    runners = {case: case_runner(case, onnx_dir)[0] for case in cases}
+    runners = {case: case_runner(case, onnx_dir, args.precision)[0] for case in cases}
     small = make_input(600, 400)
     for run in runners.values():  # warm-up
         run(small)
@@ -290,7 +290,7 @@ def peak_rss_mb() -> float:
 
 def run_case(case: str, size: str, args, onnx_dir: str | None, out_npy: Path) -> dict:
     command = [sys.executable, __file__, "--worker", case, "--size", size, "--threads", str(args.threads),
-               "--output-npy", str(out_npy)] + (["--onnx", onnx_dir] if onnx_dir else [])
+               "--output-npy", str(out_npy), "--precision", args.precision] + (["--onnx", onnx_dir] if onnx_dir else [])
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{case} at {size} failed:\n{done.stderr[-2000:]}")
@@ -597,15 +597,15 @@ def machine_report(results: dict, path: Path) -> list[str]:
         "faster). The first convolution stays fp32: it reads the raw input, and the first norm divides by "
         "its output's spread, so on a flat dark tile bf16 there moved outputs by up to 0.08. Elsewhere "
         "auto is fp32. (b) runs `--precision fp32`, the exact reference.\n"
-        "- **compiled tile kernels (fp32 on CPU).** Around the three large convolutions, which oneDNN runs, "
-        "nanolily-v1's fp32 tile forward runs in three C passes (`nanolily.native`, OpenMP threads from "
-        "PyTorch's own runtime): the first 3->32 convolution with its InstanceNorm and LeakyReLU (oneDNN "
-        "keeps three input channels far from peak), the second norm and LeakyReLU, and the output stage "
-        "(the skip connection as a 3x3 convolution, the pixel shuffle, the border fix, the frequency mix, "
-        "tanh and the residual) where eager PyTorch makes about twenty passes over the maps; the border fix "
-        "of all four sides is two grouped convolutions. Equal to the PyTorch path to float rounding "
-        "(tested); with the inner convolutions in bf16 (precision auto on AMX CPUs) they run around those, "
-        "and the skip connection stays fp32. (c') runs (c) with them off. This run: "
+        "- **compiled tile kernels.** Around the two large convolutions oneDNN runs (the 32->64 stride-2 "
+        "one and the composed decoder's), nanolily-v1's tile forward on CPU runs four C passes "
+        "(`nanolily.native`, OpenMP threads from PyTorch's own runtime): the first 3->32 convolution with "
+        "its InstanceNorm and LeakyReLU (oneDNN keeps three input channels far from peak), the second norm "
+        "and LeakyReLU, the border terms of all four sides, and the output stage (the skip connection as "
+        "a 3x3 convolution, the pixel shuffle, the border fix, the frequency mix, tanh and the residual), "
+        "where eager PyTorch makes about twenty passes over the maps. Equal to the PyTorch path to float "
+        "rounding (tested); with precision auto on an AMX CPU the two convolutions run in bf16 and the "
+        "skip connection stays fp32. (c') runs (c) with them off. This run: "
         f"{m.get('tile_kernels', 'before they existed')}.\n"
         "- **global mode in cache-sized blocks.** The whole image in one pass, but the conv branch runs in "
         "256x256 blocks with a 4-pixel halo (the branch's receptive field): pass 1 gathers the "
@@ -676,6 +676,8 @@ def defaults_note(results: dict) -> str:
     auto = results["machine"].get("auto_inner_dtype")
     precision = {"bfloat16": "runs the three inner convolutions in bf16 (this CPU has AMX units)",
                  "float32": "is fp32 (this CPU has no AMX units)"}.get(auto, "was not recorded")
+    if results.get("precision", "auto") != "auto":
+        precision = f"was replaced by `--precision {results['precision']}` in this run"
     return (f"(c) runs bloom's defaults: stride {DEFAULT_STRIDE} ({len(plan_tiles(2160, 3840, 224, DEFAULT_STRIDE))} "
             f"tiles at 3840x2160 against 646 at 112, chosen on the validation split below), {DEFAULT_BATCH_SIZE} "
             f"tiles per call (as (b)), and precision auto, which here {precision}. (b) is the same engine "
@@ -725,6 +727,9 @@ def main() -> None:
                         help="datasets root (lol-v2-real/, lol-v1/, splits/) for the quality sections")
     parser.add_argument("--sizes", default=SIZES, help="comma-separated WIDTHxHEIGHT (default: %(default)s)")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ",".join(CASES))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="precision of (c) and (c'): fp32 on a CPU with AMX units times them as on one "
+                             "without (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds per size (default: %(default)s)")
     parser.add_argument("--max-seconds", type=float, default=240,
                         help="no further rounds once a round over all cases took this long (default: %(default)s)")
@@ -768,14 +773,15 @@ def main() -> None:
     cases = args.cases.split(",")
     config = NanoLILYConfig()
     results = {
-        "command": "python benchmarks/inference.py " + " ".join(sys.argv[1:]),
+        "command": "".join(f"{k}={os.environ[k]} " for k in ("ONEDNN_MAX_CPU_ISA",) if k in os.environ)
+                   + "python benchmarks/inference.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": {"cpu": _cpu_name(), "cores_used": args.threads,
                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "monai": monai.__version__,
                     "corrections": "compiled" if native.library() is not None else "PyTorch",
                     "tile_kernels": "compiled" if native.tile_library() is not None else "PyTorch",
                     "auto_inner_dtype": _auto_inner_dtype()},
-        "repeats": args.repeats, "max_seconds": args.max_seconds,
+        "repeats": args.repeats, "max_seconds": args.max_seconds, "precision": args.precision,
         "tile_gflop": tile_flops(config) / 1e9, "peak": flop_peak(),
         "rss_baseline_mb": _import_rss(), "speed": {},
     }

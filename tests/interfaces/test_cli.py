@@ -142,6 +142,7 @@ def test_info(random_weights, capsys, monkeypatch):
     assert run(["info"], random_weights) == 0
     out = capsys.readouterr().out
     assert "129,016" in out and "sha256:" in out and "version: test-untrained" in out
+    assert any(line.startswith("v1 tiles:") for line in out.splitlines())
     formats = next(line for line in out.splitlines() if line.startswith("formats:"))
     assert all(f in formats.split(";")[0] for f in ("bmp", "jpg", "png", "tiff", "webp"))
     monkeypatch.setattr("nanolily.io.images.HAS_RAW", False)

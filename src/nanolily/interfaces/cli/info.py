@@ -21,14 +21,17 @@ def formats() -> str:
     return text + "".join(f"; {MISSING_SUPPORT[s]}" for s, ok in supported.items() if not ok)
 
 
-def corrections_backend() -> str:
-    """Which path the corrections take here: compiled (nanolily.native) or PyTorch, and why."""
+def compiled_paths() -> dict[str, str]:
+    """Which path the corrections and nanolily-v1's tiles take here: compiled (nanolily.native) or PyTorch,
+    and why."""
     from nanolily import native
 
     if not native.enabled():
-        return "PyTorch (NANOLILY_NATIVE=0)"
-    lib = native.library()
-    return f"compiled, {lib._name}" if lib is not None else "PyTorch (no C compiler found, or the build failed)"
+        return dict.fromkeys(("corrections", "tiles"), "PyTorch (NANOLILY_NATIVE=0)")
+    lib, tiles = native.library(), native.tile_library()
+    return {"corrections": f"compiled, {lib._name}" if lib else "PyTorch (no C compiler found, or the build failed)",
+            "tiles": f"compiled, {tiles._name}" if tiles else
+            "PyTorch (no C compiler with OpenMP, or PyTorch's threads are not OpenMP's)"}
 
 
 def run(args) -> int:
@@ -49,7 +52,9 @@ def run(args) -> int:
         return 2
     print(f"device:       {device} (threads: {torch.get_num_threads()})")
     print(f"formats:      {formats()}")
-    print(f"corrections:  {corrections_backend()}")
+    paths = compiled_paths()
+    print(f"corrections:  {paths['corrections']}")
+    print(f"v1 tiles:     {paths['tiles']}")
     source = model_source(args)
     try:
         path, expected = resolve_weights(source)
