@@ -564,8 +564,8 @@ class NanoLILY(nn.Module):
         In inference ``fuse``, a linear map, is folded away: its spatial half (and bias) into the spatial
         branch's last layer (:meth:`SpatialBranch.followed_by`), its frequency half a 3x3 channel mix,
         which saves the concatenation and the 6->3 convolution. On S x S float32 CPU tiles (LILY
-        Bloom's calls) the layers around the three large convolutions run as compiled kernels where
-        they are built (:meth:`_forward_compiled`). With gradients (or when traced) the layers run as
+        Bloom's calls) the layers around the two large convolutions run as compiled kernels where they
+        are built (:meth:`_forward_compiled`). With gradients (or when traced) the layers run as
         published, on the whole image.
 
         ``inner_dtype``: the arithmetic of the convolutions that read normalised maps, the stride-2 one
@@ -603,9 +603,10 @@ class NanoLILY(nn.Module):
         return native.tile_library()
 
     def _forward_compiled(self, lib, x: torch.Tensor, branch: SpatialBranch, mix: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` on S x S tiles with the compiled kernels around the three large convolutions,
-        which PyTorch runs: the same maps as the composed path, fused into three passes (equal to float
-        rounding; tests/native). ``branch``: the spatial branch followed by fuse's spatial half."""
+        """:meth:`forward` on S x S tiles with the compiled kernels around the two large convolutions (the
+        stride-2 one and the composed decoder's), which PyTorch runs: the same maps as the composed path
+        in four passes (equal to float rounding; tests/native; docs/pipeline.md). ``branch``: the spatial
+        branch followed by fuse's spatial half."""
         slope = branch.negative_slope
         s1 = native.first_stage(lib, x, branch.conv_in.weight, branch.conv_in.bias, slope)  # (B, w, H, W)
         d = native.norm_lrelu_(lib, branch._down(s1), slope)  # (B, 2w, H/2, W/2)
