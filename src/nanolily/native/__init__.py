@@ -33,6 +33,7 @@ import torch
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-std=gnu99")
 SOURCES = ("corrections.c",)
 TILE_SOURCES = ("tiles.c",)
+HEADERS = ("exp_neg.h",)  # included by the sources: written beside them and part of the cache key
 _state: dict[str, object] = {}
 _P, _L, _I, _F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
@@ -148,7 +149,7 @@ def _build(names: tuple[str, ...], flags: tuple[str, ...], signatures: dict) -> 
     compiler = _compiler()
     if compiler is None:
         return None
-    sources = {name: files(__name__).joinpath(name).read_bytes() for name in names}
+    sources = {name: files(__name__).joinpath(name).read_bytes() for name in names + HEADERS}
     key = hashlib.sha256(b"".join(sources.values()) + " ".join((compiler,) + flags).encode()
                          + _cpu_key().encode()).hexdigest()[:16]
     target = _cache_dir() / f"kernels-{key}{'.dll' if os.name == 'nt' else '.so'}"
@@ -161,7 +162,8 @@ def _build(names: tuple[str, ...], flags: tuple[str, ...], signatures: dict) -> 
                     paths.append(Path(tmp) / name)
                     paths[-1].write_bytes(text)
                 built = Path(tmp) / target.name
-                subprocess.run([compiler, *flags, *map(str, paths), "-o", str(built), "-lm"], check=True,
+                compiled = [str(p) for p in paths if p.suffix == ".c"]
+                subprocess.run([compiler, *flags, *compiled, "-o", str(built), "-lm"], check=True,
                                capture_output=True, timeout=120)
                 os.replace(built, target)  # atomic: a concurrent process sees the whole file or none
         lib = ctypes.CDLL(str(target))

@@ -15,31 +15,14 @@
  */
 #include <string.h>
 
+#include "exp_neg.h"
+
 #define LR 0.299f
 #define LG 0.587f
 #define LB 0.114f
 
 static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi ? hi : v); }
-
-/* exp(x) for x in [-87, 0] (Cephes' expf: range reduction by ln 2, degree-5 polynomial; ~1 ulp), branch-free
- * and without library calls, so that the compiler vectorises the loops that call it. */
-static inline float exp_neg(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float e = p * r * r + r + 1.0f;
-    int bits = ((int)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return e * scale;
-}
 
 /* corrections.protect_highlights for one value, then clamped to [0, 1]. */
 static inline float protect(float x, float y, float knee) {

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "exp_neg.h"
+
 #define WIDTH 32  /* the spatial branch's width: the first map's channels */
 #define LANES 8   /* floats per vector: GCC / Clang vector extensions, AVX2 registers with -march=native */
 
@@ -23,24 +25,6 @@ static inline float sum_lanes(vec v) {
     return s;
 }
 #define CHUNKS 16 /* row chunks per image for the norm statistics: a fixed order, so results do not depend on threads */
-
-/* exp(a) for -88 < a <= 0 (Cephes' expf; within 2 ulp), written to vectorise */
-static inline float exp_neg(float a) {
-    a = a < -87.0f ? -87.0f : a;
-    float n = floorf(a * 1.44269504088896341f + 0.5f);
-    float r = a - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int bits = ((int)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
 
 static inline float tanh_fast(float v) {
     float e = exp_neg(-2.0f * fabsf(v));
