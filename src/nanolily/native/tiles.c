@@ -12,6 +12,7 @@
 #include "exp_neg.h"
 
 #define WIDTH 32  /* the spatial branch's width: the first map's channels */
+#define CHUNKS 16 /* row chunks per image for the norm statistics: a fixed order, so results do not depend on threads */
 #define LANES 8   /* floats per vector: GCC / Clang vector extensions, AVX2 registers with -march=native */
 
 typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
@@ -24,7 +25,6 @@ static inline float sum_lanes(vec v) {
     for (int l = 0; l < LANES; l++) s += v[l];
     return s;
 }
-#define CHUNKS 16 /* row chunks per image for the norm statistics: a fixed order, so results do not depend on threads */
 
 static inline float tanh_fast(float v) {
     float e = exp_neg(-2.0f * fabsf(v));
@@ -65,7 +65,7 @@ static void normalize(float *t, int B, long n, int C, const float *mean, const f
     }
 }
 
-/* conv_in (3 -> WIDTH, 3x3, zero padding 1) at pixel (y, x) of image b into acc */
+/* conv_in (3 -> WIDTH, 3x3, zero padding 1) at pixel (y, xx) of one image, written to out[0..WIDTH) */
 static inline void conv_in_pixel(const float *x, long sc, long sh, long sw, int H, int W, int y, int xx,
                                  const float *wt, const float *bias, float *out) {
     vec acc[WIDTH / LANES];
