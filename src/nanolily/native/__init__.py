@@ -48,6 +48,7 @@ _TILE_SIGNATURES = {
     "nl_tile_output": ([_P, _L, _L, _L, _L, _P, _I, _P, _P, _P, _L, _P, _P, _I, _I, _I, _P, _I], None),
 }
 _OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
+TILE_KERNELS = "native tile kernels"
 
 
 def enabled() -> bool:
@@ -185,6 +186,12 @@ def scratch_floats(lib: ctypes.CDLL, height: int, width: int, denoise: float, lu
     return lib.nl_correct_tile_scratch(height, width, denoise, luma_radius, chroma_radius)
 
 
+def _check_float32_cpu(kernels: str, *tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.dtype != torch.float32 or t.device.type != "cpu":
+            raise ValueError(f"{kernels} take float32 CPU tensors, got {t.dtype} on {t.device}")
+
+
 def correct_tile(lib: ctypes.CDLL, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor, crop: tuple[int, int],
                  strength: float, protect_highlights: bool, knee: float, denoise: float, luma_eps: float,
                  luma_radius: int, chroma_radius: int, scratch: torch.Tensor) -> None:
@@ -193,9 +200,7 @@ def correct_tile(lib: ctypes.CDLL, x: torch.Tensor, y: torch.Tensor, out: torch.
     half resolution; ``scratch``: a float32 buffer of at least :func:`scratch_floats`, which the caller
     allocates once (allocated per tile, from worker threads, the C library's allocator held tens of MB
     more at a large photo's peak)."""
-    for t in (x, y, out, scratch):
-        if t.dtype != torch.float32 or t.device.type != "cpu":
-            raise ValueError(f"native corrections take float32 CPU tensors, got {t.dtype} on {t.device}")
+    _check_float32_cpu("native corrections", x, y, out, scratch)
     if x.ndim != 3 or y.shape != x.shape or out.ndim != 3:
         raise ValueError(f"native corrections take (3, H, W) tiles, got {tuple(x.shape)} and {tuple(out.shape)}")
     (_, height, width), (_, oh, ow) = x.shape, out.shape
@@ -206,17 +211,11 @@ def correct_tile(lib: ctypes.CDLL, x: torch.Tensor, y: torch.Tensor, out: torch.
                         out.data_ptr(), *_strides(out), crop[0], crop[1], oh, ow, scratch.data_ptr(), scratch.numel())
 
 
-def _check_tile_tensors(*tensors: torch.Tensor) -> None:
-    for t in tensors:
-        if t.dtype != torch.float32 or t.device.type != "cpu":
-            raise ValueError(f"native tile kernels take float32 CPU tensors, got {t.dtype} on {t.device}")
-
-
 def first_stage(lib: ctypes.CDLL, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, slope: float,
                 eps: float = 1e-5) -> torch.Tensor:
     """``leaky_relu(instance_norm(conv2d(x, weight, bias, padding=1)), slope)``: (B, 3, H, W), any strides ->
     (B, 32, H, W) channels-last; ``weight``: (32, 3, 3, 3)."""
-    _check_tile_tensors(x, weight, bias)
+    _check_float32_cpu(TILE_KERNELS, x, weight, bias)
     b, c, h, w = x.shape
     if c != 3 or tuple(weight.shape) != (32, 3, 3, 3):
         raise ValueError(f"first_stage takes 3 -> 32 channels, got {tuple(x.shape)} and {tuple(weight.shape)}")
@@ -229,7 +228,7 @@ def first_stage(lib: ctypes.CDLL, x: torch.Tensor, weight: torch.Tensor, bias: t
 
 def norm_lrelu_(lib: ctypes.CDLL, t: torch.Tensor, slope: float, eps: float = 1e-5) -> torch.Tensor:
     """``leaky_relu(instance_norm(t), slope)`` in place on a channels-last (B, C, H, W) map (a copy otherwise)."""
-    _check_tile_tensors(t)
+    _check_float32_cpu(TILE_KERNELS, t)
     t = t.contiguous(memory_format=torch.channels_last)
     b, c, h, w = t.shape
     lib.nl_norm_lrelu(t.data_ptr(), b, h * w, c, slope, eps, torch.get_num_threads())
@@ -240,7 +239,7 @@ def border_terms(lib: ctypes.CDLL, d: torch.Tensor, up_weight: torch.Tensor, up_
                  conv_weight: torch.Tensor) -> torch.Tensor:
     """:meth:`nanolily.models.v1.SpatialBranch.border_terms`: (B, Cd, h, w) -> (B, 12, 2 max(h, w)), from the
     transposed convolution's ``up_weight`` (Cd, 32, 4, 4) and ``up_bias``, and ``conv_weight`` (3, 32, 3, 3)."""
-    _check_tile_tensors(d, up_weight, up_bias, conv_weight)
+    _check_float32_cpu(TILE_KERNELS, d, up_weight, up_bias, conv_weight)
     b, cd, h, w = d.shape
     if tuple(up_weight.shape) != (cd, 32, 4, 4) or tuple(conv_weight.shape) != (3, 32, 3, 3):
         raise ValueError(f"border_terms takes {cd} -> 32 -> 3 channels, got {tuple(up_weight.shape)} and "
@@ -254,25 +253,25 @@ def border_terms(lib: ctypes.CDLL, d: torch.Tensor, up_weight: torch.Tensor, up_
 
 
 def tile_output(lib: ctypes.CDLL, x: torch.Tensor, phases: torch.Tensor, s1: torch.Tensor, skip: torch.Tensor,
-                border: torch.Tensor | None, frequency: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+                border: torch.Tensor, frequency: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
     """``x + tanh(pixel_shuffle(phases) + conv2d(s1, skip, padding=1) - border + mix @ frequency)``, (B, 3, H, W).
 
     ``x``: (B, 3, H, W), any strides; ``phases``: (B, >= 12, H/2, W/2), channel ``4c + 2p + q`` holding pixel
     ``(2i + p, 2j + q)``; ``s1``: (B, 32, H, W); ``skip``: (3, 32, 3, 3); ``border``: (B, 12, >= max(H, W)),
-    subtracted from the top row, bottom row, left column and right column (3 channels each), or None;
+    subtracted from the top row, bottom row, left column and right column (3 channels each);
     ``frequency``: (B, 3, H, W); ``mix``: (3, 3)."""
-    _check_tile_tensors(x, phases, s1, skip, frequency, mix, *([] if border is None else [border]))
+    _check_float32_cpu(TILE_KERNELS, x, phases, s1, skip, border, frequency, mix)
     b, c, h, w = x.shape
     if c != 3 or h % 2 or w % 2 or tuple(skip.shape) != (3, 32, 3, 3) or phases.shape[1] < 12:
         raise ValueError(f"tile_output takes 3 channels at even sizes, got {tuple(x.shape)}")
-    if border is not None and (border.shape[1] != 12 or border.shape[-1] < max(h, w)):
+    if border.shape[1] != 12 or border.shape[-1] < max(h, w):
         raise ValueError(f"tile_output's border must be (B, 12, >= {max(h, w)}), got {tuple(border.shape)}")
     phases, s1 = (t.contiguous(memory_format=torch.channels_last) for t in (phases, s1))
     frequency, mix = frequency.contiguous(), mix.detach().contiguous()
     taps = skip.detach().permute(2, 3, 0, 1).contiguous()  # [ky][kx][co][ci]
-    border = None if border is None else border.contiguous()
+    border = border.contiguous()
     out = torch.empty(b, 3, h, w)
     lib.nl_tile_output(x.data_ptr(), *x.stride(), phases.data_ptr(), phases.shape[1], s1.data_ptr(), taps.data_ptr(),
-                       None if border is None else border.data_ptr(), 0 if border is None else border.shape[-1],
+                       border.data_ptr(), border.shape[-1],
                        frequency.data_ptr(), mix.data_ptr(), b, h, w, out.data_ptr(), torch.get_num_threads())
     return out

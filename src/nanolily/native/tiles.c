@@ -212,7 +212,7 @@ static inline void skip_pixels(const float *s1, const float *skip, int H, int W,
 /* out (B, 3, H, W) = x + tanh(pixel_shuffle(phases) + conv3x3(s1, skip) - border fix + mix @ freq):
  *   x (B, 3, H, W) with element strides sb, sc, sh, sw; phases (B, H/2, W/2, P) channels-last, channel
  *   4c + 2p + q holding output pixel (2i + p, 2j + q) of channel c; s1 (B, H, W, WIDTH); skip
- *   [ky][kx][co][ci], zero padding; fix (B, 12, L) or NULL: what to subtract from the top row, the
+ *   [ky][kx][co][ci], zero padding; fix (B, 12, L): what to subtract from the top row, the
  *   bottom row, the left column and the right column, 3 channels each; freq (B, 3, H, W); mix (3, 3). */
 void nl_tile_output(const float *x, long sb, long sc, long sh, long sw, const float *phases, int P, const float *s1,
                     const float *skip, const float *fix, long fix_len, const float *freq, const float *mix, int B,
@@ -232,15 +232,13 @@ void nl_tile_output(const float *x, long sb, long sc, long sh, long sw, const fl
         for (int c = 0; c < 3; c++)
             for (int xx = 0; xx < W; xx++) v[c][xx] += ph[(xx / 2) * P + 4 * c + (xx % 2)];
         for (int c = 0; c < 3; c++) {
-            if (fix) {
-                const float *f = fix + (long)b * 12 * fix_len;
-                if (y == 0)
-                    for (int xx = 0; xx < W; xx++) v[c][xx] -= f[c * fix_len + xx];
-                if (y == H - 1)
-                    for (int xx = 0; xx < W; xx++) v[c][xx] -= f[(3 + c) * fix_len + xx];
-                v[c][0] -= f[(6 + c) * fix_len + y];
-                v[c][W - 1] -= f[(9 + c) * fix_len + y];
-            }
+            const float *f = fix + (long)b * 12 * fix_len;
+            if (y == 0)
+                for (int xx = 0; xx < W; xx++) v[c][xx] -= f[c * fix_len + xx];
+            if (y == H - 1)
+                for (int xx = 0; xx < W; xx++) v[c][xx] -= f[(3 + c) * fix_len + xx];
+            v[c][0] -= f[(6 + c) * fix_len + y];
+            v[c][W - 1] -= f[(9 + c) * fix_len + y];
             const float *fr = freq + ((long)b * 3) * n + (long)y * W;
             const float *xr = x + b * sb + c * sc + y * sh;
             float *o = out + ((long)b * 3 + c) * n + (long)y * W;
