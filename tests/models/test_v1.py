@@ -146,7 +146,9 @@ def test_inference_equals_the_published_layers():
     x = torch.rand(2, 3, 224, 224)
     published = m(x).detach()  # gradients on: the layers as published
     with torch.inference_mode():
-        assert torch.allclose(m(x), published, atol=1e-5)
+        # S x S tiles run the compiled kernels where built: the decoder's convolution in Winograd's form
+        # rounds to a few 1e-6 of its maps' scale, which these weights drive to several units
+        assert torch.allclose(m(x), published, atol=3e-5)
         assert torch.allclose(m(x, block=64), published, atol=1e-5)
 
 

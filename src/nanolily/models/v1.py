@@ -611,7 +611,8 @@ class NanoLILY(nn.Module):
         s1 = native.first_stage(lib, x, branch.conv_in.weight, branch.conv_in.bias, slope)  # (B, w, H, W)
         d = native.norm_lrelu_(lib, branch._down(s1), slope)  # (B, 2w, H/2, W/2)
         weight, bias, _ = branch.composed_weights()
-        phases = _conv(d, weight, bias, padding=1)  # (B, >= 4C, H/2, W/2)
+        # (B, >= 4C, H/2, W/2); Winograd's form in fp32, oneDNN's kernels in bf16 (AMX)
+        phases = native.conv3x3(lib, d, weight, bias) if weight.dtype == torch.float32 else _conv(d, weight, bias, padding=1)
         border = native.border_terms(lib, d, branch.up.weight, branch.up.bias, branch.conv_out.weight)
         return native.tile_output(lib, x, phases, s1, branch.conv_out.weight, border, self.frequency(x), mix)
 

@@ -6,6 +6,7 @@
  * (nanolily.native checks), split each pass by rows. */
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -303,4 +304,154 @@ void nl_border_terms(const float *d, int B, int h, int w, int Cd, const float *u
         free(ring);
     }
     free(taps);
+}
+
+/* ---- 3x3 convolution, stride 1, zero padding 1, by Winograd's F(4x4, 3x3) ----
+ * Each 4x4 block of outputs comes from a 6x6 window of inputs: 36 products per (input, output) channel
+ * pair instead of 144 (Lavin and Gray, 2016, points 0, +-1, +-2; the error is a few 1e-6 of the
+ * outputs' scale). The window transform runs on vectors of input channels (channels-last maps), and the
+ * 36 channel sums on vectors of 16 output channels, four blocks at a time. */
+
+#define WINO 6        /* window side */
+#define WINO_OUT 4    /* outputs per window side */
+#define WINO_CO 16    /* output channels per pass: two vectors */
+#define WINO_NT 4     /* blocks per inner product: 8 accumulators, 2 weight vectors and 1 broadcast in registers */
+
+/* the input transform B^T v, on the six values v[0], v[s], ..., v[5s] */
+#define WINO_IN(v, s, r)                                                                              \
+    do {                                                                                              \
+        vec d0 = v[0], d1 = v[s], d2 = v[2 * s], d3 = v[3 * s], d4 = v[4 * s], d5 = v[5 * s];          \
+        vec a = d4 - d2, b = d3 - d1;                                                                 \
+        r[0] = 4 * d0 - 5 * d2 + d4;                                                                  \
+        r[1] = (d3 + d4) - 4 * (d1 + d2);                                                             \
+        r[2] = (d4 - d3) + 4 * (d1 - d2);                                                             \
+        r[3] = a + 2 * b;                                                                             \
+        r[4] = a - 2 * b;                                                                             \
+        r[5] = 4 * d1 - 5 * d3 + d5;                                                                  \
+    } while (0)
+
+/* the output transform A^T m, on m[0], m[s], ..., m[5s] */
+#define WINO_OUTPUT(m, s, r)                                                                          \
+    do {                                                                                              \
+        vec s12 = m[s] + m[2 * s], d12 = m[s] - m[2 * s], s34 = m[3 * s] + m[4 * s], d34 = m[3 * s] - m[4 * s]; \
+        r[0] = m[0] + s12 + s34;                                                                      \
+        r[1] = d12 + 2 * d34;                                                                         \
+        r[2] = s12 + 4 * s34;                                                                         \
+        r[3] = d12 + 8 * d34 + m[5 * s];                                                              \
+    } while (0)
+
+/* u [36][ci][co] = G g G^T of weight (Co, Ci, 3, 3), for input channel ci */
+static void wino_weights(const float *weight, int Ci, int Co, int ci, float *u) {
+    static const float G[WINO][3] = {{1.f / 4, 0, 0},           {-1.f / 6, -1.f / 6, -1.f / 6}, {-1.f / 6, 1.f / 6, -1.f / 6},
+                                     {1.f / 24, 1.f / 12, 1.f / 6}, {1.f / 24, -1.f / 12, 1.f / 6}, {0, 0, 1}};
+    for (int co = 0; co < Co; co++) {
+        const float *g = weight + ((long)co * Ci + ci) * 9;
+        float t[WINO][3];
+        for (int i = 0; i < WINO; i++)
+            for (int j = 0; j < 3; j++) t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+        for (int i = 0; i < WINO; i++)
+            for (int j = 0; j < WINO; j++)
+                u[((long)(i * WINO + j) * Ci + ci) * Co + co] = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
+    }
+}
+
+/* m[t][0..16) = sum over ci of v[t][ci] u[ci][0..16), for nt <= NT blocks t (v's blocks vs floats apart, m's
+ * ms, u's rows Co) */
+static inline void wino_products(const float *v, long vs, const float *u, int Ci, int Co, int nt, float *m, long ms) {
+    vec a[WINO_NT][2];
+    for (int t = 0; t < WINO_NT; t++) a[t][0] = a[t][1] = (vec){0};
+    if (nt == WINO_NT) {
+        for (int ci = 0; ci < Ci; ci++) {
+            vec u0 = LOAD(u + (long)ci * Co), u1 = LOAD(u + (long)ci * Co + LANES);
+            for (int t = 0; t < WINO_NT; t++) {
+                float s = v[t * vs + ci];
+                a[t][0] += s * u0;
+                a[t][1] += s * u1;
+            }
+        }
+    } else {
+        for (int ci = 0; ci < Ci; ci++) {
+            vec u0 = LOAD(u + (long)ci * Co), u1 = LOAD(u + (long)ci * Co + LANES);
+            for (int t = 0; t < nt; t++) {
+                float s = v[t * vs + ci];
+                a[t][0] += s * u0;
+                a[t][1] += s * u1;
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) STORE(m + t * ms, a[t][0]), STORE(m + t * ms + LANES, a[t][1]);
+}
+
+long nl_conv3x3_scratch(int w, int Ci, int threads) {
+    long blocks = (w + WINO_OUT - 1) / WINO_OUT;
+    return (long)threads * WINO * WINO * blocks * (Ci + WINO_CO);
+}
+
+/* out (B, h, w, Co) = conv2d(d, weight, bias, padding=1): d (B, h, w, Ci) channels-last, weight (Co, Ci, 3, 3);
+ * Ci a multiple of LANES, Co of WINO_CO; scratch: nl_conv3x3_scratch floats. Work: one row of 4x4 blocks. */
+void nl_conv3x3(const float *d, int B, int h, int w, int Ci, const float *weight, const float *bias, int Co,
+                float *out, float *scratch, int threads) {
+    int rows = (h + WINO_OUT - 1) / WINO_OUT, blocks = (w + WINO_OUT - 1) / WINO_OUT;
+    long per_thread = (long)WINO * WINO * blocks * (Ci + WINO_CO);
+    float *u = malloc(sizeof(float) * WINO * WINO * Ci * Co), *zero = calloc(Ci, sizeof(float));
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int ci = 0; ci < Ci; ci++) wino_weights(weight, Ci, Co, ci, u);
+        float *v = scratch + per_thread * omp_get_thread_num(), *m = v + (long)WINO * WINO * blocks * Ci;
+#pragma omp for schedule(static)
+        for (int job = 0; job < B * rows; job++) {
+            int b = job / rows, y0 = (job % rows) * WINO_OUT - 1;
+            const float *db = d + (long)b * h * w * Ci;
+            for (int t = 0; t < blocks; t++) {  /* v [blocks][36][Ci] = B^T window B */
+                const float *p[WINO][WINO];
+                for (int i = 0; i < WINO; i++)
+                    for (int j = 0; j < WINO; j++) {
+                        int y = y0 + i, x = t * WINO_OUT - 1 + j;
+                        p[i][j] = y >= 0 && y < h && x >= 0 && x < w ? db + ((long)y * w + x) * Ci : zero;
+                    }
+                for (int c = 0; c < Ci; c += LANES) {
+                    vec rows[WINO][WINO];
+                    for (int i = 0; i < WINO; i++) {  /* each window row times B */
+                        vec row[WINO];
+                        for (int j = 0; j < WINO; j++) row[j] = LOAD(p[i][j] + c);
+                        WINO_IN(row, 1, rows[i]);
+                    }
+                    for (int j = 0; j < WINO; j++) {  /* then B^T times each column */
+                        vec col[WINO], res[WINO];
+                        for (int i = 0; i < WINO; i++) col[i] = rows[i][j];
+                        WINO_IN(col, 1, res);
+                        for (int i = 0; i < WINO; i++) STORE(v + ((long)t * WINO * WINO + i * WINO + j) * Ci + c, res[i]);
+                    }
+                }
+            }
+            for (int g = 0; g < Co; g += WINO_CO) {
+                for (int k = 0; k < WINO * WINO; k++)  /* m [blocks][36][16]: the channel sums */
+                    for (int t = 0; t < blocks; t += WINO_NT)
+                        wino_products(v + ((long)t * WINO * WINO + k) * Ci, WINO * WINO * Ci, u + (long)k * Ci * Co + g, Ci, Co,
+                                      blocks - t < WINO_NT ? blocks - t : WINO_NT, m + ((long)t * WINO * WINO + k) * WINO_CO,
+                                      WINO * WINO * WINO_CO);
+                for (int t = 0; t < blocks; t++)  /* A^T m A + bias, into the outputs that exist */
+                    for (int half = 0; half < 2; half++) {
+                        vec mm[WINO][WINO], cols[WINO][WINO_OUT], res[WINO_OUT];
+                        for (int k = 0; k < WINO * WINO; k++)
+                            mm[k / WINO][k % WINO] = LOAD(m + ((long)t * WINO * WINO + k) * WINO_CO + half * LANES);
+                        for (int i = 0; i < WINO; i++) WINO_OUTPUT(mm[i], 1, cols[i]);
+                        vec bv = LOAD(bias + g + half * LANES);
+                        for (int j = 0; j < WINO_OUT; j++) {
+                            vec col[WINO];
+                            for (int i = 0; i < WINO; i++) col[i] = cols[i][j];
+                            WINO_OUTPUT(col, 1, res);
+                            for (int i = 0; i < WINO_OUT; i++) {
+                                int y = y0 + 1 + i, x = t * WINO_OUT + j;
+                                if (y < h && x < w)
+                                    STORE(out + (((long)b * h + y) * w + x) * Co + g + half * LANES, res[i] + bv);
+                            }
+                        }
+                    }
+            }
+        }
+    }
+    free(zero);
+    free(u);
 }
