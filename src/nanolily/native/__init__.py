@@ -46,8 +46,8 @@ _TILE_SIGNATURES = {
     "nl_norm_lrelu": ([_P, _I, _L, _I, _F, _F, _I], None),
     "nl_border_terms": ([_P, _I, _I, _I, _I, _P, _P, _P, _P, _L, _I], None),
     "nl_tile_output": ([_P, _L, _L, _L, _L, _P, _I, _P, _P, _P, _L, _P, _P, _I, _I, _I, _P, _I], None),
-    "nl_conv3x3": ([_P, _I, _I, _I, _I, _I, _P, _P, _I, _P, _P, _I], None),
-    "nl_conv3x3_scratch": ([_I, _I, _I, _I], _L),
+    "nl_conv3x3": ([_P, _I, _I, _I, _I, _P, _P, _I, _P, _P, _I], None),
+    "nl_conv3x3_scratch": ([_I, _I, _I], _L),
 }
 _OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
 TILE_KERNELS = "native tile kernels"
@@ -237,25 +237,25 @@ def norm_lrelu_(lib: ctypes.CDLL, t: torch.Tensor, slope: float, eps: float = 1e
     return t
 
 
-def conv3x3(lib: ctypes.CDLL, d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int = 1) -> torch.Tensor:
-    """``conv2d(d, weight, bias, stride, padding=1)`` in Winograd's form (``tiles.c``): (B, Ci, H, W) ->
-    (B, Co', ceil(H / stride), ceil(W / stride)) channels-last, ``Co'`` being ``Co`` rounded up to a multiple
-    of 16 (the extra channels are zero); ``weight``: (Co, Ci, 3, 3), ``Ci`` a multiple of 8; stride 1 or 2.
-    Equal to the direct form within a few 1e-6 of the outputs' scale."""
+def conv3x3(lib: ctypes.CDLL, d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``conv2d(d, weight, bias, padding=1)`` by Winograd's F(4x4, 3x3): (B, Ci, h, w) -> (B, Co', h, w)
+    channels-last, ``Co'`` being ``Co`` rounded up to a multiple of 16 (the extra channels are zero);
+    ``weight``: (Co, Ci, 3, 3), ``Ci`` a multiple of 8. Equal to the direct form within a few 1e-6 of
+    the outputs' scale."""
     _check_float32_cpu(TILE_KERNELS, d, weight, bias)
     b, ci, h, w = d.shape
     co = weight.shape[0]
-    if ci % 8 or tuple(weight.shape) != (co, ci, 3, 3) or tuple(bias.shape) != (co,) or stride not in (1, 2):
-        raise ValueError(f"conv3x3 takes a multiple of 8 input channels, a (Co, Ci, 3, 3) weight and stride 1 or "
-                         f"2, got {tuple(d.shape)}, {tuple(weight.shape)} and stride {stride}")
+    if ci % 8 or tuple(weight.shape) != (co, ci, 3, 3) or tuple(bias.shape) != (co,):
+        raise ValueError(f"conv3x3 takes a multiple of 8 input channels and a (Co, Ci, 3, 3) weight, got "
+                         f"{tuple(d.shape)} and {tuple(weight.shape)}")
     pad = -co % 16
     weight = torch.nn.functional.pad(weight.detach(), (0, 0, 0, 0, 0, 0, 0, pad)).contiguous()
     bias = torch.nn.functional.pad(bias.detach(), (0, pad)).contiguous()
     d = d.contiguous(memory_format=torch.channels_last)
     threads = torch.get_num_threads()
-    scratch = torch.empty(lib.nl_conv3x3_scratch(w, ci, stride, threads))
-    out = torch.empty(b, co + pad, -(-h // stride), -(-w // stride), memory_format=torch.channels_last)
-    lib.nl_conv3x3(d.data_ptr(), b, h, w, ci, stride, weight.data_ptr(), bias.data_ptr(), co + pad, out.data_ptr(),
+    scratch = torch.empty(lib.nl_conv3x3_scratch(w, ci, threads))
+    out = torch.empty(b, co + pad, h, w, memory_format=torch.channels_last)
+    lib.nl_conv3x3(d.data_ptr(), b, h, w, ci, weight.data_ptr(), bias.data_ptr(), co + pad, out.data_ptr(),
                    scratch.data_ptr(), threads)
     return out
 
