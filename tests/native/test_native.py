@@ -180,6 +180,20 @@ def test_compiled_border_terms_equal_pytorch(size):
 
 
 @needs_tile_library
+@pytest.mark.parametrize("shape", [(2, 64, 112, 112, 16), (1, 64, 13, 10, 12), (3, 8, 5, 7, 16), (1, 16, 9, 17, 40)])
+def test_winograd_convolution_equals_the_direct_form(shape):
+    b, ci, h, w, co = shape  # sizes off the 4x4 blocks, output channels off the 16 per pass
+    g = torch.Generator().manual_seed(co)
+    d = torch.randn(b, ci, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(co, ci, 3, 3, generator=g) * 0.05, torch.randn(co, generator=g)
+    out = native.conv3x3(native.tile_library(), d, weight, bias)
+    exact = torch.nn.functional.conv2d(d.double(), weight.double(), bias.double(), padding=1)
+    assert out.shape == (b, co + -co % 16, h, w) and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out[:, :co] - exact).abs().max() < 1e-5 * exact.abs().max()  # Winograd's rounding, relative
+    assert torch.equal(out[:, co:], torch.zeros_like(out[:, co:]))
+
+
+@needs_tile_library
 def test_bloom_is_the_same_either_way(monkeypatch):
     model = load_model("nanolily-v1")
     x = _pair((1, 3, 300, 410), seed=5)[0]
@@ -223,6 +237,8 @@ def test_tile_kernels_check_their_inputs():
         native.first_stage(lib, x.double(), torch.rand(32, 3, 3, 3), torch.rand(32), 0.2)
     with pytest.raises(ValueError, match="3 -> 32"):
         native.first_stage(lib, x, torch.rand(16, 3, 3, 3), torch.rand(16), 0.2)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        native.conv3x3(lib, torch.rand(1, 12, 8, 8), torch.rand(16, 12, 3, 3), torch.rand(16))
     s1, phases = torch.rand(1, 32, 8, 8), torch.rand(1, 16, 4, 4)
     with pytest.raises(ValueError, match="border"):
         native.tile_output(lib, x, phases, s1, torch.rand(3, 32, 3, 3), torch.rand(1, 12, 4), x, torch.eye(3))

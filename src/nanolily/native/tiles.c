@@ -310,35 +310,33 @@ void nl_border_terms(const float *d, int B, int h, int w, int Cd, const float *u
  * Each 4x4 block of outputs comes from a 6x6 window of inputs: 36 products per (input, output) channel
  * pair instead of 144 (Lavin and Gray, 2016, points 0, +-1, +-2; the error is a few 1e-6 of the
  * outputs' scale). The window transform runs on vectors of input channels (channels-last maps), and the
- * 36 channel sums on vectors of 16 output channels, four blocks at a time. */
+ * 36 channel sums on vectors of 16 output channels, four blocks at a time. Tried and dropped: the
+ * stride-2 convolution in the same form (docs/pipeline.md). */
 
 #define WINO 6        /* window side */
 #define WINO_OUT 4    /* outputs per window side */
 #define WINO_CO 16    /* output channels per pass: two vectors */
 #define WINO_NT 4     /* blocks per inner product: 8 accumulators, 2 weight vectors and 1 broadcast in registers */
 
-/* the input transform B^T v, on the six values v[0], v[s], ..., v[5s] */
-#define WINO_IN(v, s, r)                                                                              \
-    do {                                                                                              \
-        vec d0 = v[0], d1 = v[s], d2 = v[2 * s], d3 = v[3 * s], d4 = v[4 * s], d5 = v[5 * s];          \
-        vec a = d4 - d2, b = d3 - d1;                                                                 \
-        r[0] = 4 * d0 - 5 * d2 + d4;                                                                  \
-        r[1] = (d3 + d4) - 4 * (d1 + d2);                                                             \
-        r[2] = (d4 - d3) + 4 * (d1 - d2);                                                             \
-        r[3] = a + 2 * b;                                                                             \
-        r[4] = a - 2 * b;                                                                             \
-        r[5] = 4 * d1 - 5 * d3 + d5;                                                                  \
-    } while (0)
+/* the input transform B^T v on v[0..5] */
+static inline void wino_in(const vec *v, vec *r) {
+    vec a = v[4] - v[2], b = v[3] - v[1];
+    r[0] = 4 * v[0] - 5 * v[2] + v[4];
+    r[1] = (v[3] + v[4]) - 4 * (v[1] + v[2]);
+    r[2] = (v[4] - v[3]) + 4 * (v[1] - v[2]);
+    r[3] = a + 2 * b;
+    r[4] = a - 2 * b;
+    r[5] = 4 * v[1] - 5 * v[3] + v[5];
+}
 
-/* the output transform A^T m, on m[0], m[s], ..., m[5s] */
-#define WINO_OUTPUT(m, s, r)                                                                          \
-    do {                                                                                              \
-        vec s12 = m[s] + m[2 * s], d12 = m[s] - m[2 * s], s34 = m[3 * s] + m[4 * s], d34 = m[3 * s] - m[4 * s]; \
-        r[0] = m[0] + s12 + s34;                                                                      \
-        r[1] = d12 + 2 * d34;                                                                         \
-        r[2] = s12 + 4 * s34;                                                                         \
-        r[3] = d12 + 8 * d34 + m[5 * s];                                                              \
-    } while (0)
+/* the output transform A^T m on m[0..5] */
+static inline void wino_out(const vec *m, vec *r) {
+    vec s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+    r[0] = m[0] + s12 + s34;
+    r[1] = d12 + 2 * d34;
+    r[2] = s12 + 4 * s34;
+    r[3] = d12 + 8 * d34 + m[5];
+}
 
 /* u [36][ci][co] = G g G^T of weight (Co, Ci, 3, 3), for input channel ci */
 static void wino_weights(const float *weight, int Ci, int Co, int ci, float *u) {
@@ -382,6 +380,7 @@ static inline void wino_products(const float *v, long vs, const float *u, int Ci
     for (int t = 0; t < nt; t++) STORE(m + t * ms, a[t][0]), STORE(m + t * ms + LANES, a[t][1]);
 }
 
+/* nl_conv3x3's scratch, in floats */
 long nl_conv3x3_scratch(int w, int Ci, int threads) {
     long blocks = (w + WINO_OUT - 1) / WINO_OUT;
     return (long)threads * WINO * WINO * blocks * (Ci + WINO_CO);
@@ -411,16 +410,16 @@ void nl_conv3x3(const float *d, int B, int h, int w, int Ci, const float *weight
                         p[i][j] = y >= 0 && y < h && x >= 0 && x < w ? db + ((long)y * w + x) * Ci : zero;
                     }
                 for (int c = 0; c < Ci; c += LANES) {
-                    vec rows[WINO][WINO];
+                    vec rowt[WINO][WINO];
                     for (int i = 0; i < WINO; i++) {  /* each window row times B */
                         vec row[WINO];
                         for (int j = 0; j < WINO; j++) row[j] = LOAD(p[i][j] + c);
-                        WINO_IN(row, 1, rows[i]);
+                        wino_in(row, rowt[i]);
                     }
                     for (int j = 0; j < WINO; j++) {  /* then B^T times each column */
                         vec col[WINO], res[WINO];
-                        for (int i = 0; i < WINO; i++) col[i] = rows[i][j];
-                        WINO_IN(col, 1, res);
+                        for (int i = 0; i < WINO; i++) col[i] = rowt[i][j];
+                        wino_in(col, res);
                         for (int i = 0; i < WINO; i++) STORE(v + ((long)t * WINO * WINO + i * WINO + j) * Ci + c, res[i]);
                     }
                 }
@@ -436,12 +435,12 @@ void nl_conv3x3(const float *d, int B, int h, int w, int Ci, const float *weight
                         vec mm[WINO][WINO], cols[WINO][WINO_OUT], res[WINO_OUT];
                         for (int k = 0; k < WINO * WINO; k++)
                             mm[k / WINO][k % WINO] = LOAD(m + ((long)t * WINO * WINO + k) * WINO_CO + half * LANES);
-                        for (int i = 0; i < WINO; i++) WINO_OUTPUT(mm[i], 1, cols[i]);
+                        for (int i = 0; i < WINO; i++) wino_out(mm[i], cols[i]);
                         vec bv = LOAD(bias + g + half * LANES);
                         for (int j = 0; j < WINO_OUT; j++) {
                             vec col[WINO];
                             for (int i = 0; i < WINO; i++) col[i] = cols[i][j];
-                            WINO_OUTPUT(col, 1, res);
+                            wino_out(col, res);
                             for (int i = 0; i < WINO_OUT; i++) {
                                 int y = y0 + 1 + i, x = t * WINO_OUT + j;
                                 if (y < h && x < w)
