@@ -564,8 +564,8 @@ class NanoLILY(nn.Module):
         In inference ``fuse``, a linear map, is folded away: its spatial half (and bias) into the spatial
         branch's last layer (:meth:`SpatialBranch.followed_by`), its frequency half a 3x3 channel mix,
         which saves the concatenation and the 6->3 convolution. On S x S float32 CPU tiles (LILY
-        Bloom's calls) the layers around the two large convolutions run as compiled kernels where they
-        are built (:meth:`_forward_compiled`). With gradients (or when traced) the layers run as
+        Bloom's calls) all layers but the stride-2 convolution run as compiled kernels where they are
+        built (:meth:`_forward_compiled`). With gradients (or when traced) the layers run as
         published, on the whole image.
 
         ``inner_dtype``: the arithmetic of the convolutions that read normalised maps, the stride-2 one
@@ -603,15 +603,15 @@ class NanoLILY(nn.Module):
         return native.tile_library()
 
     def _forward_compiled(self, lib, x: torch.Tensor, branch: SpatialBranch, mix: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` on S x S tiles with the compiled kernels around the two large convolutions (the
-        stride-2 one and the composed decoder's), which PyTorch runs: the same maps as the composed path
-        in four passes (equal to float rounding; tests/native; docs/pipeline.md). ``branch``: the spatial
-        branch followed by fuse's spatial half."""
+        """:meth:`forward` on S x S tiles with the compiled kernels: all but the stride-2 convolution, which
+        PyTorch runs (and the composed decoder's in bf16): the same maps as the composed path (equal to float
+        rounding; tests/native; docs/pipeline.md). ``branch``: the spatial branch followed by fuse's spatial
+        half."""
         slope = branch.negative_slope
         s1 = native.first_stage(lib, x, branch.conv_in.weight, branch.conv_in.bias, slope)  # (B, w, H, W)
         d = native.norm_lrelu_(lib, branch._down(s1), slope)  # (B, 2w, H/2, W/2)
         weight, bias, _ = branch.composed_weights()
-        # (B, >= 4C, H/2, W/2); Winograd's form in fp32, oneDNN's kernels in bf16 (AMX)
+        # (B, >= 4C, H/2, W/2): in fp32 Winograd's form, in bf16 oneDNN's (AMX) kernels
         phases = native.conv3x3(lib, d, weight, bias) if weight.dtype == torch.float32 else _conv(d, weight, bias, padding=1)
         border = native.border_terms(lib, d, branch.up.weight, branch.up.bias, branch.conv_out.weight)
         return native.tile_output(lib, x, phases, s1, branch.conv_out.weight, border, self.frequency(x), mix)

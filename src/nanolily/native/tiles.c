@@ -1,9 +1,9 @@
-/* NanoLILY's tile forward around its two large convolutions (the stride-2 one and the composed
- * decoder's, which PyTorch runs): the first convolution with its instance norm and leaky ReLU, the
- * second norm and leaky ReLU, the decoder's border terms, and the output stage (skip connection, pixel
- * shuffle, border fix, frequency mix, tanh, residual), one pass each, where eager PyTorch makes about
- * twenty passes over each tile's maps. OpenMP threads, from the same runtime as PyTorch's own
- * (nanolily.native checks), split each pass by rows. */
+/* NanoLILY's tile forward but its stride-2 convolution, which PyTorch runs: the first convolution with its
+ * instance norm and leaky ReLU, the second norm and leaky ReLU, the composed decoder's convolution (in
+ * Winograd's form) and its border terms, and the output stage (skip connection, pixel shuffle, border fix,
+ * frequency mix, tanh, residual), one pass each, where eager PyTorch makes about twenty passes over each
+ * tile's maps. OpenMP threads, from the same runtime as PyTorch's own (nanolily.native checks), split each
+ * pass by rows. */
 
 #include <math.h>
 #include <omp.h>
