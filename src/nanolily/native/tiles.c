@@ -354,27 +354,17 @@ static void wino_weights(const float *weight, int Ci, int Co, int ci, float *u) 
 }
 
 /* m[t][0..16) = sum over ci of v[t][ci] u[ci][0..16), for nt <= NT blocks t (v's blocks vs floats apart, m's
- * ms, u's rows Co) */
+ * ms, u's rows Co). Always NT blocks' sums, in registers; past nt they repeat the last block, unstored. */
 static inline void wino_products(const float *v, long vs, const float *u, int Ci, int Co, int nt, float *m, long ms) {
+    const float *vt[WINO_NT];
     vec a[WINO_NT][2];
-    for (int t = 0; t < WINO_NT; t++) a[t][0] = a[t][1] = (vec){0};
-    if (nt == WINO_NT) {
-        for (int ci = 0; ci < Ci; ci++) {
-            vec u0 = LOAD(u + (long)ci * Co), u1 = LOAD(u + (long)ci * Co + LANES);
-            for (int t = 0; t < WINO_NT; t++) {
-                float s = v[t * vs + ci];
-                a[t][0] += s * u0;
-                a[t][1] += s * u1;
-            }
-        }
-    } else {
-        for (int ci = 0; ci < Ci; ci++) {
-            vec u0 = LOAD(u + (long)ci * Co), u1 = LOAD(u + (long)ci * Co + LANES);
-            for (int t = 0; t < nt; t++) {
-                float s = v[t * vs + ci];
-                a[t][0] += s * u0;
-                a[t][1] += s * u1;
-            }
+    for (int t = 0; t < WINO_NT; t++) vt[t] = v + (t < nt ? t : nt - 1) * vs, a[t][0] = a[t][1] = (vec){0};
+    for (int ci = 0; ci < Ci; ci++) {
+        vec u0 = LOAD(u + (long)ci * Co), u1 = LOAD(u + (long)ci * Co + LANES);
+        for (int t = 0; t < WINO_NT; t++) {
+            float s = vt[t][ci];
+            a[t][0] += s * u0;
+            a[t][1] += s * u1;
         }
     }
     for (int t = 0; t < nt; t++) STORE(m + t * ms, a[t][0]), STORE(m + t * ms + LANES, a[t][1]);
