@@ -248,9 +248,10 @@ def conv3x3(lib: ctypes.CDLL, d: torch.Tensor, weight: torch.Tensor, bias: torch
     if ci % 8 or tuple(weight.shape) != (co, ci, 3, 3) or tuple(bias.shape) != (co,):
         raise ValueError(f"conv3x3 takes a multiple of 8 input channels and a (Co, Ci, 3, 3) weight, got "
                          f"{tuple(d.shape)} and {tuple(weight.shape)}")
-    pad = -co % 16
-    weight = torch.nn.functional.pad(weight.detach(), (0, 0, 0, 0, 0, 0, 0, pad)).contiguous()
-    bias = torch.nn.functional.pad(bias.detach(), (0, pad)).contiguous()
+    pad = -co % 16  # the kernel makes 16 output channels per pass
+    weight = torch.nn.functional.pad(weight.detach(), (0, 0, 0, 0, 0, 0, 0, pad)) if pad else weight.detach()
+    bias = torch.nn.functional.pad(bias.detach(), (0, pad)) if pad else bias.detach()
+    weight, bias = weight.contiguous(), bias.contiguous()
     d = d.contiguous(memory_format=torch.channels_last)
     threads = torch.get_num_threads()
     scratch = torch.empty(lib.nl_conv3x3_scratch(w, ci, threads))
