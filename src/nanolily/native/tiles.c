@@ -6,9 +6,10 @@
  * pass by rows. */
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+
+int omp_get_thread_num(void); /* the OpenMP runtime's (libgomp's), declared here: no omp.h needed to build */
 
 #include "exp_neg.h"
 
