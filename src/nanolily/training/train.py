@@ -265,6 +265,9 @@ class Distributed:
 
     def close(self) -> None:
         if self.world > 1:
+            # no rank tears down its connections while another may still use them (one CI run saw a rank
+            # abort, SIGABRT, as the two-process test ended; not reproduced since)
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 
