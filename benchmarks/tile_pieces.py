@@ -1,15 +1,16 @@
 """Where a LILY Bloom call's time goes: nanolily-v1's forward on two 224x224 tiles, piece by piece.
 
-Times each pass of the compiled tile kernels (``nanolily.native``, ``NanoLILY._forward_compiled``), the
-convolutions oneDNN runs beside them (and oneDNN's form of the decoder's convolution, which the kernels
-replace with Winograd's), the frequency branch, and the whole tile forward with the kernels on and off.
+Times each pass of the compiled tile kernels (``nanolily.native``, ``NanoLILY._forward_compiled``), oneDNN's
+form of the two convolutions the kernels run in Winograd's, the frequency branch, and the whole tile
+forward with the kernels on and off.
 Each piece is timed in rounds of 50 calls after a warm-up, the rounds interleaved so that changes in the
 machine's speed hit every piece alike; the table shows the median per call. Not part of the package.
 
     python benchmarks/tile_pieces.py
     ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/tile_pieces.py  # oneDNN at a CPU without AVX-512's width
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/tile_pieces.py --march znver3  # and the kernels built for AMD's
 
-Writes benchmarks/results/tile-kernels/pieces-<machine class>[-onednn-<isa>].json.
+Writes benchmarks/results/tile-kernels/pieces-<machine class>[-onednn-<isa>][-<march>].json.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ def pieces(model: v1.NanoLILY, lib, x: torch.Tensor) -> dict:
     slope, c = branch.negative_slope, model.config.channels
     mix = model.fuse.weight[:, c:, 0, 0]
     s1 = native.first_stage(lib, x, branch.conv_in.weight, branch.conv_in.bias, slope)
-    d0 = branch._down(s1)
+    down = branch.down
+    d0 = native.conv3x3(lib, s1, down.weight, down.bias, 2)
     d = native.norm_lrelu_(lib, d0.clone(), slope)
     weight, bias, _ = branch.composed_weights()
     phases = native.conv3x3(lib, d, weight, bias)
+    kept = native.winograd_weights(lib, down.weight, 2), native.winograd_weights(lib, weight)  # as the model keeps them
     border = native.border_terms(lib, d, branch.up.weight, branch.up.bias, branch.conv_out.weight)
     frequency = model.frequency(x)
 
@@ -58,9 +61,10 @@ def pieces(model: v1.NanoLILY, lib, x: torch.Tensor) -> dict:
     return {
         "first stage: conv_in, norm, LeakyReLU (compiled)":
             lambda: native.first_stage(lib, x, branch.conv_in.weight, branch.conv_in.bias, slope),
-        "stride-2 convolution (oneDNN)": lambda: branch._down(s1),
+        "stride-2 convolution, Winograd (compiled)": lambda: native.conv3x3(lib, s1, down.weight, down.bias, 2, kept[0]),
+        "stride-2 convolution (oneDNN, replaced)": lambda: branch._down(s1),
         "second norm and LeakyReLU (compiled)": lambda: native.norm_lrelu_(lib, d0, slope),  # in place, again
-        "decoder convolution, Winograd (compiled)": lambda: native.conv3x3(lib, d, weight, bias),
+        "decoder convolution, Winograd (compiled)": lambda: native.conv3x3(lib, d, weight, bias, 1, kept[1]),
         "decoder convolution (oneDNN, replaced)": lambda: v1._conv(d, weight, bias, padding=1),
         "border terms (compiled)":
             lambda: native.border_terms(lib, d, branch.up.weight, branch.up.bias, branch.conv_out.weight),
@@ -78,9 +82,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: %(default)s)")
     parser.add_argument("--calls", type=int, default=50, help="calls per piece and round (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--march", help="build the kernels for this -march instead of the CPU's own (e.g. znver3: "
+                        "an AMD EPYC's instruction set, 16 vector registers, on an Intel machine)")
     parser.add_argument("--out", help="results JSON (default: benchmarks/results/tile-kernels/pieces-<machine>.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.march:
+        native.FLAGS = tuple(f"-march={args.march}" if f == "-march=native" else f for f in native.FLAGS)
     lib = native.tile_library()
     if lib is None:
         sys.exit("tile_pieces: the compiled tile kernels are not built here (no C compiler with OpenMP, "
@@ -102,15 +110,17 @@ def main() -> None:
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
     command = f"{f'ONEDNN_MAX_CPU_ISA={isa} ' if isa else ''}python benchmarks/tile_pieces.py " + " ".join(sys.argv[1:])
     rows = {name: statistics.median(ms) for name, ms in times.items()}
-    print(f"{command.strip()}\n{machine_class()}, {args.threads} threads, {args.tiles} tiles per call\n")
+    print(f"{command.strip()}\n{machine_class()}, {args.threads} threads, {args.tiles} tiles per call, kernels built "
+          f"for -march={args.march or 'native'}\n")
     print("| piece | ms per call (median) |\n|---|---|")
     for name, ms in rows.items():
         print(f"| {name} | {ms:.2f} |")
     out = Path(args.out or ROOT / "benchmarks/results/tile-kernels" /
-               f"pieces-{machine_class()}{f'-onednn-{isa.lower()}' if isa else ''}.json")
+               f"pieces-{machine_class()}{f'-onednn-{isa.lower()}' if isa else ''}{f'-{args.march}' if args.march else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": command.strip(), "date": date.today().isoformat(), "machine": machine_class(),
-                               "threads": args.threads, "tiles": args.tiles, "ms_per_call": rows,
+                               "threads": args.threads, "tiles": args.tiles, "march": args.march or "native",
+                               "ms_per_call": rows,
                                "rounds_ms": times}, indent=1) + "\n")
     print(f"\nwrote {out}")
 

@@ -156,6 +156,19 @@ def test_compiled_tile_forward_equals_pytorch(batch, layout, monkeypatch):
 
 
 @needs_tile_library
+def test_compiled_tile_forward_follows_weight_updates(monkeypatch):
+    model = _random_model(6)
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(6)) ** 2 * 0.4
+    before = _forward(model, x, True, monkeypatch)  # caches the convolutions' transformed weights
+    with torch.no_grad():  # not a scaling of each filter: the norms after both convolutions would undo it
+        model.spatial.down.weight.add_(torch.randn(model.spatial.down.weight.shape) * 0.1)
+        model.spatial.up.weight.add_(torch.randn(model.spatial.up.weight.shape) * 0.1)
+    compiled, eager = (_forward(model, x, on, monkeypatch) for on in (True, False))
+    assert not torch.allclose(compiled, before, atol=1e-3)
+    assert torch.allclose(compiled, eager, atol=1e-4, rtol=0)
+
+
+@needs_tile_library
 def test_compiled_tile_forward_with_bf16_inner_convolutions(monkeypatch):
     model = load_model("nanolily-v1")
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(4)) ** 2 * 0.4
@@ -180,17 +193,22 @@ def test_compiled_border_terms_equal_pytorch(size):
 
 
 @needs_tile_library
-@pytest.mark.parametrize("shape", [(2, 64, 112, 112, 16), (1, 64, 13, 10, 12), (3, 8, 5, 7, 16), (1, 16, 9, 17, 40)])
+@pytest.mark.parametrize("shape", [(2, 64, 112, 112, 16, 1), (1, 64, 13, 10, 12, 1), (3, 8, 5, 7, 16, 1),
+                                   (1, 16, 9, 17, 40, 1), (2, 32, 224, 224, 64, 2), (1, 32, 13, 10, 64, 2),
+                                   (2, 8, 5, 3, 12, 2), (1, 16, 18, 30, 40, 2)])
 def test_winograd_convolution_equals_the_direct_form(shape):
-    b, ci, h, w, co = shape  # sizes off the 4x4 blocks, output channels off the 16 per pass
+    b, ci, h, w, co, stride = shape  # sizes off the 4x4 blocks (odd ones too), output channels off the 16 per pass
     g = torch.Generator().manual_seed(co)
     d = torch.randn(b, ci, h, w, generator=g).contiguous(memory_format=torch.channels_last)
     weight, bias = torch.randn(co, ci, 3, 3, generator=g) * 0.05, torch.randn(co, generator=g)
-    out = native.conv3x3(native.tile_library(), d, weight, bias)
-    exact = torch.nn.functional.conv2d(d.double(), weight.double(), bias.double(), padding=1)
-    assert out.shape == (b, co + -co % 16, h, w) and out.is_contiguous(memory_format=torch.channels_last)
+    lib = native.tile_library()
+    out = native.conv3x3(lib, d, weight, bias, stride)
+    exact = torch.nn.functional.conv2d(d.double(), weight.double(), bias.double(), stride, padding=1)
+    assert out.shape == (b, co + -co % 16, *exact.shape[2:]) and out.is_contiguous(memory_format=torch.channels_last)
     assert (out[:, :co] - exact).abs().max() < 1e-5 * exact.abs().max()  # Winograd's rounding, relative
     assert torch.equal(out[:, co:], torch.zeros_like(out[:, co:]))
+    kept = native.winograd_weights(lib, weight, stride)  # the transformed weights, kept by a caller
+    assert torch.equal(native.conv3x3(lib, d, weight, bias, stride, kept), out)
 
 
 @needs_tile_library
@@ -239,6 +257,11 @@ def test_tile_kernels_check_their_inputs():
         native.first_stage(lib, x, torch.rand(16, 3, 3, 3), torch.rand(16), 0.2)
     with pytest.raises(ValueError, match="multiple of 8"):
         native.conv3x3(lib, torch.rand(1, 12, 8, 8), torch.rand(16, 12, 3, 3), torch.rand(16))
+    with pytest.raises(ValueError, match="stride 1 or 2"):
+        native.conv3x3(lib, torch.rand(1, 16, 8, 8), torch.rand(16, 16, 3, 3), torch.rand(16), stride=3)
+    kept = native.winograd_weights(lib, torch.rand(16, 16, 3, 3))
+    with pytest.raises(ValueError, match="do not match"):
+        native.conv3x3(lib, torch.rand(1, 24, 8, 8), torch.rand(16, 24, 3, 3), torch.rand(16), transformed=kept)
     s1, phases = torch.rand(1, 32, 8, 8), torch.rand(1, 16, 4, 4)
     with pytest.raises(ValueError, match="border"):
         native.tile_output(lib, x, phases, s1, torch.rand(3, 32, 3, 3), torch.rand(1, 12, 4), x, torch.eye(3))

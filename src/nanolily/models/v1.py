@@ -354,6 +354,15 @@ def _pixel_shuffle(phases: torch.Tensor, channels: int) -> torch.Tensor:
     return sub_pixels.permute(0, 1, 4, 2, 5, 3).reshape(b, channels, 2 * h, 2 * w)
 
 
+def _winograd(lib, weight: torch.Tensor, stride: int, *params: torch.Tensor) -> torch.Tensor:
+    """:func:`nanolily.native.winograd_weights` of ``weight``, cached until the parameters it comes from,
+    ``params``, change."""
+    key = _cache_key(f"winograd {stride}", 0, *params)
+    if key not in _composed:
+        _store(key, native.winograd_weights(lib, weight.detach(), stride))
+    return _composed[key]
+
+
 def _cache_key(kind: str, pad_to: int, *params: torch.Tensor) -> tuple:
     # the version counter misses writes through ``.data``; a checksum of the values catches them
     return (kind, pad_to, *((id(t), t._version, float(t.detach().sum())) for t in params))
@@ -603,16 +612,21 @@ class NanoLILY(nn.Module):
         return native.tile_library()
 
     def _forward_compiled(self, lib, x: torch.Tensor, branch: SpatialBranch, mix: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` on S x S tiles with the compiled kernels: all but the stride-2 convolution, which
-        PyTorch runs (and the composed decoder's in bf16): the same maps as the composed path (equal to float
-        rounding; tests/native; docs/pipeline.md). ``branch``: the spatial branch followed by fuse's spatial
-        half."""
+        """:meth:`forward` on S x S tiles with the compiled kernels (in bf16, oneDNN runs the two inner
+        convolutions): the same maps as the composed path (equal to float rounding; tests/native;
+        docs/pipeline.md). ``branch``: the spatial branch followed by fuse's spatial half."""
         slope = branch.negative_slope
         s1 = native.first_stage(lib, x, branch.conv_in.weight, branch.conv_in.bias, slope)  # (B, w, H, W)
-        d = native.norm_lrelu_(lib, branch._down(s1), slope)  # (B, 2w, H/2, W/2)
         weight, bias, _ = branch.composed_weights()
-        # (B, >= 4C, H/2, W/2): in fp32 Winograd's form, in bf16 oneDNN's (AMX) kernels
-        phases = native.conv3x3(lib, d, weight, bias) if weight.dtype == torch.float32 else _conv(d, weight, bias, padding=1)
+        if weight.dtype == torch.float32:  # the two inner convolutions in Winograd's form
+            down, up, conv = branch.down, branch.up, branch.conv_out
+            d = native.conv3x3(lib, s1, down.weight, down.bias, 2, _winograd(lib, down.weight, 2, down.weight))
+            d = native.norm_lrelu_(lib, d, slope)  # (B, 2w, H/2, W/2)
+            kept = _winograd(lib, weight, 1, up.weight, conv.weight)  # composed from up and conv_out
+            phases = native.conv3x3(lib, d, weight, bias, 1, kept)  # (B, >= 4C, H/2, W/2)
+        else:  # in bf16, oneDNN's (AMX) kernels
+            d = native.norm_lrelu_(lib, branch._down(s1), slope)
+            phases = _conv(d, weight, bias, padding=1)
         border = native.border_terms(lib, d, branch.up.weight, branch.up.bias, branch.conv_out.weight)
         return native.tile_output(lib, x, phases, s1, branch.conv_out.weight, border, self.frequency(x), mix)
 

@@ -2,9 +2,8 @@
 
 ``corrections.c`` runs the corrections (highlight protection and the denoiser) as one pass per tile
 (:func:`correct_tile`, used by :func:`nanolily.engine.pipeline.apply_corrections`), where eager PyTorch
-makes about 25 passes over each tile. ``tiles.c`` runs NanoLILY's tile forward but its stride-2
-convolution (:func:`first_stage`, :func:`norm_lrelu_`, :func:`conv3x3`, :func:`border_terms`,
-:func:`tile_output`, used by :meth:`nanolily.models.v1.NanoLILY.forward` on S x S tiles, LILY Bloom's
+makes about 25 passes over each tile. ``tiles.c`` runs NanoLILY's tile forward (:func:`first_stage`,
+:func:`norm_lrelu_`, :func:`conv3x3`, :func:`border_terms`, :func:`tile_output`, used by :meth:`nanolily.models.v1.NanoLILY.forward` on S x S tiles, LILY Bloom's
 calls) with OpenMP threads from PyTorch's own OpenMP runtime (:func:`tile_library`).
 
 :func:`library` compiles the package's C files once with the system's C compiler (``$CC``, else ``cc``,
@@ -46,8 +45,9 @@ _TILE_SIGNATURES = {
     "nl_norm_lrelu": ([_P, _I, _L, _I, _F, _F, _I], None),
     "nl_border_terms": ([_P, _I, _I, _I, _I, _P, _P, _P, _P, _L, _I], None),
     "nl_tile_output": ([_P, _L, _L, _L, _L, _P, _I, _P, _P, _P, _L, _P, _P, _I, _I, _I, _P, _I], None),
-    "nl_conv3x3": ([_P, _I, _I, _I, _I, _P, _P, _I, _P, _P, _I], None),
-    "nl_conv3x3_scratch": ([_I, _I, _I], _L),
+    "nl_conv3x3": ([_P, _I, _I, _I, _I, _I, _P, _P, _I, _P, _P, _I], None),
+    "nl_conv3x3_scratch": ([_I, _I, _I, _I], _L),
+    "nl_winograd_weights": ([_P, _I, _I, _I, _P, _I], None),
 }
 _OPENMP_RUNTIMES = ("libgomp", "libiomp", "libomp")
 TILE_KERNELS = "native tile kernels"
@@ -237,26 +237,42 @@ def norm_lrelu_(lib: ctypes.CDLL, t: torch.Tensor, slope: float, eps: float = 1e
     return t
 
 
-def conv3x3(lib: ctypes.CDLL, d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``conv2d(d, weight, bias, padding=1)`` by Winograd's F(4x4, 3x3): (B, Ci, h, w) -> (B, Co', h, w)
-    channels-last, ``Co'`` being ``Co`` rounded up to a multiple of 16 (the extra channels are zero);
-    ``weight``: (Co, Ci, 3, 3), ``Ci`` a multiple of 8. Equal to the direct form within a few 1e-6 of
-    the outputs' scale."""
-    _check_float32_cpu(TILE_KERNELS, d, weight, bias)
+def winograd_weights(lib: ctypes.CDLL, weight: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    """:func:`conv3x3`'s transformed form of ``weight`` (Co, Ci, 3, 3) for ``stride``: (36, Ci, Co'), ``Co'``
+    being ``Co`` rounded up to a multiple of 16 (the extra channels zero). Computing it once saves each
+    call the transform."""
+    _check_float32_cpu(TILE_KERNELS, weight)
+    co, ci = weight.shape[:2]
+    if ci % 8 or tuple(weight.shape) != (co, ci, 3, 3) or stride not in (1, 2):
+        raise ValueError(f"conv3x3 takes a (Co, Ci, 3, 3) weight with Ci a multiple of 8 and stride 1 or 2, "
+                         f"got {tuple(weight.shape)} and stride {stride}")
+    pad = -co % 16
+    weight = torch.nn.functional.pad(weight.detach(), (0, 0, 0, 0, 0, 0, 0, pad)).contiguous()
+    u = torch.empty(36, ci, co + pad)
+    lib.nl_winograd_weights(weight.data_ptr(), ci, co + pad, stride, u.data_ptr(), torch.get_num_threads())
+    return u
+
+
+def conv3x3(lib: ctypes.CDLL, d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int = 1,
+            transformed: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv2d(d, weight, bias, stride, padding=1)`` in Winograd's form (``tiles.c``): (B, Ci, H, W) ->
+    (B, Co', ceil(H / stride), ceil(W / stride)) channels-last, ``Co'`` being ``Co`` rounded up to a multiple
+    of 16 (the extra channels are zero); ``weight``: (Co, Ci, 3, 3), ``Ci`` a multiple of 8; stride 1 or 2;
+    ``transformed``: :func:`winograd_weights` of ``weight`` and ``stride``, where the caller keeps it.
+    Equal to the direct form within a few 1e-6 of the outputs' scale."""
+    u = transformed if transformed is not None else winograd_weights(lib, weight, stride)
+    _check_float32_cpu(TILE_KERNELS, d, u, bias)
     b, ci, h, w = d.shape
-    co = weight.shape[0]
-    if ci % 8 or tuple(weight.shape) != (co, ci, 3, 3) or tuple(bias.shape) != (co,):
-        raise ValueError(f"conv3x3 takes a multiple of 8 input channels and a (Co, Ci, 3, 3) weight, got "
-                         f"{tuple(d.shape)} and {tuple(weight.shape)}")
-    pad = -co % 16  # the kernel makes 16 output channels per pass
-    weight = torch.nn.functional.pad(weight.detach(), (0, 0, 0, 0, 0, 0, 0, pad)) if pad else weight.detach()
-    bias = torch.nn.functional.pad(bias.detach(), (0, pad)) if pad else bias.detach()
-    weight, bias = weight.contiguous(), bias.contiguous()
+    co = u.shape[2]
+    if tuple(u.shape) != (36, ci, co) or tuple(bias.shape) != tuple(weight.shape[:1]) or weight.shape[1] != ci:
+        raise ValueError(f"conv3x3 got an input {tuple(d.shape)}, a weight {tuple(weight.shape)}, a bias "
+                         f"{tuple(bias.shape)} and transformed weights {tuple(u.shape)} that do not match")
+    bias = torch.nn.functional.pad(bias.detach(), (0, co - bias.shape[0])).contiguous()
     d = d.contiguous(memory_format=torch.channels_last)
     threads = torch.get_num_threads()
-    scratch = torch.empty(lib.nl_conv3x3_scratch(w, ci, threads))
-    out = torch.empty(b, co + pad, h, w, memory_format=torch.channels_last)
-    lib.nl_conv3x3(d.data_ptr(), b, h, w, ci, weight.data_ptr(), bias.data_ptr(), co + pad, out.data_ptr(),
+    scratch = torch.empty(lib.nl_conv3x3_scratch(w, ci, stride, threads))
+    out = torch.empty(b, co, -(-h // stride), -(-w // stride), memory_format=torch.channels_last)
+    lib.nl_conv3x3(d.data_ptr(), b, h, w, ci, stride, u.data_ptr(), bias.data_ptr(), co, out.data_ptr(),
                    scratch.data_ptr(), threads)
     return out
 

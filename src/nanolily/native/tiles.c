@@ -1,5 +1,5 @@
-/* NanoLILY's tile forward but its stride-2 convolution, which PyTorch runs: the first convolution with its
- * instance norm and leaky ReLU, the second norm and leaky ReLU, the composed decoder's convolution (in
+/* NanoLILY's tile forward: the first convolution with its instance norm and leaky ReLU, the stride-2
+ * convolution, the second norm and leaky ReLU, the composed decoder's convolution (both convolutions in
  * Winograd's form) and its border terms, and the output stage (skip connection, pixel shuffle, border fix,
  * frequency mix, tanh, residual), one pass each, where eager PyTorch makes about twenty passes over each
  * tile's maps. OpenMP threads, from the same runtime as PyTorch's own (nanolily.native checks), split each
@@ -307,20 +307,22 @@ void nl_border_terms(const float *d, int B, int h, int w, int Cd, const float *u
     free(taps);
 }
 
-/* ---- 3x3 convolution, stride 1, zero padding 1, by Winograd's F(4x4, 3x3) ----
- * Each 4x4 block of outputs comes from a 6x6 window of inputs: 36 products per (input, output) channel
- * pair instead of 144 (Lavin and Gray, 2016, points 0, +-1, +-2; the error is a few 1e-6 of the
- * outputs' scale). The window transform runs on vectors of input channels (channels-last maps), and the
- * 36 channel sums on vectors of 16 output channels, four blocks at a time. Tried and dropped: the
- * stride-2 convolution in the same form (docs/pipeline.md). */
+/* ---- 3x3 convolutions (zero padding 1) in Winograd's minimal filtering form ----
+ * Each 4x4 block of outputs comes from a window of inputs in a transformed domain, where the sum over input
+ * channels is one product per window point instead of nine per output pixel (Lavin and Gray, 2016).
+ * Stride 1: F(4x4, 3x3), a 6x6 window, 36 points instead of 144 products (points 0, +-1, +-2). Stride 2:
+ * a 9x9 window per side split into its 4 even samples (the kernel's middle tap) and its 5 odd ones (the
+ * outer taps, an F(4, 2) on points 0, +-1, 2), 81 points instead of 144. Rounding grows to a few 1e-6 of
+ * the outputs' scale. The window transforms run on vectors of input channels (channels-last maps), the
+ * channel sums on vectors of 16 output channels, six blocks at a time. */
 
-#define WINO 6        /* window side */
-#define WINO_OUT 4    /* outputs per window side */
+#define WINO_OUT 4    /* outputs per block side */
 #define WINO_CO 16    /* output channels per pass: two vectors */
-#define WINO_NT 4     /* blocks per inner product: 8 accumulators, 2 weight vectors and 1 broadcast in registers */
+#define WINO_NT 6     /* blocks per inner product: 12 accumulators, 2 weight vectors and 1 broadcast in registers */
+#define WINO_MAXN 9   /* the largest window side */
 
-/* the input transform B^T v on v[0..5] */
-static inline void wino_in(const vec *v, vec *r) {
+/* stride 1: B^T v on v[0..5] */
+static inline void wino_in6(const vec *v, vec *r) {
     vec a = v[4] - v[2], b = v[3] - v[1];
     r[0] = 4 * v[0] - 5 * v[2] + v[4];
     r[1] = (v[3] + v[4]) - 4 * (v[1] + v[2]);
@@ -330,8 +332,8 @@ static inline void wino_in(const vec *v, vec *r) {
     r[5] = 4 * v[1] - 5 * v[3] + v[5];
 }
 
-/* the output transform A^T m on m[0..5] */
-static inline void wino_out(const vec *m, vec *r) {
+/* stride 1: A^T m on m[0..5] */
+static inline void wino_out6(const vec *m, vec *r) {
     vec s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
     r[0] = m[0] + s12 + s34;
     r[1] = d12 + 2 * d34;
@@ -339,19 +341,49 @@ static inline void wino_out(const vec *m, vec *r) {
     r[3] = d12 + 8 * d34 + m[5];
 }
 
-/* u [36][ci][co] = G g G^T of weight (Co, Ci, 3, 3), for input channel ci */
-static void wino_weights(const float *weight, int Ci, int Co, int ci, float *u) {
-    static const float G[WINO][3] = {{1.f / 4, 0, 0},           {-1.f / 6, -1.f / 6, -1.f / 6}, {-1.f / 6, 1.f / 6, -1.f / 6},
-                                     {1.f / 24, 1.f / 12, 1.f / 6}, {1.f / 24, -1.f / 12, 1.f / 6}, {0, 0, 1}};
-    for (int co = 0; co < Co; co++) {
-        const float *g = weight + ((long)co * Ci + ci) * 9;
-        float t[WINO][3];
-        for (int i = 0; i < WINO; i++)
-            for (int j = 0; j < 3; j++) t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
-        for (int i = 0; i < WINO; i++)
-            for (int j = 0; j < WINO; j++)
-                u[((long)(i * WINO + j) * Ci + ci) * Co + co] = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
-    }
+/* stride 2: v[0..8] = inputs 2y - 1 .. 2y + 7 of outputs y..y+3; the even samples as they are, then F(4, 2)'s
+ * B^T on the odd ones */
+static inline void wino_in9(const vec *v, vec *r) {
+    vec o0 = v[0], o1 = v[2], o2 = v[4], o3 = v[6], o4 = v[8];
+    r[0] = v[1], r[1] = v[3], r[2] = v[5], r[3] = v[7];
+    r[4] = 2 * o0 - o1 - 2 * o2 + o3;
+    r[5] = o3 - o2 - 2 * o1;
+    r[6] = 2 * o1 - 3 * o2 + o3;
+    r[7] = o3 - o1;
+    r[8] = 2 * o1 - o2 - 2 * o3 + o4;
+}
+
+/* stride 2: the even points' sums plus F(4, 2)'s A^T on the odd ones */
+static inline void wino_out9(const vec *m, vec *r) {
+    vec s = m[5] + m[6], d = m[5] - m[6];
+    r[0] = m[0] + m[4] + s + m[7];
+    r[1] = m[1] + d + 2 * m[7];
+    r[2] = m[2] + s + 4 * m[7];
+    r[3] = m[3] + d + 8 * m[7] + m[8];
+}
+
+/* The weight transform's rows, one per distinct window point along a side (over the kernel's taps 0, 1, 2):
+ * stride 1, F(4x4, 3x3)'s G; stride 2, the middle tap (shared by the four even points), then F(4, 2)'s G on
+ * the outer taps. */
+static const float WINO_G6[6][3] = {{1.f / 4, 0, 0},           {-1.f / 6, -1.f / 6, -1.f / 6}, {-1.f / 6, 1.f / 6, -1.f / 6},
+                                    {1.f / 24, 1.f / 12, 1.f / 6}, {1.f / 24, -1.f / 12, 1.f / 6}, {0, 0, 1}};
+static const float WINO_G9[6][3] = {{0, 1, 0},          {1.f / 2, 0, 0}, {-1.f / 2, 0, -1.f / 2}, {-1.f / 6, 0, 1.f / 6},
+                                    {1.f / 6, 0, 1.f / 3}, {0, 0, 1}};
+
+/* u [6][6][Ci][Co] = G g G^T for each (co, ci) kernel g of weight (Co, Ci, 3, 3): nl_conv3x3's weights */
+void nl_winograd_weights(const float *weight, int Ci, int Co, int stride, float *u, int threads) {
+    const float (*G)[3] = stride == 1 ? WINO_G6 : WINO_G9;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int co = 0; co < Co; co++)
+        for (int ci = 0; ci < Ci; ci++) {
+            const float *g = weight + ((long)co * Ci + ci) * 9;
+            float t[6][3];
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 3; j++) t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+            for (int i = 0; i < 6; i++)
+                for (int j = 0; j < 6; j++)
+                    u[((long)(i * 6 + j) * Ci + ci) * Co + co] = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
+        }
 }
 
 /* m[t][0..16) = sum over ci of v[t][ci] u[ci][0..16), for nt <= NT blocks t (v's blocks vs floats apart, m's
@@ -371,77 +403,92 @@ static inline void wino_products(const float *v, long vs, const float *u, int Ci
     for (int t = 0; t < nt; t++) STORE(m + t * ms, a[t][0]), STORE(m + t * ms + LANES, a[t][1]);
 }
 
-/* nl_conv3x3's scratch, in floats */
-long nl_conv3x3_scratch(int w, int Ci, int threads) {
-    long blocks = (w + WINO_OUT - 1) / WINO_OUT;
-    return (long)threads * WINO * WINO * blocks * (Ci + WINO_CO);
+/* nl_conv3x3's scratch, in floats, for inputs W wide */
+long nl_conv3x3_scratch(int W, int Ci, int stride, int threads) {
+    long n = stride == 1 ? 6 : 9, blocks = ((W + stride - 1) / stride + WINO_OUT - 1) / WINO_OUT;
+    return (long)threads * n * n * blocks * (Ci + WINO_CO);
 }
 
-/* out (B, h, w, Co) = conv2d(d, weight, bias, padding=1): d (B, h, w, Ci) channels-last, weight (Co, Ci, 3, 3);
- * Ci a multiple of LANES, Co of WINO_CO; scratch: nl_conv3x3_scratch floats. Work: one row of 4x4 blocks. */
-void nl_conv3x3(const float *d, int B, int h, int w, int Ci, const float *weight, const float *bias, int Co,
-                float *out, float *scratch, int threads) {
-    int rows = (h + WINO_OUT - 1) / WINO_OUT, blocks = (w + WINO_OUT - 1) / WINO_OUT;
-    long per_thread = (long)WINO * WINO * blocks * (Ci + WINO_CO);
-    float *u = malloc(sizeof(float) * WINO * WINO * Ci * Co), *zero = calloc(Ci, sizeof(float));
-#pragma omp parallel num_threads(threads)
-    {
-#pragma omp for schedule(static)
-        for (int ci = 0; ci < Ci; ci++) wino_weights(weight, Ci, Co, ci, u);
-        float *v = scratch + per_thread * omp_get_thread_num(), *m = v + (long)WINO * WINO * blocks * Ci;
-#pragma omp for schedule(static)
-        for (int job = 0; job < B * rows; job++) {
-            int b = job / rows, y0 = (job % rows) * WINO_OUT - 1;
-            const float *db = d + (long)b * h * w * Ci;
-            for (int t = 0; t < blocks; t++) {  /* v [blocks][36][Ci] = B^T window B */
-                const float *p[WINO][WINO];
-                for (int i = 0; i < WINO; i++)
-                    for (int j = 0; j < WINO; j++) {
-                        int y = y0 + i, x = t * WINO_OUT - 1 + j;
-                        p[i][j] = y >= 0 && y < h && x >= 0 && x < w ? db + ((long)y * w + x) * Ci : zero;
-                    }
-                for (int c = 0; c < Ci; c += LANES) {
-                    vec rowt[WINO][WINO];
-                    for (int i = 0; i < WINO; i++) {  /* each window row times B */
-                        vec row[WINO];
-                        for (int j = 0; j < WINO; j++) row[j] = LOAD(p[i][j] + c);
-                        wino_in(row, rowt[i]);
-                    }
-                    for (int j = 0; j < WINO; j++) {  /* then B^T times each column */
-                        vec col[WINO], res[WINO];
-                        for (int i = 0; i < WINO; i++) col[i] = rowt[i][j];
-                        wino_in(col, res);
-                        for (int i = 0; i < WINO; i++) STORE(v + ((long)t * WINO * WINO + i * WINO + j) * Ci + c, res[i]);
-                    }
-                }
+/* One row of 4x4 output blocks, y0 .. y0 + 3, of one image (nl_conv3x3): n, the window side, is a constant
+ * in each inlined copy. v and m: the thread's scratch. */
+static inline __attribute__((always_inline)) void wino_row(const float *db, int H, int W, int Ci, const int n, int y0,
+                                                           const float *u, const int *type, const float *bias, int Co,
+                                                           float *ob, int h, int w, float *v, float *m, const float *zero) {
+    const int np = n * n, stride = n == 6 ? 1 : 2, blocks = (w + WINO_OUT - 1) / WINO_OUT;
+    for (int t = 0; t < blocks; t++) {  /* v [blocks][n][n][Ci] = B^T window B */
+        const float *p[WINO_MAXN][WINO_MAXN];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                int y = y0 * stride - 1 + i, x = t * WINO_OUT * stride - 1 + j;
+                p[i][j] = y >= 0 && y < H && x >= 0 && x < W ? db + ((long)y * W + x) * Ci : zero;
             }
-            for (int g = 0; g < Co; g += WINO_CO) {
-                for (int k = 0; k < WINO * WINO; k++)  /* m [blocks][36][16]: the channel sums */
-                    for (int t = 0; t < blocks; t += WINO_NT)
-                        wino_products(v + ((long)t * WINO * WINO + k) * Ci, WINO * WINO * Ci, u + (long)k * Ci * Co + g, Ci, Co,
-                                      blocks - t < WINO_NT ? blocks - t : WINO_NT, m + ((long)t * WINO * WINO + k) * WINO_CO,
-                                      WINO * WINO * WINO_CO);
-                for (int t = 0; t < blocks; t++)  /* A^T m A + bias, into the outputs that exist */
-                    for (int half = 0; half < 2; half++) {
-                        vec mm[WINO][WINO], cols[WINO][WINO_OUT], res[WINO_OUT];
-                        for (int k = 0; k < WINO * WINO; k++)
-                            mm[k / WINO][k % WINO] = LOAD(m + ((long)t * WINO * WINO + k) * WINO_CO + half * LANES);
-                        for (int i = 0; i < WINO; i++) wino_out(mm[i], cols[i]);
-                        vec bv = LOAD(bias + g + half * LANES);
-                        for (int j = 0; j < WINO_OUT; j++) {
-                            vec col[WINO];
-                            for (int i = 0; i < WINO; i++) col[i] = cols[i][j];
-                            wino_out(col, res);
-                            for (int i = 0; i < WINO_OUT; i++) {
-                                int y = y0 + 1 + i, x = t * WINO_OUT + j;
-                                if (y < h && x < w)
-                                    STORE(out + (((long)b * h + y) * w + x) * Co + g + half * LANES, res[i] + bv);
-                            }
-                        }
-                    }
+        for (int c = 0; c < Ci; c += LANES) {
+            vec rowt[WINO_MAXN][WINO_MAXN];
+            for (int i = 0; i < n; i++) {  /* each window row times B */
+                vec row[WINO_MAXN];
+                for (int j = 0; j < n; j++) row[j] = LOAD(p[i][j] + c);
+                n == 6 ? wino_in6(row, rowt[i]) : wino_in9(row, rowt[i]);
+            }
+            for (int j = 0; j < n; j++) {  /* then B^T times each column */
+                vec col[WINO_MAXN], res[WINO_MAXN];
+                for (int i = 0; i < n; i++) col[i] = rowt[i][j];
+                n == 6 ? wino_in6(col, res) : wino_in9(col, res);
+                for (int i = 0; i < n; i++) STORE(v + ((long)t * np + i * n + j) * Ci + c, res[i]);
             }
         }
     }
+    for (int g = 0; g < Co; g += WINO_CO) {
+        for (int k = 0; k < np; k++)  /* m [blocks][n][n][16]: the channel sums */
+            for (int t = 0; t < blocks; t += WINO_NT)
+                wino_products(v + ((long)t * np + k) * Ci, (long)np * Ci, u + (long)(type[k / n] * 6 + type[k % n]) * Ci * Co + g,
+                              Ci, Co, blocks - t < WINO_NT ? blocks - t : WINO_NT, m + ((long)t * np + k) * WINO_CO,
+                              (long)np * WINO_CO);
+        for (int t = 0; t < blocks; t++)  /* A^T m A + bias, into the outputs that exist */
+            for (int half = 0; half < 2; half++) {
+                const float *mt = m + (long)t * np * WINO_CO + half * LANES;
+                vec cols[WINO_MAXN][WINO_OUT], res[WINO_OUT];
+                for (int i = 0; i < n; i++) {  /* each row of sums times A */
+                    vec row[WINO_MAXN];
+                    for (int j = 0; j < n; j++) row[j] = LOAD(mt + (i * n + j) * WINO_CO);
+                    n == 6 ? wino_out6(row, cols[i]) : wino_out9(row, cols[i]);
+                }
+                vec bv = LOAD(bias + g + half * LANES);
+                for (int j = 0; j < WINO_OUT; j++) {
+                    vec col[WINO_MAXN];
+                    for (int i = 0; i < n; i++) col[i] = cols[i][j];
+                    n == 6 ? wino_out6(col, res) : wino_out9(col, res);
+                    for (int i = 0; i < WINO_OUT; i++) {
+                        int y = y0 + i, x = t * WINO_OUT + j;
+                        if (y < h && x < w) STORE(ob + ((long)y * w + x) * Co + g + half * LANES, res[i] + bv);
+                    }
+                }
+            }
+    }
+}
+
+/* out (B, h, w, Co) = conv2d(d, weight, bias, stride, padding=1), h = ceil(H / stride): d (B, H, W, Ci)
+ * channels-last, u the weight (Co, Ci, 3, 3) by nl_winograd_weights; stride 1 or 2; Ci a multiple of LANES,
+ * Co of WINO_CO; scratch: nl_conv3x3_scratch(W, ...) floats. Work: one row of 4x4 output blocks. */
+void nl_conv3x3(const float *d, int B, int H, int W, int Ci, int stride, const float *u, const float *bias, int Co,
+                float *out, float *scratch, int threads) {
+    int n = stride == 1 ? 6 : 9, h = (H + stride - 1) / stride, w = (W + stride - 1) / stride;
+    int rows = (h + WINO_OUT - 1) / WINO_OUT, blocks = (w + WINO_OUT - 1) / WINO_OUT;
+    long per_thread = (long)n * n * blocks * (Ci + WINO_CO);
+    float *zero = calloc(Ci, sizeof(float));
+    int type[WINO_MAXN];  /* window point -> row of G: stride 2's even points share one */
+    for (int i = 0; i < n; i++) type[i] = stride == 1 ? i : i < 4 ? 0 : i - 3;
+#pragma omp parallel num_threads(threads)
+    {
+        float *v = scratch + per_thread * omp_get_thread_num(), *m = v + (long)n * n * blocks * Ci;
+#pragma omp for schedule(static)
+        for (int job = 0; job < B * rows; job++) {
+            const float *db = d + (long)(job / rows) * H * W * Ci;
+            float *ob = out + (long)(job / rows) * h * w * Co;
+            if (stride == 1)
+                wino_row(db, H, W, Ci, 6, (job % rows) * WINO_OUT, u, type, bias, Co, ob, h, w, v, m, zero);
+            else
+                wino_row(db, H, W, Ci, 9, (job % rows) * WINO_OUT, u, type, bias, Co, ob, h, w, v, m, zero);
+        }
+    }
     free(zero);
-    free(u);
 }
