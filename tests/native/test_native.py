@@ -7,6 +7,7 @@ from nanolily import native
 from nanolily.engine import corrections
 from nanolily.engine.bloom import bloom
 from nanolily.engine.pipeline import apply_corrections, enhance_tensor
+from nanolily.models import v1
 from nanolily.models.v1 import NanoLILY
 from nanolily.models.weights import load_model
 
@@ -142,7 +143,9 @@ def _random_model(seed):
 @needs_tile_library
 @pytest.mark.parametrize("batch", [1, 2, 3])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "view"])
-def test_compiled_tile_forward_equals_pytorch(batch, layout, monkeypatch):
+@pytest.mark.parametrize("onednn_stride2", [False, True])  # the stride-2 convolution where oneDNN has AVX-512
+def test_compiled_tile_forward_equals_pytorch(batch, layout, onednn_stride2, monkeypatch):
+    monkeypatch.setattr(v1, "_onednn_avx512", lambda: onednn_stride2)
     g = torch.Generator().manual_seed(batch)
     x = torch.rand(batch, 3, 240, 230, generator=g) ** 2 * 0.4  # dark, with some detail
     x[0, :, :100] *= 0.05  # a near-black band: small spreads for the norms
@@ -157,6 +160,7 @@ def test_compiled_tile_forward_equals_pytorch(batch, layout, monkeypatch):
 
 @needs_tile_library
 def test_compiled_tile_forward_follows_weight_updates(monkeypatch):
+    monkeypatch.setattr(v1, "_onednn_avx512", lambda: False)  # both convolutions in Winograd's form
     model = _random_model(6)
     x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(6)) ** 2 * 0.4
     before = _forward(model, x, True, monkeypatch)  # caches the convolutions' transformed weights

@@ -16,6 +16,7 @@ whole image run in one pass.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -515,6 +516,12 @@ def _fused_output(x: torch.Tensor, spatial: torch.Tensor, frequency: torch.Tenso
     return torch.einsum("oc,bchw->bohw", mix, frequency).add_(spatial).tanh_().add_(x)
 
 
+def _onednn_avx512() -> bool:
+    """Whether oneDNN runs 16-float vectors here: the CPU has AVX-512 and ``ONEDNN_MAX_CPU_ISA`` leaves it."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return torch.backends.cpu.get_cpu_capability() == "AVX512" and (isa == "ALL" or "AVX512" in isa or "AMX" in isa)
+
+
 def _autocast_cpu() -> bool:
     try:
         return torch.is_autocast_enabled("cpu")
@@ -618,14 +625,16 @@ class NanoLILY(nn.Module):
         slope = branch.negative_slope
         s1 = native.first_stage(lib, x, branch.conv_in.weight, branch.conv_in.bias, slope)  # (B, w, H, W)
         weight, bias, _ = branch.composed_weights()
-        if weight.dtype == torch.float32:  # the two inner convolutions in Winograd's form
-            down, up, conv = branch.down, branch.up, branch.conv_out
+        down, up, conv = branch.down, branch.up, branch.conv_out
+        winograd = weight.dtype == torch.float32  # in bf16, oneDNN's (AMX) kernels run both inner convolutions
+        if winograd and not _onednn_avx512():  # oneDNN's 16-float stride-2 kernel beats the 8-float form
             d = native.conv3x3(lib, s1, down.weight, down.bias, 2, _winograd(lib, down.weight, 2, down.weight))
-            d = native.norm_lrelu_(lib, d, slope)  # (B, 2w, H/2, W/2)
-            kept = _winograd(lib, weight, 1, up.weight, conv.weight)  # composed from up and conv_out
-            phases = native.conv3x3(lib, d, weight, bias, 1, kept)  # (B, >= 4C, H/2, W/2)
-        else:  # in bf16, oneDNN's (AMX) kernels
-            d = native.norm_lrelu_(lib, branch._down(s1), slope)
+        else:
+            d = branch._down(s1)
+        d = native.norm_lrelu_(lib, d, slope)  # (B, 2w, H/2, W/2)
+        if winograd:  # (B, >= 4C, H/2, W/2); the kernel is composed from up and conv_out
+            phases = native.conv3x3(lib, d, weight, bias, 1, _winograd(lib, weight, 1, up.weight, conv.weight))
+        else:
             phases = _conv(d, weight, bias, padding=1)
         border = native.border_terms(lib, d, branch.up.weight, branch.up.bias, branch.conv_out.weight)
         return native.tile_output(lib, x, phases, s1, branch.conv_out.weight, border, self.frequency(x), mix)
