@@ -61,7 +61,8 @@ def pieces(model: v1.NanoLILY, lib, x: torch.Tensor) -> dict:
     return {
         "first stage: conv_in, norm, LeakyReLU (compiled)":
             lambda: native.first_stage(lib, x, branch.conv_in.weight, branch.conv_in.bias, slope),
-        "stride-2 convolution, Winograd (compiled)": lambda: native.conv3x3(lib, s1, down.weight, down.bias, 2, kept[0]),
+        "stride-2 convolution, Winograd (compiled)":
+            lambda: native.conv3x3(lib, s1, down.weight, down.bias, 2, kept[0]),
         "stride-2 convolution (oneDNN, replaced)": lambda: branch._down(s1),
         "second norm and LeakyReLU (compiled)": lambda: native.norm_lrelu_(lib, d0, slope),  # in place, again
         "decoder convolution, Winograd (compiled)": lambda: native.conv3x3(lib, d, weight, bias, 1, kept[1]),
@@ -115,8 +116,8 @@ def main() -> None:
     print("| piece | ms per call (median) |\n|---|---|")
     for name, ms in rows.items():
         print(f"| {name} | {ms:.2f} |")
-    out = Path(args.out or ROOT / "benchmarks/results/tile-kernels" /
-               f"pieces-{machine_class()}{f'-onednn-{isa.lower()}' if isa else ''}{f'-{args.march}' if args.march else ''}.json")
+    suffix = (f"-onednn-{isa.lower()}" if isa else "") + (f"-{args.march}" if args.march else "")
+    out = Path(args.out or ROOT / f"benchmarks/results/tile-kernels/pieces-{machine_class()}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": command.strip(), "date": date.today().isoformat(), "machine": machine_class(),
                                "threads": args.threads, "tiles": args.tiles, "march": args.march or "native",
