@@ -580,9 +580,8 @@ class NanoLILY(nn.Module):
         In inference ``fuse``, a linear map, is folded away: its spatial half (and bias) into the spatial
         branch's last layer (:meth:`SpatialBranch.followed_by`), its frequency half a 3x3 channel mix,
         which saves the concatenation and the 6->3 convolution. On S x S float32 CPU tiles (LILY
-        Bloom's calls) all layers but the stride-2 convolution run as compiled kernels where they are
-        built (:meth:`_forward_compiled`). With gradients (or when traced) the layers run as
-        published, on the whole image.
+        Bloom's calls) the layers run as compiled kernels where they are built (:meth:`_forward_compiled`).
+        With gradients (or when traced) the layers run as published, on the whole image.
 
         ``inner_dtype``: the arithmetic of the convolutions that read normalised maps, the stride-2 one
         and the composed decoder's two (inference only; default: the parameters' dtype).
@@ -636,8 +635,8 @@ class NanoLILY(nn.Module):
             phases = native.conv3x3(lib, d, weight, bias, 1, _winograd(lib, weight, 1, up.weight, conv.weight))
         else:
             phases = _conv(d, weight, bias, padding=1)
-        border = native.border_terms(lib, d, branch.up.weight, branch.up.bias, branch.conv_out.weight)
-        return native.tile_output(lib, x, phases, s1, branch.conv_out.weight, border, self.frequency(x), mix)
+        border = native.border_terms(lib, d, up.weight, up.bias, conv.weight)
+        return native.tile_output(lib, x, phases, s1, conv.weight, border, self.frequency(x), mix)
 
     def _residual(self, spatial: torch.Tensor, frequency: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.fuse(torch.cat([spatial, frequency], dim=1)))  # (B, C, H, W)

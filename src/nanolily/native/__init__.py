@@ -4,8 +4,8 @@
 (:func:`correct_tile`, used by :func:`nanolily.engine.pipeline.apply_corrections`), where eager PyTorch
 makes about 25 passes over each tile. ``tiles.c`` runs NanoLILY's tile forward (:func:`first_stage`,
 :func:`norm_lrelu_`, :func:`conv3x3`, :func:`border_terms`, :func:`tile_output`, used by
-:meth:`nanolily.models.v1.NanoLILY.forward` on S x S tiles, LILY Bloom's
-calls) with OpenMP threads from PyTorch's own OpenMP runtime (:func:`tile_library`).
+:meth:`nanolily.models.v1.NanoLILY.forward` on S x S tiles, LILY Bloom's calls) with OpenMP threads from
+PyTorch's own OpenMP runtime (:func:`tile_library`).
 
 :func:`library` compiles the package's C files once with the system's C compiler (``$CC``, else ``cc``,
 ``gcc`` or ``clang``) into the user cache (``$NANOLILY_CACHE``, else ``$XDG_CACHE_HOME/nanolily`` or

@@ -473,7 +473,7 @@ void nl_conv3x3(const float *d, int B, int H, int W, int Ci, int stride, const f
                 float *out, float *scratch, int threads) {
     int n = stride == 1 ? 6 : 9, h = (H + stride - 1) / stride, w = (W + stride - 1) / stride;
     int rows = (h + WINO_OUT - 1) / WINO_OUT, blocks = (w + WINO_OUT - 1) / WINO_OUT;
-    long per_thread = (long)n * n * blocks * (Ci + WINO_CO);
+    long per_thread = nl_conv3x3_scratch(W, Ci, stride, 1);
     float *zero = calloc(Ci, sizeof(float));
     int type[WINO_MAXN];  /* window point -> row of G: stride 2's even points share one */
     for (int i = 0; i < n; i++) type[i] = stride == 1 ? i : i < 4 ? 0 : i - 3;
