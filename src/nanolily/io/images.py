@@ -27,6 +27,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, features
 
+from nanolily.io.png import encode_png
+
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 RAW_SUFFIXES = (".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".rw2",
@@ -362,16 +364,13 @@ def _encode(photo: Photo, fmt: str, sixteen: bool, alpha: np.ndarray | None, qua
                          extrasamples=("unassalpha",) if alpha is not None else None,
                          iccprofile=photo.icc_profile, compression="zlib")
         return buf.getvalue()
-    if sixteen and fmt == "PNG" and channels >= 2 and not (photo.is_grayscale and alpha is None):
-        return _encode_png16(values, photo)
-    if sixteen:  # 16-bit grayscale PNG without alpha: Pillow handles it
-        img = Image.fromarray(values[..., 0].astype(np.uint16))  # mode I;16
-    else:
-        img = Image.fromarray(values if channels > 1 else values[..., 0])  # L, LA, RGB or RGBA from the shape
+    if fmt == "PNG":  # deflated on every core (io/png.py): at 8K, Pillow's one-core encoder takes most of the time
+        return encode_png(values, photo.icc_profile, photo.exif)
+    img = Image.fromarray(values if channels > 1 else values[..., 0])  # L, LA, RGB or RGBA from the shape
     kwargs = {}
     if photo.icc_profile and fmt != "BMP":
         kwargs["icc_profile"] = photo.icc_profile
-    if photo.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF"):
+    if photo.exif and fmt in ("JPEG", "WEBP", "TIFF", "AVIF", "HEIF"):
         kwargs["exif"] = photo.exif
     if fmt in LOSSY_FORMATS:
         kwargs["quality"] = quality
@@ -380,28 +379,6 @@ def _encode(photo: Photo, fmt: str, sixteen: bool, alpha: np.ndarray | None, qua
     buf = _io.BytesIO()
     img.save(buf, format=fmt, **kwargs)
     return buf.getvalue()
-
-
-def _encode_png16(values: np.ndarray, photo: Photo) -> bytes:
-    import zlib
-
-    import png
-
-    height, width, channels = values.shape
-    buf = _io.BytesIO()
-    png.Writer(width, height, greyscale=channels <= 2, alpha=channels in (2, 4), bitdepth=16).write(
-        buf, values.reshape(height, width * channels))
-    chunks = list(png.Reader(bytes=buf.getvalue()).chunks())
-    extra = []
-    if photo.icc_profile:
-        extra.append((b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(photo.icc_profile)))
-    if photo.exif:
-        exif = photo.exif[6:] if photo.exif.startswith(b"Exif\x00\x00") else photo.exif
-        extra.append((b"eXIf", exif))
-    chunks = chunks[:1] + extra + chunks[1:]  # after IHDR, before IDAT
-    out = _io.BytesIO()
-    png.write_chunks(out, chunks)
-    return out.getvalue()
 
 
 def with_pixels(photo: Photo, pixels: np.ndarray) -> Photo:
