@@ -91,6 +91,8 @@ def test_16bit_rgba_tiff_round_trip(tmp_path):
     assert np.array_equal(to_uint(photo.pixels, 16), a[..., :3])
     write_image(tmp_path / "o.tif", photo)
     assert np.array_equal(tifffile.imread(tmp_path / "o.tif"), a)
+    with tifffile.TiffFile(tmp_path / "o.tif") as tif:  # deflate after horizontal differencing, as Lightroom's ZIP
+        assert tif.pages[0].compression == 8 and tif.pages[0].predictor == 2
 
 
 def test_icc_profile_and_exif_are_copied(tmp_path):

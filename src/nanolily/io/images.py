@@ -27,7 +27,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, features
 
-from nanolily.io.png import encode_png
+from nanolily.io.png import STRIP_BYTES, available_cores, encode_png
 
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
@@ -362,7 +362,8 @@ def _encode(photo: Photo, fmt: str, sixteen: bool, alpha: np.ndarray | None, qua
         tifffile.imwrite(buf, values if channels > 1 else values[..., 0],
                          photometric="minisblack" if photo.is_grayscale else "rgb",
                          extrasamples=("unassalpha",) if alpha is not None else None,
-                         iccprofile=photo.icc_profile, compression="zlib")
+                         iccprofile=photo.icc_profile, compression="zlib", predictor=True,  # as Lightroom's ZIP
+                         rowsperstrip=max(1, STRIP_BYTES // values[0].nbytes), maxworkers=available_cores())
         return buf.getvalue()
     if fmt == "PNG":  # deflated on every core (io/png.py): at 8K, Pillow's one-core encoder takes most of the time
         return encode_png(values, photo.icc_profile, photo.exif)

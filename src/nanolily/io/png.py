@@ -54,7 +54,8 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _threads() -> int:
+def available_cores() -> int:
+    """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -91,7 +92,7 @@ def encode_png(values: np.ndarray, icc_profile: bytes | None = None, exif: bytes
         return (deflate.compress(body) + deflate.flush(zlib.Z_FINISH if end == height else zlib.Z_SYNC_FLUSH),
                 zlib.adler32(body), len(body))
 
-    with ThreadPoolExecutor(min(threads or _threads(), len(starts))) as pool:
+    with ThreadPoolExecutor(min(threads or available_cores(), len(starts))) as pool:
         strips = list(pool.map(strip, starts))
     checksum = 1
     for _, adler, length in strips:  # the stream's Adler-32, combined from the strips' (zlib's adler32_combine)
