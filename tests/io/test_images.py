@@ -95,7 +95,9 @@ def test_16bit_rgba_tiff_round_trip(tmp_path):
         assert tif.pages[0].compression == 8 and tif.pages[0].predictor == 2
 
 
-def test_icc_profile_and_exif_are_copied(tmp_path):
+@pytest.mark.parametrize("cores", [1, 2])  # PNG: Pillow's encoder on one core, nanolily's on several
+def test_icc_profile_and_exif_are_copied(tmp_path, monkeypatch, cores):
+    monkeypatch.setattr(nanolily.io.images, "available_cores", lambda: cores)
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     img = Image.fromarray(dark_image(20, 30))
     exif = img.getexif()
@@ -106,6 +108,7 @@ def test_icc_profile_and_exif_are_copied(tmp_path):
         out = Image.open(write_image(tmp_path / f"o{ext}", photo))
         assert out.info.get("icc_profile") == icc, ext
         assert out.getexif().get(0x010F) == "TestCam", ext
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), to_uint(photo.pixels, 8))
 
 
 def test_jpeg_quality_changes_the_file(tmp_path):

@@ -365,13 +365,15 @@ def _encode(photo: Photo, fmt: str, sixteen: bool, alpha: np.ndarray | None, qua
                          iccprofile=photo.icc_profile, compression="zlib", predictor=True,  # as Lightroom's ZIP
                          rowsperstrip=max(1, STRIP_BYTES // values[0].nbytes), maxworkers=available_cores())
         return buf.getvalue()
-    if fmt == "PNG":  # deflated on every core (io/png.py): at 8K, Pillow's one-core encoder takes most of the time
+    # PNG deflated on every core (io/png.py): at 8K, a one-core encoder takes most of `enhance`'s time;
+    # on a single core, Pillow's (zlib-ng, filters in C) is the faster for 8 bits
+    if fmt == "PNG" and (sixteen or available_cores() > 1):
         return encode_png(values, photo.icc_profile, photo.exif)
     img = Image.fromarray(values if channels > 1 else values[..., 0])  # L, LA, RGB or RGBA from the shape
     kwargs = {}
     if photo.icc_profile and fmt != "BMP":
         kwargs["icc_profile"] = photo.icc_profile
-    if photo.exif and fmt in ("JPEG", "WEBP", "TIFF", "AVIF", "HEIF"):
+    if photo.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF"):
         kwargs["exif"] = photo.exif
     if fmt in LOSSY_FORMATS:
         kwargs["quality"] = quality
