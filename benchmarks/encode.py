@@ -7,9 +7,9 @@ The input is the bundled dark sample resized (bicubic) to each size and brighten
 photo would be. Each row encodes it with ``nanolily.io.images.encode_image`` (what ``nanolily enhance``
 and the server write) and, where nanolily has its own encoder, with the one it replaced: Pillow's PNG
 (zlib level 6, one core) for 8-bit PNG (and nanolily's writer held to one thread: on one core, 8-bit PNG
-stays Pillow's), pypng for 16-bit PNG, tifffile's zlib without a predictor on
-one core for 16-bit TIFF. Times are medians over rounds that run every encoder in turn. Prints a table and
-writes benchmarks/results/encode-<machine class>.json.
+stays Pillow's), pypng for 16-bit PNG, tifffile's zlib without a predictor on one core for 16-bit TIFF.
+Times are medians over rounds that run every encoder in turn. Prints a table and writes
+benchmarks/results/encode-<machine class>.json.
 """
 
 from __future__ import annotations
@@ -96,9 +96,10 @@ def main() -> None:
         for i, (fmt, bits, encoder, _) in enumerate(runs):
             rows.append({"size": size, "format": fmt, "bits": bits, "encoder": encoder,
                          "seconds": statistics.median(times[i]), "megabytes": sizes[i] / 1e6})
-    print(f"| size | format | bits | encoder | s | MB |\n|---|---|---|---|---|---|")
+    print("| size | format | bits | encoder | s | MB |\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} | {r['format']} | {r['bits']} | {r['encoder']} | {r['seconds']:.2f} | {r['megabytes']:.1f} |")
+        print(f"| {r['size']} | {r['format']} | {r['bits']} | {r['encoder']} | {r['seconds']:.2f} "
+              f"| {r['megabytes']:.1f} |")
     out = Path(args.out or ROOT / f"benchmarks/results/encode-{machine_class()}.json")
     out.write_text(json.dumps({"command": "python benchmarks/encode.py " + " ".join(sys.argv[1:]),
                                "date": date.today().isoformat(), "machine": machine_class(),

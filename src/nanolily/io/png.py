@@ -42,7 +42,8 @@ def filter_rows(rows: np.ndarray, previous: np.ndarray, bpp: int) -> bytes:
     up_left = np.zeros_like(x)
     up_left[:, bpp:] = up[:, :-bpp]
     a, b, c = left.astype(np.int16), up.astype(np.int16), up_left.astype(np.int16)
-    pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)  # Paeth: |p - a|, |p - b|, |p - c|, p = a + b - c
+    # Paeth predicts with the neighbour closest to p = a + b - c: distances |p - a|, |p - b|, |p - c|
+    pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
     paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, up_left))
     candidates = np.stack([x, x - left, x - up, x - ((a + b) >> 1).astype(np.uint8), x - paeth])  # (5, R, N)
     best = SIGNED_SIZE[candidates].sum(-1, dtype=np.int32).argmin(0)  # (R,)
@@ -76,7 +77,6 @@ def encode_png(values: np.ndarray, icc_profile: bytes | None = None, exif: bytes
     rows = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder(">")).view(np.uint8).reshape(height, -1)
     per_strip = max(1, STRIP_BYTES // rows.shape[1])
     starts = list(range(0, height, per_strip))
-
     row_bytes = rows.shape[1] + 1  # filtered, with its filter type
     lead = -(-WINDOW // row_bytes)  # rows before a strip whose filtered bytes fill deflate's window
 
