@@ -65,9 +65,11 @@ def test_16bit_grayscale_png_round_trip(tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")).astype(np.uint16), g)
 
 
-def test_16bit_rgb_png_keeps_16_bits(tmp_path):
+@pytest.mark.parametrize("kernels", ["1", "0"])  # the compiled reader, and pypng where there is none
+def test_16bit_rgb_png_keeps_16_bits(tmp_path, monkeypatch, kernels):
     import png
 
+    monkeypatch.setenv("NANOLILY_NATIVE", kernels)
     rng = np.random.default_rng(0)
     a = rng.integers(0, 65536, (12, 17, 3), dtype=np.uint16)
     png.from_array(a.reshape(12, -1), "RGB;16").save(str(tmp_path / "c16.png"))
@@ -78,6 +80,17 @@ def test_16bit_rgb_png_keeps_16_bits(tmp_path):
     w, h, rows, info = png.Reader(filename=str(tmp_path / "o.png")).asDirect()
     assert info["bitdepth"] == 16
     assert np.array_equal(np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(12, 17, 3), a)
+
+
+@pytest.mark.parametrize("kernels", ["1", "0"])
+def test_damaged_16bit_png(tmp_path, monkeypatch, kernels):
+    monkeypatch.setenv("NANOLILY_NATIVE", kernels)
+    photo = Photo(to_float(np.random.default_rng(0).integers(0, 65536, (40, 50, 3), dtype=np.uint16)), None, 16)
+    data = write_image(tmp_path / "c16.png", photo).read_bytes()
+    cut = data.index(b"IDAT") + 200
+    (tmp_path / "cut.png").write_bytes(data[:cut] + data[cut + 100:])  # 100 bytes of image data gone
+    with pytest.raises(ImageError, match="cut.png: damaged image"):
+        read_image(tmp_path / "cut.png")
 
 
 def test_16bit_rgba_tiff_round_trip(tmp_path):

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 import nanolily.io.png
-from nanolily.io.png import encode_png, filter_rows
+import nanolily.native
+from nanolily.io.png import _chunk, decode_png16, encode_png, filter_rows
 
 from ..conftest import dark_image
 
@@ -77,3 +78,40 @@ def test_metadata_chunks_come_before_the_pixels():
 def test_unsupported_arrays_are_refused(values):
     with pytest.raises(ValueError, match="encode_png"):
         encode_png(values)
+
+
+needs_kernels = pytest.mark.skipif(nanolily.native.library() is None, reason="no C compiler for the kernels")
+
+
+@needs_kernels
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16bit_reader_undoes_every_filter(monkeypatch, channels):
+    monkeypatch.setattr(nanolily.io.png, "STRIP_BYTES", 300)
+    values = np.random.default_rng(channels).integers(0, 65536, (40, 23, channels), dtype=np.uint16)
+    values[:20] //= 9  # smooth rows and noisy ones: the writer picks every filter somewhere
+    values[20:30] = np.linspace(0, 65535, 23, dtype=np.uint16)[None, :, None]
+    data = encode_png(values)
+    types = set(np.frombuffer(zlib.decompress(idat_stream(data)), np.uint8).reshape(40, -1)[:, 0])
+    assert types == {0, 1, 2, 3, 4}
+    decoded = decode_png16(data)
+    assert decoded.dtype == np.uint16
+    np.testing.assert_array_equal(decoded, values)
+
+
+@needs_kernels
+def test_16bit_reader_leaves_other_pngs_to_pypng_and_refuses_damaged_ones():
+    assert decode_png16(encode_png(dark_image(4, 4))) is None  # 8 bits: Pillow reads those
+    buf = io.BytesIO()
+    pypng.Writer(3, 2, greyscale=False, bitdepth=16, interlace=True).write(buf, [[1] * 9, [2] * 9])
+    assert decode_png16(buf.getvalue()) is None
+    stream = zlib.compress(b"\x07" + bytes(6 * 3))  # one row, filter type 7
+    header = struct.pack(">IIBBBBB", 3, 1, 16, 2, 0, 0, 0)
+    bad = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream)
+    with pytest.raises(ValueError, match="filter type"):
+        decode_png16(bad)
+    short = struct.pack(">IIBBBBB", 3, 2, 16, 2, 0, 0, 0)  # two rows announced, one in the stream
+    stream = zlib.compress(b"\x00" + bytes(6 * 3))
+    with pytest.raises(ValueError, match="bytes of image data"):
+        decode_png16(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", short) + _chunk(b"IDAT", stream))
+    with pytest.raises(ValueError, match="image data"):  # a truncated stream
+        decode_png16(encode_png(np.ones((5, 5, 3), np.uint16))[:-40] + _chunk(b"IEND", b""))

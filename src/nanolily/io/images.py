@@ -7,7 +7,8 @@
 - EXIF orientation is applied on read (and the tag reset on write), ICC profile and EXIF are copied.
 - Alpha is carried through untouched; grayscale stays grayscale.
 - 16-bit PNG and TIFF are read at 16 bits (Pillow alone would reduce 16-bit RGB to 8 bits, so those go
-  through pypng and tifffile) and written back at 16 bits.
+  through :mod:`nanolily.io.png`, or pypng where no C compiler built its kernels, and tifffile) and
+  written back at 16 bits; PNG and 16-bit TIFF are compressed on every core.
 - Files are written to a temporary name and renamed into place, so a failure never leaves half a file,
   and an existing file is only replaced when asked.
 """
@@ -27,7 +28,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, features
 
-from nanolily.io.png import STRIP_BYTES, available_cores, encode_png
+from nanolily.io.png import STRIP_BYTES, available_cores, decode_png16, encode_png
 
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
@@ -276,17 +277,21 @@ def _read_16bit_rgb(source: Path | _io.BytesIO, fmt: str) -> tuple[np.ndarray, n
     if fmt == "PNG":
         import png
 
-        reader = png.Reader(filename=str(source)) if isinstance(source, Path) else png.Reader(file=source)
-        width, height, rows, info = reader.asDirect()
-        planes = info["planes"]
-        data = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
+        data = decode_png16(source.read_bytes() if isinstance(source, Path) else source.getvalue())
+        if data is None:  # interlaced, a transparent colour, or no compiled kernels: pypng (slow, in Python)
+            reader = png.Reader(filename=str(source)) if isinstance(source, Path) else png.Reader(file=source)
+            try:
+                width, height, rows, info = reader.asDirect()
+                data = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, -1)
+            except png.Error as e:
+                raise ValueError(str(e)) from None
     else:
         import tifffile
 
         data = tifffile.imread(source)
         if data.ndim == 3 and data.shape[0] in (3, 4) and data.shape[-1] not in (3, 4):
             data = np.moveaxis(data, 0, -1)  # planar (C, H, W) storage
-    data = data.astype(np.uint16)
+    data = data.astype(np.uint16, copy=False)
     alpha = data[..., 3] if data.shape[-1] == 4 else None
     return to_float(data[..., :3]), alpha
 

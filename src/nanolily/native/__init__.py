@@ -2,10 +2,11 @@
 
 ``corrections.c`` runs the corrections (highlight protection and the denoiser) as one pass per tile
 (:func:`correct_tile`, used by :func:`nanolily.engine.pipeline.apply_corrections`), where eager PyTorch
-makes about 25 passes over each tile. ``tiles.c`` runs NanoLILY's tile forward (:func:`first_stage`,
-:func:`norm_lrelu_`, :func:`conv3x3`, :func:`border_terms`, :func:`tile_output`, used by
-:meth:`nanolily.models.v1.NanoLILY.forward` on S x S tiles, LILY Bloom's calls) with OpenMP threads from
-PyTorch's own OpenMP runtime (:func:`tile_library`).
+makes about 25 passes over each tile; ``png.c`` undoes PNG's row filters for the 16-bit PNG reader
+(:func:`png_unfilter`, used by :func:`nanolily.io.png.decode_png16`). ``tiles.c`` runs NanoLILY's tile
+forward (:func:`first_stage`, :func:`norm_lrelu_`, :func:`conv3x3`, :func:`border_terms`,
+:func:`tile_output`, used by :meth:`nanolily.models.v1.NanoLILY.forward` on S x S tiles, LILY Bloom's
+calls) with OpenMP threads from PyTorch's own OpenMP runtime (:func:`tile_library`).
 
 :func:`library` compiles the package's C files once with the system's C compiler (``$CC``, else ``cc``,
 ``gcc`` or ``clang``) into the user cache (``$NANOLILY_CACHE``, else ``$XDG_CACHE_HOME/nanolily`` or
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC", "-std=gnu99")
-SOURCES = ("corrections.c",)
+SOURCES = ("corrections.c", "png.c")
 TILE_SOURCES = ("tiles.c",)
 HEADERS = ("exp_neg.h",)  # included by the sources: written beside them and part of the cache key
 _state: dict[str, object] = {}
@@ -40,6 +41,7 @@ _SIGNATURES = {
     "nl_correct_tile": ([_P, _L, _L, _L] * 2 + [_I, _I, _F, _I, _F, _F, _F, _I, _I, _P, _L, _L, _L, _I, _I, _I, _I,
                          _P, _L], ctypes.c_int),
     "nl_correct_tile_scratch": ([_I, _I, _F, _I, _I], _L),
+    "nl_png_unfilter": ([_P, _L, _L, _I, _P], _L),
 }
 _TILE_SIGNATURES = {
     "nl_first_stage": ([_P, _L, _L, _L, _L, _I, _I, _I, _P, _P, _F, _F, _P, _I], None),
@@ -176,6 +178,19 @@ def _build(names: tuple[str, ...], flags: tuple[str, ...], signatures: dict) -> 
     for name, (args, result) in signatures.items():
         getattr(lib, name).argtypes, getattr(lib, name).restype = args, result
     return lib
+
+
+def png_unfilter(lib: ctypes.CDLL, data: bytes, rows: int, row_bytes: int, bpp: int) -> bytearray:
+    """PNG's filters undone: ``data`` holds ``rows`` rows of 1 + ``row_bytes`` bytes (filter type first),
+    ``bpp`` bytes per pixel; returns the ``rows * row_bytes`` bytes they encode. ValueError for a filter
+    type PNG does not have."""
+    if len(data) < rows * (row_bytes + 1):
+        raise ValueError(f"{len(data)} bytes of image data, {rows * (row_bytes + 1)} expected")
+    out = bytearray(rows * row_bytes)
+    bad = lib.nl_png_unfilter(data, rows, row_bytes, bpp, (ctypes.c_char * len(out)).from_buffer(out))
+    if bad:
+        raise ValueError(f"row {bad - 1} has an unknown filter type")
+    return out
 
 
 def _strides(t: torch.Tensor) -> list[int]:

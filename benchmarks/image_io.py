@@ -1,15 +1,17 @@
-"""How long writing an enhanced photo takes: nanolily's encoders against the one-core ones they replaced.
+"""How long reading a photo and writing an enhanced one take: nanolily's codecs against those they replaced.
 
-    python benchmarks/encode.py                       # 3840x2160 and 7680x4320, 3 rounds
-    python benchmarks/encode.py --sizes 7680x4320 --repeats 5
+    python benchmarks/image_io.py                       # 3840x2160 and 7680x4320, 3 rounds
+    python benchmarks/image_io.py --sizes 7680x4320 --repeats 5
 
 The input is the bundled dark sample resized (bicubic) to each size and brightened 3x, as an enhanced
 photo would be. Each row encodes it with ``nanolily.io.images.encode_image`` (what ``nanolily enhance``
 and the server write) and, where nanolily has its own encoder, with the one it replaced: Pillow's PNG
 (zlib level 6, one core) for 8-bit PNG (and nanolily's writer held to one thread: on one core, 8-bit PNG
 stays Pillow's), pypng for 16-bit PNG, tifffile's zlib without a predictor on one core for 16-bit TIFF.
-Times are medians over rounds that run every encoder in turn. Prints a table and writes
-benchmarks/results/encode-<machine class>.json.
+Reading: ``nanolily.io.images.read_image`` of the 16-bit PNG and TIFF nanolily wrote, and pypng's
+reader (which nanolily used for 16-bit PNG before, and still uses where no C compiler built the kernels)
+on the same PNG. Times are medians over rounds that run every case in turn. Prints a table and writes
+benchmarks/results/image-io-<machine class>.json.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from inference import SAMPLE, machine_class  # noqa: E402
 
-from nanolily.io.images import Photo, encode_image, to_uint  # noqa: E402
+from nanolily.io.images import Photo, encode_image, read_image, to_uint  # noqa: E402
 from nanolily.io.png import available_cores, encode_png  # noqa: E402
 
 
@@ -58,11 +60,19 @@ def tifffile_16(values: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def cases(pixels: np.ndarray) -> list[tuple[str, int, str, object]]:
-    """(format, bits, encoder, call) for every row of the table."""
+def pypng_read(data: bytes) -> np.ndarray:
+    import png
+
+    width, height, rows, _ = png.Reader(bytes=data).asDirect()
+    return np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, -1)
+
+
+def cases(pixels: np.ndarray) -> list[tuple[str, str, int, str, object]]:
+    """(operation, format, bits, implementation, call -> bytes or pixels) for every row of the table."""
     v8, v16 = to_uint(pixels, 8), to_uint(pixels, 16)
     photo8, photo16 = Photo(pixels, None, 8), Photo(pixels, None, 16)
-    return [
+    png16, tiff16 = encode_image(photo16, "PNG"), encode_image(photo16, "TIFF")
+    writes = [
         ("PNG", 8, "nanolily", lambda: encode_image(photo8, "PNG")),
         ("PNG", 8, "Pillow (replaced; still used on one core)", lambda: pillow_png(v8)),
         ("PNG", 8, "nanolily's writer on one thread", lambda: encode_png(v8, threads=1)),
@@ -73,13 +83,19 @@ def cases(pixels: np.ndarray) -> list[tuple[str, int, str, object]]:
         ("TIFF", 8, "nanolily (Pillow)", lambda: encode_image(photo8, "TIFF")),
         ("JPEG", 8, "nanolily (Pillow)", lambda: encode_image(photo8, "JPEG")),
     ]
+    reads = [
+        ("PNG", 16, "nanolily (compiled unfilter)", lambda: read_image(io.BytesIO(png16)).pixels),
+        ("PNG", 16, "pypng (replaced)", lambda: pypng_read(png16)),
+        ("TIFF", 16, "nanolily (tifffile)", lambda: read_image(io.BytesIO(tiff16)).pixels),
+    ]
+    return [("write", *w) for w in writes] + [("read", *r) for r in reads]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="3840x2160,7680x4320", help="comma-separated WIDTHxHEIGHT")
     parser.add_argument("--repeats", type=int, default=3, help="rounds (default: %(default)s)")
-    parser.add_argument("--out", help="results JSON (default: benchmarks/results/encode-<machine class>.json)")
+    parser.add_argument("--out", help="results JSON (default: benchmarks/results/image-io-<machine class>.json)")
     args = parser.parse_args()
     rows = []
     for size in args.sizes.split(","):
@@ -89,19 +105,22 @@ def main() -> None:
         runs = cases(pixels)
         times, sizes = {i: [] for i in range(len(runs))}, {}
         for _ in range(args.repeats):
-            for i, (*_, call) in enumerate(runs):
+            for i, (operation, *_, call) in enumerate(runs):
                 start = time.perf_counter()
-                sizes[i] = len(call())
+                result = call()
                 times[i].append(time.perf_counter() - start)
-        for i, (fmt, bits, encoder, _) in enumerate(runs):
-            rows.append({"size": size, "format": fmt, "bits": bits, "encoder": encoder,
-                         "seconds": statistics.median(times[i]), "megabytes": sizes[i] / 1e6})
-    print("| size | format | bits | encoder | s | MB |\n|---|---|---|---|---|---|")
+                sizes[i] = len(result) if operation == "write" else None
+        for i, (operation, fmt, bits, implementation, _) in enumerate(runs):
+            rows.append({"size": size, "operation": operation, "format": fmt, "bits": bits,
+                         "implementation": implementation, "seconds": statistics.median(times[i]),
+                         "megabytes": sizes[i] and sizes[i] / 1e6})
+    print("| size | operation | format | bits | implementation | s | file MB |\n|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} | {r['format']} | {r['bits']} | {r['encoder']} | {r['seconds']:.2f} "
-              f"| {r['megabytes']:.1f} |")
-    out = Path(args.out or ROOT / f"benchmarks/results/encode-{machine_class()}.json")
-    out.write_text(json.dumps({"command": "python benchmarks/encode.py " + " ".join(sys.argv[1:]),
+        mb = f"{r['megabytes']:.1f}" if r["megabytes"] else ""
+        print(f"| {r['size']} | {r['operation']} | {r['format']} | {r['bits']} | {r['implementation']} "
+              f"| {r['seconds']:.2f} | {mb} |")
+    out = Path(args.out or ROOT / f"benchmarks/results/image-io-{machine_class()}.json")
+    out.write_text(json.dumps({"command": "python benchmarks/image_io.py " + " ".join(sys.argv[1:]),
                                "date": date.today().isoformat(), "machine": machine_class(),
                                "cores": available_cores(), "repeats": args.repeats, "rows": rows}, indent=2))
     print(f"wrote {out}")
