@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from inference import SAMPLE, machine_class  # noqa: E402
 
 from nanolily.io.images import Photo, encode_image, read_image, to_uint  # noqa: E402
-from nanolily.io.png import available_cores, encode_png  # noqa: E402
+from nanolily.io.png import encode_threads, encode_png  # noqa: E402
 
 
 def pillow_png(values: np.ndarray) -> bytes:
@@ -122,7 +122,7 @@ def main() -> None:
     out = Path(args.out or ROOT / f"benchmarks/results/image-io-{machine_class()}.json")
     out.write_text(json.dumps({"command": "python benchmarks/image_io.py " + " ".join(sys.argv[1:]),
                                "date": date.today().isoformat(), "machine": machine_class(),
-                               "cores": available_cores(), "repeats": args.repeats, "rows": rows}, indent=2))
+                               "threads": encode_threads(), "repeats": args.repeats, "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 

@@ -110,7 +110,7 @@ def test_16bit_rgba_tiff_round_trip(tmp_path):
 
 @pytest.mark.parametrize("cores", [1, 2])  # PNG: Pillow's encoder on one core, nanolily's on several
 def test_icc_profile_and_exif_are_copied(tmp_path, monkeypatch, cores):
-    monkeypatch.setattr(nanolily.io.images, "available_cores", lambda: cores)
+    monkeypatch.setattr(nanolily.io.images, "encode_threads", lambda: cores)
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     img = Image.fromarray(dark_image(20, 30))
     exif = img.getexif()

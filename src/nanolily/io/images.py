@@ -28,7 +28,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, features
 
-from nanolily.io.png import STRIP_BYTES, available_cores, decode_png16, encode_png
+from nanolily.io.png import STRIP_BYTES, encode_threads, decode_png16, encode_png
 
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
@@ -368,11 +368,11 @@ def _encode(photo: Photo, fmt: str, sixteen: bool, alpha: np.ndarray | None, qua
                          photometric="minisblack" if photo.is_grayscale else "rgb",
                          extrasamples=("unassalpha",) if alpha is not None else None,
                          iccprofile=photo.icc_profile, compression="zlib", predictor=True,  # as Lightroom's ZIP
-                         rowsperstrip=max(1, STRIP_BYTES // values[0].nbytes), maxworkers=available_cores())
+                         rowsperstrip=max(1, STRIP_BYTES // values[0].nbytes), maxworkers=encode_threads())
         return buf.getvalue()
     # PNG deflated on every core (io/png.py): at 8K, a one-core encoder takes most of `enhance`'s time;
     # on a single core, Pillow's (zlib-ng, filters in C) is the faster for 8 bits
-    if fmt == "PNG" and (sixteen or available_cores() > 1):
+    if fmt == "PNG" and (sixteen or encode_threads() > 1):
         return encode_png(values, photo.icc_profile, photo.exif)
     img = Image.fromarray(values if channels > 1 else values[..., 0])  # L, LA, RGB or RGBA from the shape
     kwargs = {}

@@ -31,6 +31,7 @@ import numpy as np
 COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type: grey, grey + alpha, RGB, RGBA
 STRIP_BYTES = 1 << 19  # about this much image data per strip: enough strips to keep every core busy
 WINDOW = 1 << 15  # deflate's window: each strip's compressor is primed with the bytes before it
+MAX_THREADS = 8
 SIGNED_SIZE = np.minimum(np.arange(256), 256 - np.arange(256)).astype(np.uint8)  # |byte read as signed|
 
 
@@ -59,17 +60,19 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def available_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def encode_threads() -> int:
+    """Threads an encoder uses: the cores this process may run on, at most :data:`MAX_THREADS` (a container
+    may see far more cores than its share, and each thread holds a strip's temporaries, some 13 MB)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cores, MAX_THREADS)
 
 
 def encode_png(values: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None,
                level: int = 6, threads: int | None = None) -> bytes:
     """A PNG file of ``values``: (H, W) or (H, W, C) uint8 or uint16, C = 1 (grey), 2 (grey + alpha),
     3 (RGB) or 4 (RGBA). ``icc_profile`` goes into an iCCP chunk, ``exif`` (with or without its
-    ``Exif\\0\\0`` header) into eXIf; ``level`` is zlib's (6: Pillow's default); ``threads``: all the
-    cores this process may use unless given."""
+    ``Exif\\0\\0`` header) into eXIf; ``level`` is zlib's (6: Pillow's default); ``threads``:
+    :func:`encode_threads` unless given."""
     if values.ndim == 2:
         values = values[..., None]
     if values.ndim != 3 or values.shape[2] not in COLOUR_TYPES or values.dtype not in (np.uint8, np.uint16):
@@ -96,7 +99,7 @@ def encode_png(values: np.ndarray, icc_profile: bytes | None = None, exif: bytes
         return (deflate.compress(body) + deflate.flush(zlib.Z_FINISH if end == height else zlib.Z_SYNC_FLUSH),
                 zlib.adler32(body), len(body))
 
-    with ThreadPoolExecutor(min(threads or available_cores(), len(starts))) as pool:
+    with ThreadPoolExecutor(min(threads or encode_threads(), len(starts))) as pool:
         strips = list(pool.map(strip, starts))
     checksum = 1
     for _, adler, length in strips:  # the stream's Adler-32, combined from the strips' (zlib's adler32_combine)
