@@ -32,6 +32,7 @@ COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type: grey, gr
 STRIP_BYTES = 1 << 19  # about this much image data per strip: enough strips to keep every core busy
 WINDOW = 1 << 15  # deflate's window: each strip's compressor is primed with the bytes before it
 MAX_THREADS = 8
+IDAT_CRC = zlib.crc32(b"IDAT")  # a chunk's CRC covers its type and its data
 SIGNED_SIZE = np.minimum(np.arange(256), 256 - np.arange(256)).astype(np.uint8)  # |byte read as signed|
 
 
@@ -104,19 +105,18 @@ def encode_png(values: np.ndarray, icc_profile: bytes | None = None, exif: bytes
     checksum = 1
     for _, adler, length in strips:  # the stream's Adler-32, combined from the strips' (zlib's adler32_combine)
         checksum = _adler32_combine(checksum, adler, length)
-    # the IDAT chunk in pieces, joined once with the rest of the file: an 8K photo's stream is tens of MB
-    idat = [b"IDAT", b"\x78\x9c"] + [s for s, _, _ in strips] + [struct.pack(">I", checksum)]
-    crc = 0
-    for piece in idat:
-        crc = zlib.crc32(piece, crc)
+    # one IDAT chunk per strip (a chunk holds under 2 GB), plus the stream's header and checksum; each
+    # strip is copied once, into the file
+    idat = []
+    for piece in [b"\x78\x9c", *(s for s, _, _ in strips), struct.pack(">I", checksum)]:
+        idat += [struct.pack(">I", len(piece)), b"IDAT", piece, struct.pack(">I", zlib.crc32(piece, IDAT_CRC))]
     header = struct.pack(">IIBBBBB", width, height, 8 * values.itemsize, COLOUR_TYPES[channels], 0, 0, 0)
     chunks = [_chunk(b"IHDR", header)]
     if icc_profile:
         chunks.append(_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
     if exif:
         chunks.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
-    return b"".join([b"\x89PNG\r\n\x1a\n", *chunks, struct.pack(">I", sum(map(len, idat)) - 4), *idat,
-                     struct.pack(">I", crc), _chunk(b"IEND", b"")])
+    return b"".join([b"\x89PNG\r\n\x1a\n", *chunks, *idat, _chunk(b"IEND", b"")])
 
 
 def _adler32_combine(first: int, second: int, length: int) -> int:
