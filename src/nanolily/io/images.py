@@ -8,7 +8,7 @@
 - Alpha is carried through untouched; grayscale stays grayscale.
 - 16-bit PNG and TIFF are read at 16 bits (Pillow alone would reduce 16-bit RGB to 8 bits, so those go
   through :mod:`nanolily.io.png`, or pypng where no C compiler built its kernels, and tifffile) and
-  written back at 16 bits; PNG and 16-bit TIFF are compressed on every core.
+  written back at 16 bits; PNG and 16-bit TIFF are compressed on up to 8 cores.
 - Files are written to a temporary name and renamed into place, so a failure never leaves half a file,
   and an existing file is only replaced when asked.
 """
