@@ -107,12 +107,12 @@ def test_16bit_reader_leaves_other_pngs_to_pypng_and_refuses_damaged_ones():
     assert decode_png16(buf.getvalue()) is None
     stream = zlib.compress(b"\x07" + bytes(6 * 3))  # one row, filter type 7
     header = struct.pack(">IIBBBBB", 3, 1, 16, 2, 0, 0, 0)
-    bad = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", stream)
+    bad = b"".join([b"\x89PNG\r\n\x1a\n", *_chunk(b"IHDR", header), *_chunk(b"IDAT", stream)])
     with pytest.raises(ValueError, match="filter type"):
         decode_png16(bad)
     short = struct.pack(">IIBBBBB", 3, 2, 16, 2, 0, 0, 0)  # two rows announced, one in the stream
     stream = zlib.compress(b"\x00" + bytes(6 * 3))
     with pytest.raises(ValueError, match="bytes of image data"):
-        decode_png16(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", short) + _chunk(b"IDAT", stream))
+        decode_png16(b"".join([b"\x89PNG\r\n\x1a\n", *_chunk(b"IHDR", short), *_chunk(b"IDAT", stream)]))
     with pytest.raises(ValueError, match="image data"):  # a truncated stream
-        decode_png16(encode_png(np.ones((5, 5, 3), np.uint16))[:-40] + _chunk(b"IEND", b""))
+        decode_png16(encode_png(np.ones((5, 5, 3), np.uint16))[:-40] + b"".join(_chunk(b"IEND", b"")))

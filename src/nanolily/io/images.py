@@ -28,7 +28,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, features
 
-from nanolily.io.png import STRIP_BYTES, encode_threads, decode_png16, encode_png
+from nanolily.io.png import STRIP_BYTES, decode_png16, encode_png, encode_threads
 
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}

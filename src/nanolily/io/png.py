@@ -32,7 +32,6 @@ COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type: grey, gr
 STRIP_BYTES = 1 << 19  # about this much image data per strip: enough strips to keep every core busy
 WINDOW = 1 << 15  # deflate's window: each strip's compressor is primed with the bytes before it
 MAX_THREADS = 8
-IDAT_CRC = zlib.crc32(b"IDAT")  # a chunk's CRC covers its type and its data
 SIGNED_SIZE = np.minimum(np.arange(256), 256 - np.arange(256)).astype(np.uint8)  # |byte read as signed|
 
 
@@ -57,8 +56,10 @@ def filter_rows(rows: np.ndarray, previous: np.ndarray, bpp: int) -> bytes:
     return np.concatenate([best.astype(np.uint8)[:, None], chosen], axis=1).tobytes()
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+def _chunk(kind: bytes, data: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """A PNG chunk as its four parts (length, type, data, CRC of type and data), for one join into the
+    file: the data is not copied before it."""
+    return struct.pack(">I", len(data)), kind, data, struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
 def encode_threads() -> int:
@@ -105,19 +106,17 @@ def encode_png(values: np.ndarray, icc_profile: bytes | None = None, exif: bytes
     checksum = 1
     for _, adler, length in strips:  # the stream's Adler-32, combined from the strips' (zlib's adler32_combine)
         checksum = _adler32_combine(checksum, adler, length)
-    # one IDAT chunk per strip (a chunk holds under 2 GB), plus the stream's header and checksum; each
-    # strip is copied once, into the file
-    idat = []
-    for piece in [b"\x78\x9c", *(s for s, _, _ in strips), struct.pack(">I", checksum)]:
-        idat += [struct.pack(">I", len(piece)), b"IDAT", piece, struct.pack(">I", zlib.crc32(piece, IDAT_CRC))]
     header = struct.pack(">IIBBBBB", width, height, 8 * values.itemsize, COLOUR_TYPES[channels], 0, 0, 0)
     chunks = [_chunk(b"IHDR", header)]
     if icc_profile:
         chunks.append(_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
     if exif:
         chunks.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
-    return b"".join([b"\x89PNG\r\n\x1a\n", *chunks, *idat, _chunk(b"IEND", b"")])
-
+    # one IDAT chunk per strip (a chunk holds under 2 GB), plus the stream's header and checksum
+    chunks += [_chunk(b"IDAT", piece) for piece in [b"\x78\x9c", *(s for s, _, _ in strips),
+                                                     struct.pack(">I", checksum)]]
+    chunks.append(_chunk(b"IEND", b""))
+    return b"".join([b"\x89PNG\r\n\x1a\n", *(part for chunk in chunks for part in chunk)])
 
 def _adler32_combine(first: int, second: int, length: int) -> int:
     """The Adler-32 of A + B from A's checksum, B's checksum and B's length (zlib's adler32_combine)."""
