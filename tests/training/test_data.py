@@ -198,3 +198,20 @@ def test_identity_views_re_exposed_and_grey_views(tmp_path):
     for grey, colour in ((low, plain[0]), (high, plain[1])):
         assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
         assert torch.allclose(grey[0], (colour * luma).sum(0), atol=1e-6)
+
+
+def test_spec_ids_and_repeat_weight_part_of_a_pool(tmp_path):
+    from nanolily.training.data import DatasetSpec, pairs_from_spec
+
+    make_layout(tmp_path / "set", "lol-v1", ["5", "689", "690", "700", "789", "790"])
+    split = _split(tmp_path, "5", "690", "700", "790")
+    spec = DatasetSpec(layout="lol-v1", path="set", split=str(split), ids="690-789", repeat=3)
+    pairs = pairs_from_spec(tmp_path, spec)
+    assert [p.id for p in pairs] == ["690", "700"] * 3  # the range within the split, listed three times
+    images = PairedImages(pairs)
+    assert len(images) == 6 and images.low[0] is images.low[2]  # repeated pairs decoded once
+    with pytest.raises(DatasetError, match="no ids in 100-200"):
+        pairs_from_spec(tmp_path, DatasetSpec(layout="lol-v1", path="set", ids="100-200"))
+    for bad in ({"ids": "790-690"}, {"ids": "690..789"}, {"repeat": 0}, {"repeat": 1.5}):
+        with pytest.raises(ValueError):
+            DatasetSpec(layout="lol-v1", path="set", **bad)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,12 +45,30 @@ class Pair:
 
 @dataclass
 class DatasetSpec:
-    """Where a paired set lives: ``path`` is relative to the data root unless absolute."""
+    """Where a paired set lives: ``path`` is relative to the data root unless absolute.
+
+    ``ids`` keeps the numeric ids in an inclusive range (``"690-789"``) of the split; ``repeat`` lists
+    each pair that many times, so a training config can show part of a pool more often.
+    """
 
     layout: str
     path: str
     subset: str | None = None
     split: str | None = None
+    ids: str | None = None
+    repeat: int = 1
+
+    def __post_init__(self):
+        if self.ids is not None:
+            self.id_range()
+        if not (isinstance(self.repeat, int) and self.repeat >= 1):
+            raise ValueError(f"repeat must be a whole number >= 1, got {self.repeat!r}")
+
+    def id_range(self) -> tuple[int, int]:
+        match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(self.ids))
+        if not match or int(match[1]) > int(match[2]):
+            raise ValueError(f"ids must be an inclusive range of numeric ids like '690-789', got {self.ids!r}")
+        return int(match[1]), int(match[2])
 
 
 def data_root(option: str | os.PathLike | None) -> Path:
@@ -156,7 +175,13 @@ def all_pairs(root: str | os.PathLike, layout: str | None = None, split: str | o
 def pairs_from_spec(root: Path, spec: DatasetSpec) -> list[Pair]:
     path = Path(spec.path) if Path(spec.path).is_absolute() else root / spec.path
     split = None if spec.split is None else (Path(spec.split) if Path(spec.split).is_absolute() else root / spec.split)
-    return find_pairs(path, spec.layout, spec.subset, split)
+    pairs = find_pairs(path, spec.layout, spec.subset, split)
+    if spec.ids is not None:
+        lo, hi = spec.id_range()
+        pairs = [p for p in pairs if p.id.isdigit() and lo <= int(p.id) <= hi]
+        if not pairs:
+            raise DatasetError(f"{path}: no ids in {spec.ids}" + (f" in split {split}" if split else ""))
+    return pairs * spec.repeat
 
 
 def _id_key(i: str):
@@ -191,13 +216,16 @@ class PairedImages:
 
         self.pairs = pairs
         self.low, self.high = [], []
+        decoded = {}  # a pair listed several times (DatasetSpec.repeat) is held once
         for p in tqdm(pairs, desc="loading images", unit="pair", disable=not progress, leave=False):
-            low, high = load_rgb_uint8(p.low), load_rgb_uint8(p.high)
-            if low.shape != high.shape:
-                raise DatasetError(f"{p.low}: size {tuple(low.shape[1:])} differs from its reference "
-                                   f"{p.high} {tuple(high.shape[1:])}")
-            self.low.append(low)
-            self.high.append(high)
+            if p not in decoded:
+                low, high = load_rgb_uint8(p.low), load_rgb_uint8(p.high)
+                if low.shape != high.shape:
+                    raise DatasetError(f"{p.low}: size {tuple(low.shape[1:])} differs from its reference "
+                                       f"{p.high} {tuple(high.shape[1:])}")
+                decoded[p] = low, high
+            self.low.append(decoded[p][0])
+            self.high.append(decoded[p][1])
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -318,7 +318,7 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
     train_pairs = [p for spec in config.train for p in pairs_from_spec(data, DatasetSpec(**spec))]
     val_pairs = [p for spec in config.val for p in pairs_from_spec(data, DatasetSpec(**spec))]
     if config.check_leakage and dist.main:
-        check_leakage(config, data, train_pairs + val_pairs, force, log)
+        check_leakage(config, data, list(dict.fromkeys(train_pairs + val_pairs)), force, log)
     train_set = PairedImages(train_pairs, progress=progress and dist.main)
     val_set = PairedImages(val_pairs, progress=progress and dist.main)
     log(f"data: {len(train_set)} training pairs, {len(val_set)} validation pairs")
@@ -515,7 +515,9 @@ def _batch(images: PairedImages, config: TrainConfig, step: int, epoch: int, ste
 
 def _describe(specs: list) -> str:
     return "; ".join(f"{s['layout']}:{s['path']}" + (f"/{s['subset']}" if s.get("subset") else "")
-                     + (f" split {s['split']}" if s.get("split") else "") for s in specs)
+                     + (f" split {s['split']}" if s.get("split") else "")
+                     + (f" ids {s['ids']}" if s.get("ids") else "")
+                     + (f" x{s['repeat']}" if s.get("repeat", 1) > 1 else "") for s in specs)
 
 
 class _CsvLog:
