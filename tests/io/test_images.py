@@ -82,6 +82,31 @@ def test_16bit_rgb_png_keeps_16_bits(tmp_path, monkeypatch, kernels):
     assert np.array_equal(np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(12, 17, 3), a)
 
 
+@pytest.mark.parametrize("where", ["before", "after"])  # the eXIf chunk before or after the image data
+def test_16bit_png_exif_is_read_without_an_8bit_decode(tmp_path, monkeypatch, where):
+    from PIL import PngImagePlugin
+
+    from nanolily.io.png import _chunk, encode_png, read_chunks
+
+    a = np.random.default_rng(0).integers(0, 65536, (6, 9, 3), dtype=np.uint16)
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "TestCam"  # rotated 90 degrees clockwise; Make
+    parts = list(read_chunks(encode_png(a, exif=exif.tobytes())))
+    if where == "after":
+        parts.insert(-1, parts.pop(next(i for i, (kind, _) in enumerate(parts) if kind == b"eXIf")))
+    (tmp_path / "e16.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(b"".join(_chunk(k, b)) for k, b in parts))
+
+    def no_decode(self):
+        raise AssertionError("the image was decoded by Pillow")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decode)
+    photo = read_image(tmp_path / "e16.png")
+    assert photo.bit_depth == 16 and np.array_equal(to_uint(photo.pixels, 16), np.rot90(a, -1))
+    kept = Image.Exif()
+    kept.load(photo.exif)
+    assert kept.get(0x010F) == "TestCam" and 0x0112 not in kept  # orientation applied, so dropped
+
+
 @pytest.mark.parametrize("kernels", ["1", "0"])
 def test_damaged_16bit_png(tmp_path, monkeypatch, kernels):
     monkeypatch.setenv("NANOLILY_NATIVE", kernels)

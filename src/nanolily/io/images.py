@@ -28,7 +28,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, features
 
-from nanolily.io.png import STRIP_BYTES, decode_png16, encode_png, encode_threads
+from nanolily.io.png import STRIP_BYTES, decode_png16, encode_png, encode_threads, read_chunks
 
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
@@ -144,11 +144,21 @@ def _decode(source: Path | _io.BytesIO, path: Path | str, suffix: str, max_pixel
                 raise ImageError(path, f"{width}x{height} = {width * height / 1e6:.1f} MP is over the "
                                        f"{max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
             sixteen_bit_rgb = _is_16bit_rgb(img)  # before getexif(), which may decode a PNG and drop its tile
-            exif = img.getexif()
+            data = None
+            if sixteen_bit_rgb and img.format == "PNG":
+                # Pillow's PNG getexif() decodes the whole image at 8 bits to find an eXIf chunk after the
+                # pixel data: take it from the file's chunks instead, then read EXIF as Pillow does
+                data = source.read_bytes() if isinstance(source, Path) else source.getvalue()
+                found = next((body for kind, body in read_chunks(data) if kind == b"eXIf"), None)
+                if found is not None and "exif" not in img.info:
+                    img.info["exif"] = b"Exif\x00\x00" + found
+                exif = Image.Image.getexif(img)
+            else:
+                exif = img.getexif()
             orientation = exif.get(ORIENTATION_TAG, 1)
             icc = img.info.get("icc_profile")
             if sixteen_bit_rgb:
-                pixels, alpha = _read_16bit_rgb(source, img.format)
+                pixels, alpha = _read_16bit_rgb(source, img.format, data)
                 bit_depth = 16
             else:
                 img.load()
@@ -271,13 +281,14 @@ def _is_16bit_rgb(img: Image.Image) -> bool:
     return False
 
 
-def _read_16bit_rgb(source: Path | _io.BytesIO, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_16bit_rgb(source: Path | _io.BytesIO, fmt: str,
+                    png_bytes: bytes | None) -> tuple[np.ndarray, np.ndarray | None]:
     if isinstance(source, _io.BytesIO):
         source.seek(0)
     if fmt == "PNG":
         import png
 
-        data = decode_png16(source.read_bytes() if isinstance(source, Path) else source.getvalue())
+        data = decode_png16(png_bytes)
         if data is None:  # interlaced, a transparent colour, or no compiled kernels: pypng (slow, in Python)
             reader = png.Reader(filename=str(source)) if isinstance(source, Path) else png.Reader(file=source)
             try:

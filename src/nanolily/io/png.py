@@ -32,6 +32,7 @@ COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type: grey, gr
 STRIP_BYTES = 1 << 19  # about this much image data per strip: enough strips to keep every core busy
 WINDOW = 1 << 15  # deflate's window: each strip's compressor is primed with the bytes before it
 MAX_THREADS = 8
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIGNED_SIZE = np.minimum(np.arange(256), 256 - np.arange(256)).astype(np.uint8)  # |byte read as signed|
 
 
@@ -116,7 +117,7 @@ def encode_png(values: np.ndarray, icc_profile: bytes | None = None, exif: bytes
     chunks += [_chunk(b"IDAT", piece) for piece in [b"\x78\x9c", *(s for s, _, _ in strips),
                                                      struct.pack(">I", checksum)]]
     chunks.append(_chunk(b"IEND", b""))
-    return b"".join([b"\x89PNG\r\n\x1a\n", *(part for chunk in chunks for part in chunk)])
+    return b"".join([SIGNATURE, *(part for chunk in chunks for part in chunk)])
 
 def _adler32_combine(first: int, second: int, length: int) -> int:
     """The Adler-32 of A + B from A's checksum, B's checksum and B's length (zlib's adler32_combine)."""
@@ -129,6 +130,17 @@ def _adler32_combine(first: int, second: int, length: int) -> int:
     return (b << 16) | a
 
 
+def read_chunks(data: bytes):
+    """(type, body) of each chunk of a PNG file's bytes, in file order, up to IEND."""
+    pos = len(SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        yield kind, data[pos + 8:pos + 8 + length]
+        if kind == b"IEND":
+            return
+        pos += 12 + length
+
+
 def decode_png16(data: bytes) -> np.ndarray | None:
     """(H, W, 3 or 4) uint16 pixels of a non-interlaced 16-bit RGB or RGBA PNG file's bytes, the filters
     undone by the compiled kernels; None for any other PNG (interlaced, with a transparent colour or
@@ -137,21 +149,16 @@ def decode_png16(data: bytes) -> np.ndarray | None:
     from nanolily import native
 
     lib = native.library()
-    if lib is None or not data.startswith(b"\x89PNG\r\n\x1a\n"):
+    if lib is None or not data.startswith(SIGNATURE):
         return None
-    pos, header, idat = 8, None, []
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+    header, idat = None, []
+    for kind, body in read_chunks(data):
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body[:13])
         elif kind == b"IDAT":
             idat.append(body)
         elif kind in (b"tRNS", b"sBIT"):
             return None
-        elif kind == b"IEND":
-            break
-        pos += 12 + length
     if header is None or header[2:5] not in ((16, 2, 0), (16, 6, 0)) or header[6] != 0:
         return None
     width, height, _, colour = header[:4]
