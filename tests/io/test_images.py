@@ -86,7 +86,7 @@ def test_16bit_rgb_png_keeps_16_bits(tmp_path, monkeypatch, kernels):
 def test_16bit_png_exif_is_read_without_an_8bit_decode(tmp_path, monkeypatch, where):
     from PIL import PngImagePlugin
 
-    from nanolily.io.png import _chunk, encode_png, read_chunks
+    from nanolily.io.png import SIGNATURE, _chunk, encode_png, read_chunks
 
     a = np.random.default_rng(0).integers(0, 65536, (6, 9, 3), dtype=np.uint16)
     exif = Image.Exif()
@@ -94,7 +94,7 @@ def test_16bit_png_exif_is_read_without_an_8bit_decode(tmp_path, monkeypatch, wh
     parts = list(read_chunks(encode_png(a, exif=exif.tobytes())))
     if where == "after":
         parts.insert(-1, parts.pop(next(i for i, (kind, _) in enumerate(parts) if kind == b"eXIf")))
-    (tmp_path / "e16.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(b"".join(_chunk(k, b)) for k, b in parts))
+    (tmp_path / "e16.png").write_bytes(SIGNATURE + b"".join(b"".join(_chunk(k, b)) for k, b in parts))
 
     def no_decode(self):
         raise AssertionError("the image was decoded by Pillow")
