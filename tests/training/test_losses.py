@@ -7,7 +7,7 @@ from nanolily.training.metrics import psnr, ssim
 from ..conftest import SHARED
 
 VGG = SHARED / "weights" / "vgg19-features-relu3_4-caffe.safetensors"
-PAIRWISE = [L.l1, L.charbonnier, L.ssim_loss, L.fft_amplitude, L.color]
+PAIRWISE = [L.l1, L.charbonnier, L.ssim_loss, L.fft_amplitude, L.color, L.level]
 
 
 @pytest.mark.parametrize("fn", PAIRWISE)
@@ -30,6 +30,14 @@ def test_gradcheck_float64(fn):
     x = torch.rand(1, 3, 12, 12, dtype=torch.float64, requires_grad=True)
     y = torch.rand(1, 3, 12, 12, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda a: fn(a, y), (x,), eps=1e-6, atol=1e-4)
+
+
+def test_level_is_the_brightness_error_alone():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16) * 0.5
+    shuffled = x.flatten(2)[..., torch.randperm(256)].view_as(x)  # other detail, the same mean level
+    assert float(L.level(shuffled, x)) < 1e-5
+    assert float(L.level(2 * x, x)) == pytest.approx(float(torch.log(torch.tensor(2.0))), abs=0.01)
 
 
 def test_tv_of_a_constant_is_zero():

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanolily.training.metrics import ssim
+from nanolily.training.metrics import mean_grey, ssim
 
 
 def l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -40,6 +40,12 @@ def color(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     on the CPU for a training batch (it reduces over the 3 channels of NCHW maps slowly)."""
     norms = x.pow(2).sum(1).clamp_min(eps * eps).sqrt() * y.pow(2).sum(1).clamp_min(eps * eps).sqrt()
     return (1 - (x * y).sum(1) / norms).mean()
+
+
+def level(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """``|log|`` of the ratio of the images' mean BT.601 grey levels, averaged over the batch: the overall
+    brightness error alone, whatever the detail."""
+    return (torch.log(mean_grey(x) + eps) - torch.log(mean_grey(y) + eps)).abs().mean()
 
 
 def tv(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -119,7 +125,8 @@ def _convention_from_metadata(metadata: dict) -> str:
     return "caffe"
 
 
-LOSSES = {"l1": l1, "charbonnier": charbonnier, "ssim": ssim_loss, "fft": fft_amplitude, "color": color, "tv": tv}
+LOSSES = {"l1": l1, "charbonnier": charbonnier, "ssim": ssim_loss, "fft": fft_amplitude, "color": color,
+          "level": level, "tv": tv}
 
 
 class CompositeLoss(nn.Module):
