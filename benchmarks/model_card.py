@@ -216,6 +216,16 @@ not re-measured here.
 |---|---|---|---|
 {published_v1}
 
+How these were chosen differs from this project's rule. LoL-v1 has no validation split, and these
+projects' training code validates on eval15 itself and keeps the best checkpoint; their own issue
+threads describe the spread that leaves: Retinexformer's maintainer writes that its eval15 figures vary
+from run to run and during training (15 test images) and advises training several times
+(github.com/caiyuanhao1998/Retinexformer issues 6 and 61; users retraining it report 23-24 dB, issues
+61, 197, 198), and users retraining SNR-Aware report 22-22.9 dB against its 24.61
+(github.com/JIA-Lab-research/SNR-Aware-Low-Light-Enhance issue 16). nanolily's checkpoints are chosen
+on lol-v1-val and eval15 is read once, so its figures carry no such selection. The part of the gap this
+explains is not measured here.
+
 ## Published lightweight models (LoL-v2-real, as reported by their authors)
 
 Their protocols differ (most evaluate at full resolution; some apply GT-mean brightness correction or
