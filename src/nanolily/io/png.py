@@ -131,11 +131,12 @@ def _adler32_combine(first: int, second: int, length: int) -> int:
 
 
 def read_chunks(data: bytes):
-    """(type, body) of each chunk of a PNG file's bytes, in file order, up to IEND."""
-    pos = len(SIGNATURE)
+    """(type, body) of each chunk of a PNG file's bytes, in file order, up to IEND; each body a memoryview
+    of ``data``, so a scan for one small chunk does not copy the image data."""
+    view, pos = memoryview(data), len(SIGNATURE)
     while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        yield kind, data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", view[pos:pos + 8])
+        yield kind, view[pos + 8:pos + 8 + length]
         if kind == b"IEND":
             return
         pos += 12 + length
