@@ -3,8 +3,7 @@
     python benchmarks/levels.py --data ../shared/datasets [--models nanolily-v5 checkpoints/RUN/best.safetensors]
 
 PSNR on LoL is dominated by the overall level a model picks for each scene. For each model, each image of
-three groups is enhanced as `nanolily evaluate` does (global mode, the default corrections, fp32) and
-compared with its reference:
+three groups is measured by `nanolily evaluate`'s code (global mode, the default corrections, fp32):
 
 - **pool 690..789**: the training pool's ids 690..789 (lol-v1-train-full), real scenes with darker
   references than the rest of LoL-v1;
@@ -12,8 +11,8 @@ compared with its reference:
 - **lol-v1-val**: the validation split (none of its ids is in 690..789).
 
 Per group: the outputs' mean level over their references' (geometric mean of the ratios), the spread of
-the log ratio, PSNR, and PSNR once each output is scaled to its reference's level (what a perfect level
-would give). The test set is not read. Writes benchmarks/results/levels.json and prints the table.
+the log ratio, PSNR, and PSNR once each output is scaled to its reference's level (GT-mean: what a perfect
+level would give). The test set is not read. Writes benchmarks/results/levels.json and prints the table.
 """
 
 from __future__ import annotations
@@ -24,12 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from nanolily.engine.pipeline import enhance_tensor
 from nanolily.models.weights import load_model
-from nanolily.training.data import find_pairs, load_rgb_uint8
-from nanolily.training.metrics import mean_grey, psnr
+from nanolily.training.data import find_pairs
+from nanolily.training.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = range(690, 790)
@@ -40,18 +37,11 @@ GROUPS = {"pool 690..789": ("lol-v1-train-full.txt", True), "pool, the rest": ("
 def group_levels(model, data: Path, split: str, series: bool | None, quiet: bool) -> dict:
     pairs = find_pairs(data / "lol-v1", "lol-v1", "our485", data / "splits" / split)
     pairs = [p for p in pairs if series is None or (int(p.id) in SERIES) == series]
-    ratios, plain, levelled = [], [], []
-    for p in tqdm(pairs, desc=split, unit="image", disable=quiet, leave=False):
-        low, high = (load_rgb_uint8(q).float()[None] / 255 for q in (p.low, p.high))
-        with torch.inference_mode():
-            out = enhance_tensor(low, model, precision="fp32")
-        ratio = float(mean_grey(out) / mean_grey(high))
-        ratios.append(ratio)
-        plain.append(float(psnr(out.clamp(0, 1), high)))
-        levelled.append(float(psnr((out / ratio).clamp(0, 1), high)))
-    logs = np.log(ratios)
-    return {"images": len(pairs), "level_ratio": float(np.exp(logs.mean())), "log_spread": float(logs.std()),
-            "psnr": float(np.mean(plain)), "psnr_at_reference_level": float(np.mean(levelled))}
+    rows, _ = evaluate(model, pairs, mode="global", progress=not quiet)
+    logs = np.log([r["brightness_ratio"] for r in rows])
+    return {"images": len(rows), "level_ratio": float(np.exp(logs.mean())), "log_spread": float(logs.std()),
+            "psnr": float(np.mean([r["psnr"] for r in rows])),
+            "psnr_at_reference_level": float(np.mean([r["psnr_gt_mean"] for r in rows]))}
 
 
 def main() -> None:
