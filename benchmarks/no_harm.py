@@ -14,6 +14,10 @@ corrections):
   input (a night sky) brightens.
 - **grayscale**: each colour photo and its grayscale version; the grayscale output's mean level
   against the colour output's luminance (the same treatment for both is a ratio near 1).
+- **halo**: a made night scene (`nanolily.training.synthesis.night_scene`: a lit building on a dark sky)
+  at 600x400, 1920x1080 and 3840x2160; the sky's lift 2..128 pixels beside the building over the lift
+  of the sky far from it (`synthesis.halo`). Target (issue #24, "without halos around light sources"):
+  within 1 +- 0.1 at every distance and size.
 
 Newly clipped: the share of pixels whose brightest channel is >= 0.98 in the output where it was
 < 0.9 in the input. Mean level: the mean of the BT.601 luminance in [0, 1].
@@ -32,16 +36,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nanolily.engine.pipeline import enhance_photo
+from nanolily.engine.pipeline import enhance_photo, enhance_tensor
 from nanolily.io.images import read_image, with_pixels
 from nanolily.io.samples import sample_paths
 from nanolily.models.weights import available_models, load_model
 from nanolily.training import metrics
 from nanolily.training.metrics import LEVEL_TOLERANCE, PHOTO_CLIP, REFERENCE_CLIP
 from nanolily.training.data import find_pairs
+from nanolily.training.synthesis import HALO_DISTANCES, halo, night_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP, BELOW = 0.98, 0.9
+HALO_SIZES = ((400, 600), (1080, 1920), (2160, 3840))
+HALO_TOLERANCE = 0.1  # the sky beside a light lifted within 10 % of the far sky's lift
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # scikit-image's bundled photos (CC0 / public domain, skimage/data/README.txt): what each shows
 PHOTOS = {
@@ -106,7 +113,7 @@ def run_model(name: str, data: Path | None, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     model = load_model(name, device="cpu")
-    result = {"references": {}, "photos": {}, "grayscale": {}}
+    result = {"references": {}, "photos": {}, "grayscale": {}, "halo": {}}
     sets = [("references", reference_set(data))] if data else []
     sets.append(("photos", photo_set()))
     for kind, items in sets:
@@ -118,6 +125,9 @@ def run_model(name: str, data: Path | None, progress: bool) -> dict:
                 gray_out = enhance_photo(gray_version(photo), model).pixels
                 result["grayscale"][label] = {"colour_out": level(colour_out), "gray_out": level(gray_out),
                                               "ratio": level(gray_out) / max(level(colour_out), 1e-6)}
+    for height, width in HALO_SIZES:
+        scene, building = night_scene(height, width)
+        result["halo"][f"{width}x{height}"] = halo(scene, enhance_tensor(scene, model), building)
     return result
 
 
@@ -137,6 +147,9 @@ def summary(result: dict) -> dict:
     out["photos"]["passes"] = out["photos"]["over_clip_limit"] == 0
     gray = [g["ratio"] for g in result["grayscale"].values()]
     out["grayscale"] = {"ratio_min": min(gray), "ratio_max": max(gray), "ratio_median": statistics.median(gray)}
+    ratios = [r for profile in result["halo"].values() for r in profile]
+    out["halo"] = {"ratio_min": min(ratios), "ratio_max": max(ratios),
+                   "passes": all(abs(r - 1) <= HALO_TOLERANCE for r in ratios)}
     return out
 
 
@@ -152,6 +165,13 @@ def tables(results: dict) -> str:
         p, g = s["photos"], s["grayscale"]
         lines.append(f"| {name} | {ref_cells} | {100 * p['max_newly_clipped']:.2f} % | {p['over_clip_limit']} of "
                      f"{p['images']} | {'yes' if p['passes'] else 'no'} | {g['ratio_min']:.2f}-{g['ratio_max']:.2f} |")
+    lines += ["", "Halo: the made night scene's sky lifted beside the building, over the far sky's lift, "
+              f"at {', '.join(str(d) for d in HALO_DISTANCES)} pixels (within 1 +- {HALO_TOLERANCE} passes):", "",
+              "| model | size | ratio by distance | passes |", "|---|---|---|---|"]
+    for name, r in results["models"].items():
+        for size, profile in r["halo"].items():
+            lines.append(f"| {name} | {size} | {' '.join(f'{x:.2f}' for x in profile)} | "
+                         f"{'yes' if all(abs(x - 1) <= HALO_TOLERANCE for x in profile) else 'no'} |")
     lines += ["", "Per photo (level in -> out, newly clipped, lift of the darkest tenth):", "",
               "| model | photo | shows | level in | level out | newly clipped | dark lift |", "|---|---|---|---|---|---|---|"]
     for name, r in results["models"].items():

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from nanolily.io.images import READ_SUFFIXES, read_image, to_uint
 from nanolily.training.metrics import to_grey
-from nanolily.training.synthesis import linear_to_srgb, srgb_to_linear
+from nanolily.training.synthesis import linear_to_srgb, paste_light, srgb_to_linear
 
 LAYOUTS = ("lol-v1", "lol-v2", "pair")
 DATA_ENV = "NANOLILY_DATA"
@@ -239,7 +239,7 @@ class PairedImages:
                exposure: tuple[float, float] | None = None,
                zoom: tuple[float, float] | None = None,
                identity: float = 0.0, identity_exposure: tuple[float, float] | None = None,
-               gray: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+               gray: float = 0.0, lights: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """One augmented training view of pair ``index``: (low, high), each (3, size, size) in [0, 1].
 
         ``zoom=(lo, hi)`` (random crops only) takes a ``size / z`` square and resizes it to ``size``, ``z``
@@ -258,6 +258,10 @@ class PairedImages:
 
         ``gray``: the probability that the view is turned grey (BT.601 luma in all three channels, input
         and target alike), so a grayscale photo is lit as its colour version would be.
+
+        ``lights``: the probability that a light source is pasted into the view, input and target alike
+        (:func:`~nanolily.training.synthesis.paste_light`), so the dark around a lamp is lifted as the dark
+        elsewhere is, without a halo.
         """
         low, high = self.low[index], self.high[index]
         if crop == "mixed":
@@ -297,9 +301,11 @@ class PairedImages:
         if identity and torch.rand((), generator=generator).item() < identity:
             if identity_exposure is not None:
                 high = expose_linear(high, _log_uniform(identity_exposure, generator))
-            return high.contiguous(), high.contiguous()
-        if exposure is not None:
+            low = high
+        elif exposure is not None:
             low = expose_linear(low, _log_uniform(exposure, generator))
+        if lights and torch.rand((), generator=generator).item() < lights:
+            low, high = paste_light(low, high, generator)
         return low.contiguous(), high.contiguous()
 
 

@@ -61,3 +61,72 @@ def darken(image: np.ndarray, exposure: float = 0.08, gamma: float = 1.0, photon
     signal = exposure * srgb_to_linear(image.astype(np.float64))
     observed = rng.poisson(signal * photons) / photons + rng.normal(0.0, read_noise, signal.shape)
     return (linear_to_srgb(observed) ** gamma).astype(np.float32)
+
+
+# A light source in a dark scene: the made night scene that measures halos, and the training views that
+# teach the network to lift the dark around a light as it lifts the dark elsewhere.
+
+HALO_DISTANCES = (2, 4, 8, 16, 32, 64, 128)  # pixels from the light's edge at which halo() reads the lift
+
+
+def night_scene(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """A made night scene: a dark, slightly noisy sky (level 0.04) with a lit building (0.9) standing on
+    the bottom edge, a third of the height tall and an eighth of the width wide, in the middle.
+
+    Returns ``(image (1, 3, H, W) in [0, 1], (top, left, right))``, the building's rows ``top:`` and
+    columns ``left:right``.
+
+    Example:
+        >>> image, (top, left, right) = night_scene(300, 400)
+        >>> image.shape, (top, left, right)
+        (torch.Size([1, 3, 300, 400]), (200, 175, 225))
+    """
+    generator = torch.Generator().manual_seed(seed)
+    image = 0.04 + 0.01 * torch.randn(1, 3, height, width, generator=generator)
+    top, left = height - height // 3, width // 2 - width // 16
+    right = left + width // 8
+    image[..., top:, left:right] = 0.9
+    return image.clamp_(0, 1), (top, left, right)
+
+
+def halo(before: torch.Tensor, after: torch.Tensor, building: tuple[int, int, int],
+         distances: tuple[int, ...] = HALO_DISTANCES) -> list[float]:
+    """How the sky beside :func:`night_scene`'s building is lifted against the sky far from it: for each
+    distance ``d`` (pixels left of the building, over the middle half of its rows), the sky's lift there
+    (output level / input level, BT.601 luminance of (1, 3, H, W) tensors) over the lift of the sky's
+    leftmost quarter. 1 everywhere: no halo; below 1: a dark halo, above: a glow.
+
+    Example:
+        >>> image, building = night_scene(200, 400)
+        >>> halo(image, 2 * image, building)[:3]
+        [1.0, 1.0, 1.0]
+    """
+    top, left, _ = building
+    height = before.shape[-2]
+    rows = slice(top + (height - top) // 4, height - (height - top) // 4)
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=before.dtype)[:, None, None]
+
+    def lift(columns: slice) -> float:
+        region = (0, slice(None), rows, columns)
+        return float((after[region] * luma).sum(0).mean() / (before[region] * luma).sum(0).mean())
+
+    far = lift(slice(0, max(left // 4, 1)))
+    return [round(lift(slice(left - d - 1, left - d + 1)) / far, 4) for d in distances if d + 1 <= left]
+
+
+def paste_light(low: torch.Tensor, high: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training view with a light source in it: a near-white or warm rectangle, 5-25 % of the view's
+    shorter side across, pasted at the same place into the input and the target ((3, H, W) each, new
+    tensors), so that the network learns to leave the light as it is and to lift the dark beside it as it
+    lifts the dark elsewhere (no dark halo around lamps and lit windows)."""
+    h, w = low.shape[-2:]
+    rand = lambda: float(torch.rand((), generator=generator))
+    side = min(h, w)
+    box_h, box_w = (max(2, round(side * (0.05 + 0.2 * rand()))) for _ in range(2))
+    y, x = round((h - box_h) * rand()), round((w - box_w) * rand())
+    warmth = 0.25 * rand()  # 0: white; up to a tungsten-like orange
+    colour = torch.tensor([1.0, 1.0 - 0.5 * warmth, 1.0 - warmth]) * (0.85 + 0.15 * rand())
+    low, high = low.clone(), high.clone()
+    for view in (low, high):
+        view[:, y:y + box_h, x:x + box_w] = colour[:, None, None]
+    return low, high

@@ -65,6 +65,7 @@ class TrainConfig:
     identity: float = 0.0  # share of views whose input is the reference itself: well-lit photos stay as they are
     identity_exposure: list | None = None  # [lo, hi]: identity views re-exposed (input and target): dim photos stay dim
     gray: float = 0.0  # share of views turned grey (input and target): grayscale photos lit as colour ones
+    lights: float = 0.0  # share of views with a light source pasted in (input and target): no halo around lamps
     # weight of an L1 term between the network's output for a grey copy of the first third of each batch
     # and the grey of its output for the colour views (held fixed): a grayscale photo lit as its colour one
     gray_consistency: float = 0.0
@@ -137,8 +138,9 @@ class TrainConfig:
                 raise ValueError(f"{key} must be [lo, hi] with 0 < lo <= hi, got {bounds}")
         if not 0 <= self.identity < 1:
             raise ValueError(f"identity must be a probability in [0, 1), got {self.identity}")
-        if not 0 <= self.gray < 1:
-            raise ValueError(f"gray must be a probability in [0, 1), got {self.gray}")
+        for key in ("gray", "lights"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ValueError(f"{key} must be a probability in [0, 1), got {getattr(self, key)}")
         if self.gray_consistency < 0:
             raise ValueError(f"gray_consistency must be a weight >= 0, got {self.gray_consistency}")
         if self.zoom is not None and self.crop != "random":
@@ -505,7 +507,8 @@ def _batch(images: PairedImages, config: TrainConfig, step: int, epoch: int, ste
     views = [images.sample(int(k), gen, config.size, config.crop, config.resize_prob, config.flips, config.rot90,
                            tuple(config.exposure) if config.exposure else None,
                            tuple(config.zoom) if config.zoom else None, config.identity,
-                           tuple(config.identity_exposure) if config.identity_exposure else None, config.gray)
+                           tuple(config.identity_exposure) if config.identity_exposure else None, config.gray,
+                           config.lights)
              for k in chosen]
     sizes = {tuple(v[0].shape[-2:]) for v in views}
     if len(sizes) > 1:  # only crop "full" gives views of the images' own sizes
