@@ -215,3 +215,24 @@ def test_spec_ids_and_repeat_weight_part_of_a_pool(tmp_path):
     for bad in ({"ids": "790-690"}, {"ids": "690..789"}, {"repeat": 0}, {"repeat": 1.5}):
         with pytest.raises(ValueError):
             DatasetSpec(layout="lol-v1", path="set", **bad)
+
+
+def test_light_views_paste_one_light_into_input_and_target(tmp_path):
+    make_layout(tmp_path, "pair", ["a"])
+    data = PairedImages(find_pairs(tmp_path, "pair"))
+    view = dict(size=32, crop="resize", flips=False, rot90=False)
+    plain = data.sample(0, torch.Generator().manual_seed(0), **view)
+    assert all(torch.equal(a, b) for a, b in zip(plain, data.sample(0, torch.Generator().manual_seed(0), **view,
+                                                                    lights=0.0)))
+    low, high = data.sample(0, torch.Generator().manual_seed(0), **view, lights=0.999)
+    changed = (low != plain[0]).any(0)
+    assert changed.any() and torch.equal(changed, (high != plain[1]).any(0))  # the same place on both sides
+    rows, cols = changed.nonzero().unbind(1)
+    box = (slice(None), slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1))
+    assert torch.equal(low[box], high[box]) and low[box].min() >= 0.85 * 0.75  # a bright, near-white or warm patch
+    assert changed[box[1:]].float().mean() > 0.9  # a rectangle (its pixels that equal the plain view's aside)
+    assert torch.equal(low[:, ~changed], plain[0][:, ~changed]) and torch.equal(high[:, ~changed], plain[1][:, ~changed])
+    from nanolily.training.train import TrainConfig
+
+    with pytest.raises(ValueError, match="lights"):
+        TrainConfig.from_dict({"lights": 1.0})
