@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from nanolily.training.data import DatasetSpec, PairedImages, expose_linear, find_overlaps, pairs_from_spec
 from nanolily.engine.pipeline import NO_CORRECTIONS, enhance_tensor
+from nanolily.engine.corrections import protect_highlights
 from nanolily.training.losses import CompositeLoss
 from nanolily.training.metrics import LEVEL_TOLERANCE, REFERENCE_CLIP, mean_grey, newly_clipped, psnr, ssim, to_grey
 from nanolily.models.v1 import NanoLILY
@@ -69,6 +70,9 @@ class TrainConfig:
     # weight of an L1 term between the network's output for a grey copy of the first third of each batch
     # and the grey of its output for the colour views (held fixed): a grayscale photo lit as its colour one
     gray_consistency: float = 0.0
+    # score the output after protect_highlights, as `nanolily enhance` delivers it: lifting a bright region
+    # past its headroom then costs what the user would see, not an unbounded overshoot
+    loss_after_highlights: bool = False
     # optimisation
     lr: float = 2e-5
     weight_decay: float = 1e-2
@@ -380,7 +384,8 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         skip = ("vgg",) if config.vgg_every > 1 and step % config.vgg_every else ()
         low = low.to(dist.device)
         pred = net(low)
-        loss, parts = criterion(pred, high.to(dist.device), weights, skip)
+        scored = protect_highlights(low, pred) if config.loss_after_highlights else pred
+        loss, parts = criterion(scored, high.to(dist.device), weights, skip)
         if config.gray_consistency:
             grey_part = grey_consistency(net, low[:max(1, len(low) // 3)], pred)
             parts["gray_consistency"] = float(grey_part.detach())
