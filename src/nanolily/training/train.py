@@ -70,9 +70,10 @@ class TrainConfig:
     # weight of an L1 term between the network's output for a grey copy of the first third of each batch
     # and the grey of its output for the colour views (held fixed): a grayscale photo lit as its colour one
     gray_consistency: float = 0.0
-    # score the output after protect_highlights, as `nanolily enhance` delivers it: lifting a bright region
-    # past its headroom then costs what the user would see, not an unbounded overshoot
-    loss_after_highlights: bool = False
+    # share of the loss that scores the output after protect_highlights, as `nanolily enhance` delivers it
+    # (a lift past a pixel's headroom then costs what the user would see); the rest scores the raw output,
+    # which keeps it bounded (scored only after the correction, an overshoot has no gradient and diverges)
+    loss_after_highlights: float = 0.0
     # optimisation
     lr: float = 2e-5
     weight_decay: float = 1e-2
@@ -142,7 +143,7 @@ class TrainConfig:
                 raise ValueError(f"{key} must be [lo, hi] with 0 < lo <= hi, got {bounds}")
         if not 0 <= self.identity < 1:
             raise ValueError(f"identity must be a probability in [0, 1), got {self.identity}")
-        for key in ("gray", "lights"):
+        for key in ("gray", "lights", "loss_after_highlights"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"{key} must be a probability in [0, 1), got {getattr(self, key)}")
         if self.gray_consistency < 0:
@@ -384,8 +385,12 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         skip = ("vgg",) if config.vgg_every > 1 and step % config.vgg_every else ()
         low = low.to(dist.device)
         pred = net(low)
-        scored = protect_highlights(low, pred) if config.loss_after_highlights else pred
-        loss, parts = criterion(scored, high.to(dist.device), weights, skip)
+        target = high.to(dist.device)
+        loss, parts = criterion(pred, target, weights, skip)
+        if config.loss_after_highlights:
+            share = config.loss_after_highlights
+            loss_after, _ = criterion(protect_highlights(low, pred), target, weights, skip)
+            loss = share * loss_after + (1 - share) * loss
         if config.gray_consistency:
             grey_part = grey_consistency(net, low[:max(1, len(low) // 3)], pred)
             parts["gray_consistency"] = float(grey_part.detach())
