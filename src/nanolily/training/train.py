@@ -145,7 +145,7 @@ class TrainConfig:
             raise ValueError(f"identity must be a probability in [0, 1), got {self.identity}")
         for key in ("gray", "lights", "loss_after_highlights"):
             if not 0 <= getattr(self, key) < 1:
-                raise ValueError(f"{key} must be a probability in [0, 1), got {getattr(self, key)}")
+                raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
         if self.gray_consistency < 0:
             raise ValueError(f"gray_consistency must be a weight >= 0, got {self.gray_consistency}")
         if self.zoom is not None and self.crop != "random":
