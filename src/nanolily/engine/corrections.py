@@ -55,11 +55,8 @@ def protect_highlights(x: torch.Tensor, y: torch.Tensor, knee: float = KNEE) -> 
     # [0, 9] (tanh(9) is 1 in float32), so no far-negative input sends the maths into slow subnormals.
     # With tanh(u) = 2 sigmoid(2u) - 1 (the same values; sigmoid is faster on CPUs without AVX-512),
     # c = 1 + 2 r (sigmoid(2u) - 1), computed in place on two temporaries
-    if float(y.detach().max()) <= knee:  # t >= knee everywhere: nothing reaches the knee
+    if float(y.max()) <= knee:  # t >= knee everywhere: nothing reaches the knee
         return y.clone()
-    if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):  # training through it: out of place
-        room = (x * (knee - 1) + (1 - knee)).clamp_min((1 - knee) * 1e-6)
-        return torch.minimum(y, 1 + 2 * room * (torch.sigmoid(2 * ((y - 1 + room) / room).clamp(0, 9)) - 1))
     room = torch.mul(x, knee - 1).add_(1 - knee).clamp_min_((1 - knee) * 1e-6)  # r
     c = torch.sub(y, 1.0).add_(room).div_(room).clamp_(0.0, 9.0).mul_(2).sigmoid_()  # sigmoid(2u)
     c.sub_(1.0).mul_(room).mul_(2.0).add_(1.0)

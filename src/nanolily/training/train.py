@@ -27,7 +27,6 @@ import torch.nn as nn
 
 from nanolily.training.data import DatasetSpec, PairedImages, expose_linear, find_overlaps, pairs_from_spec
 from nanolily.engine.pipeline import NO_CORRECTIONS, enhance_tensor
-from nanolily.engine.corrections import protect_highlights
 from nanolily.training.losses import CompositeLoss
 from nanolily.training.metrics import LEVEL_TOLERANCE, REFERENCE_CLIP, mean_grey, newly_clipped, psnr, ssim, to_grey
 from nanolily.models.v1 import NanoLILY
@@ -70,10 +69,6 @@ class TrainConfig:
     # weight of an L1 term between the network's output for a grey copy of the first third of each batch
     # and the grey of its output for the colour views (held fixed): a grayscale photo lit as its colour one
     gray_consistency: float = 0.0
-    # share of the loss that scores the output after protect_highlights, as `nanolily enhance` delivers it
-    # (a lift past a pixel's headroom then costs what the user would see); the rest scores the raw output,
-    # which keeps it bounded (scored only after the correction, an overshoot has no gradient and diverges)
-    loss_after_highlights: float = 0.0
     # optimisation
     lr: float = 2e-5
     weight_decay: float = 1e-2
@@ -143,7 +138,7 @@ class TrainConfig:
                 raise ValueError(f"{key} must be [lo, hi] with 0 < lo <= hi, got {bounds}")
         if not 0 <= self.identity < 1:
             raise ValueError(f"identity must be a probability in [0, 1), got {self.identity}")
-        for key in ("gray", "lights", "loss_after_highlights"):
+        for key in ("gray", "lights"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
         if self.gray_consistency < 0:
@@ -385,12 +380,7 @@ def train(config: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, 
         skip = ("vgg",) if config.vgg_every > 1 and step % config.vgg_every else ()
         low = low.to(dist.device)
         pred = net(low)
-        target = high.to(dist.device)
-        loss, parts = criterion(pred, target, weights, skip)
-        if config.loss_after_highlights:
-            share = config.loss_after_highlights
-            loss_after, _ = criterion(protect_highlights(low, pred), target, weights, skip)
-            loss = share * loss_after + (1 - share) * loss
+        loss, parts = criterion(pred, high.to(dist.device), weights, skip)
         if config.gray_consistency:
             grey_part = grey_consistency(net, low[:max(1, len(low) // 3)], pred)
             parts["gray_consistency"] = float(grey_part.detach())
