@@ -93,8 +93,8 @@ def halo(before: torch.Tensor, after: torch.Tensor, building: tuple[int, int, in
          distances: tuple[int, ...] = HALO_DISTANCES) -> list[float]:
     """How the sky beside :func:`night_scene`'s building is lifted against the sky far from it: for each
     distance ``d`` (pixels left of the building, over the middle half of its rows), the sky's lift there
-    (output level / input level, BT.601 luminance of (1, 3, H, W) tensors) over the lift of the sky's
-    leftmost quarter. 1 everywhere: no halo; below 1: a dark halo, above: a glow.
+    (output level / input level, BT.601 luminance of (1, 3, H, W) tensors) over the lift of the leftmost
+    quarter of the sky left of it. 1 everywhere: no halo; below 1: a dark halo, above: a glow.
 
     Example:
         >>> image, building = night_scene(200, 400)
