@@ -32,7 +32,7 @@ import torch
 from nanolily.models.weights import load_model
 from nanolily.training.data import Pair, find_pairs, load_rgb_uint8
 from nanolily.training.evaluate import evaluate
-from nanolily.training.metrics import psnr
+from nanolily.training.metrics import mean_grey, psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = range(690, 790)
@@ -71,8 +71,8 @@ def network_levels(model, pair: Pair) -> tuple[list[tuple[float, float]], list[f
     for _ in range(CROPS):
         y, x = (int(torch.randint(0, n - CROP + 1, (), generator=generator)) for n in low.shape[-2:])
         region = (..., slice(y, y + CROP), slice(x, x + CROP))
-        level = model(low[region]).clamp(0, 1).mean()
-        out.append((float(torch.log(level / ref[region].mean())), float(torch.log(level / whole[region].mean()))))
+        level = mean_grey(model(low[region]).clamp(0, 1))  # the mean BT.601 grey, as brightness_ratio's
+        out.append((float(torch.log(level / mean_grey(ref[region]))), float(torch.log(level / mean_grey(whole[region])))))
     return out, [float(psnr((raw * f).clamp_(0, 1), ref)) for f in FACTORS]
 
 

@@ -26,7 +26,7 @@ import torch
 from nanolily.models.weights import load_model
 from nanolily.training.data import find_overlaps, find_pairs, load_rgb_uint8
 from nanolily.training.evaluate import evaluate
-from nanolily.training.metrics import psnr
+from nanolily.training.metrics import mean_grey, psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 TWIN_PSNR = 35.0  # dB between two low images; a LoL image and its JPEG q90 copy are ~43 dB apart
@@ -37,9 +37,8 @@ def reference_pair(a, b) -> dict:
     """How ``b``'s reference differs from ``a``'s (two Pairs): level ratio and PSNR."""
     ref_a, ref_b = (load_rgb_uint8(p.high).float()[None] / 255 for p in (a, b))
     low_a, low_b = (load_rgb_uint8(p.low).float()[None] / 255 for p in (a, b))
-    grey = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
     return {"ids": [a.id, b.id], "low_psnr": float(psnr(low_a, low_b)), "reference_psnr": float(psnr(ref_a, ref_b)),
-            "level_ratio": float((ref_b[0] * grey).sum(0).mean() / (ref_a[0] * grey).sum(0).mean())}
+            "level_ratio": float(mean_grey(ref_b) / mean_grey(ref_a))}
 
 
 def twins(train, test, quiet: bool) -> list[dict]:

@@ -119,6 +119,7 @@ def encode_png(values: np.ndarray, icc_profile: bytes | None = None, exif: bytes
     chunks.append(_chunk(b"IEND", b""))
     return b"".join([SIGNATURE, *(part for chunk in chunks for part in chunk)])
 
+
 def _adler32_combine(first: int, second: int, length: int) -> int:
     """The Adler-32 of A + B from A's checksum, B's checksum and B's length (zlib's adler32_combine)."""
     base = 65521

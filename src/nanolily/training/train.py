@@ -136,11 +136,9 @@ class TrainConfig:
             bounds = getattr(self, key)
             if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] <= bounds[1]):
                 raise ValueError(f"{key} must be [lo, hi] with 0 < lo <= hi, got {bounds}")
-        if not 0 <= self.identity < 1:
-            raise ValueError(f"identity must be a probability in [0, 1), got {self.identity}")
-        for key in ("gray", "lights"):
+        for key in ("identity", "gray", "lights"):
             if not 0 <= getattr(self, key) < 1:
-                raise ValueError(f"{key} must be in [0, 1), got {getattr(self, key)}")
+                raise ValueError(f"{key} must be a probability in [0, 1), got {getattr(self, key)}")
         if self.gray_consistency < 0:
             raise ValueError(f"gray_consistency must be a weight >= 0, got {self.gray_consistency}")
         if self.zoom is not None and self.crop != "random":
