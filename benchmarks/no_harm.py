@@ -17,7 +17,9 @@ corrections):
 - **halo**: a made night scene (`nanolily.training.synthesis.night_scene`: a lit building on a dark sky)
   at 600x400, 1920x1080 and 3840x2160; the sky's lift 2..128 pixels beside the building over the lift
   of the sky far from it (`synthesis.halo`). Target (issue #24, "without halos around light sources"):
-  within 1 +- 0.1 at every distance and size.
+  within 1 +- 0.1 at every distance and size. Beside it, the same without the halo guard
+  (`--no-guard-halos`: the network's own reading), and the seconds each takes (medians of 3 interleaved
+  runs, `--threads` threads).
 
 Newly clipped: the share of pixels whose brightest channel is >= 0.98 in the output where it was
 < 0.9 in the input. Mean level: the mean of the BT.601 luminance in [0, 1].
@@ -44,6 +46,8 @@ from nanolily.training import metrics
 from nanolily.training.metrics import LEVEL_TOLERANCE, PHOTO_CLIP, REFERENCE_CLIP
 from nanolily.training.data import find_pairs
 from nanolily.training.synthesis import HALO_DISTANCES, halo, night_scene
+
+from inference import machine_class  # noqa: E402  (benchmarks/inference.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP, BELOW = 0.98, 0.9
@@ -118,7 +122,7 @@ def run_model(name: str, data: Path | None, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     model = load_model(name, device="cpu")
-    result = {"references": {}, "photos": {}, "grayscale": {}, "halo": {}}
+    result = {"references": {}, "photos": {}, "grayscale": {}, "halo": {}, "halo_alone": {}, "halo_seconds": {}}
     sets = [("references", reference_set(data))] if data else []
     sets.append(("photos", photo_set()))
     for kind, items in sets:
@@ -132,7 +136,17 @@ def run_model(name: str, data: Path | None, progress: bool) -> dict:
                                               "ratio": level(gray_out) / max(level(colour_out), 1e-6)}
     for height, width in HALO_SIZES:
         scene, building = night_scene(height, width)
-        result["halo"][f"{width}x{height}"] = halo(scene, enhance_tensor(scene, model), building)
+        size = f"{width}x{height}"
+        result["halo"][size] = halo(scene, enhance_tensor(scene, model), building)
+        result["halo_alone"][size] = halo(scene, enhance_tensor(scene, model, guard_halos=False), building)
+        seconds = {True: [], False: []}
+        for _ in range(3):
+            for guard in seconds:
+                start = time.perf_counter()
+                enhance_tensor(scene, model, guard_halos=guard)
+                seconds[guard].append(time.perf_counter() - start)
+        result["halo_seconds"][size] = {"guard": statistics.median(seconds[True]),
+                                        "alone": statistics.median(seconds[False])}
     return result
 
 
@@ -171,11 +185,14 @@ def tables(results: dict) -> str:
                      f"{p['images']} | {'yes' if p['passes'] else 'no'} | {g['ratio_min']:.2f}-{g['ratio_max']:.2f} |")
     lines += ["", "Halo: the made night scene's sky lifted beside the building, over the far sky's lift, "
               f"at {', '.join(str(d) for d in HALO_DISTANCES)} pixels (within 1 +- {HALO_TOLERANCE} passes):", "",
-              "| model | size | ratio by distance | passes |", "|---|---|---|---|"]
+              "| model | size | ratio by distance | passes | without the halo guard | passes | seconds with / "
+              "without |", "|---|---|---|---|---|---|---|"]
     for name, r in results["models"].items():
         for size, profile in r["halo"].items():
+            alone, seconds = r["halo_alone"][size], r["halo_seconds"][size]
             lines.append(f"| {name} | {size} | {' '.join(f'{x:.2f}' for x in profile)} | "
-                         f"{'yes' if halo_passes(profile) else 'no'} |")
+                         f"{'yes' if halo_passes(profile) else 'no'} | {' '.join(f'{x:.2f}' for x in alone)} | "
+                         f"{'yes' if halo_passes(alone) else 'no'} | {seconds['guard']:.2f} / {seconds['alone']:.2f} |")
     lines += ["", "Per photo (level in -> out, newly clipped, lift of the darkest tenth):", "",
               "| model | photo | shows | level in | level out | newly clipped | dark lift |", "|---|---|---|---|---|---|---|"]
     for name, r in results["models"].items():
@@ -198,7 +215,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = Path(args.data) if args.data else None
     results = {"command": "python benchmarks/no_harm.py " + " ".join(__import__("sys").argv[1:]),
-               "date": time.strftime("%Y-%m-%d", time.gmtime()), "models": {}}
+               "date": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine_class(), "threads": args.threads,
+               "models": {}}
     for name in args.models:
         r = run_model(name, data, not args.quiet)
         r["summary"] = summary(r)
@@ -208,7 +226,8 @@ def main() -> None:
     Path(args.doc).write_text("# Do no harm: well-lit photos through the enhancer\n\n"
                               "*Written by `benchmarks/no_harm.py` (do not edit by hand); JSON: "
                               "`benchmarks/results/no_harm.json`.*\n\n"
-                              f"Command: `{results['command']}` ({results['date']}). What each set and column "
+                              f"Command: `{results['command']}` ({results['date']}; times on {results['machine']}, "
+                              f"{results['threads']} threads). What each set and column "
                               "means is in the script's docstring; every output is what `nanolily enhance` "
                               "writes with its defaults.\n\n" + text)
     print(text)

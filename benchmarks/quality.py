@@ -141,7 +141,8 @@ def raw(model, low: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def corrected(low: torch.Tensor, out: torch.Tensor, settings: dict) -> torch.Tensor:
-    return apply_corrections(low, out.clone(), **settings)
+    """``settings``' corrections of the output (the halo guard, which acts inside the network, left out)."""
+    return apply_corrections(low, out.clone(), **{k: v for k, v in settings.items() if k != "guard_halos"})
 
 
 def choose_on_validation(models: dict, pairs, lpips, log) -> dict:

@@ -146,6 +146,12 @@ def test_nanolily_v2_backend_runs_its_stages_in_strips(small_v2, tmp_path, monke
         assert (StagedOnnxPredictor(paths, model.config.factor, rows=rows)(x) - whole).abs().max() <= 1e-4
     with torch.no_grad():  # read at a coarser scale, as the engine reads a large photo
         assert (StagedOnnxPredictor(paths, model.config.factor, rows=37)(x, factor=6) - model(x, factor=6)).abs().max() <= 1e-4
+    lit = x.clone()
+    lit[..., 40:90, 30:60] = 0.95  # a light: the halo guard's second reading, blended in outside the graphs
+    with torch.no_grad():
+        guarded = model(lit, guard_halos=True)
+        assert (guarded - model(lit)).abs().max() > 1e-3
+        assert (StagedOnnxPredictor(paths, model.config.factor, rows=37)(lit, guard_halos=True) - guarded).abs().max() <= 1e-4
     monkeypatch.setenv("NANOLILY_CACHE", str(tmp_path / "cache"))  # the backend exports them once, then reuses them
     notes = []
     predictor = onnx_predictor(model, note=notes.append)

@@ -1,8 +1,11 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nanolily.engine.pipeline import NO_CORRECTIONS, enhance_tensor
-from nanolily.models.v2 import ANALYSIS_PIXELS, NanoLILYv2, NanoLILYv2Config, analysis_factor, pool
+from nanolily.models.v2 import (ANALYSIS_PIXELS, LIGHT_FLOOR, NanoLILYv2, NanoLILYv2Config, analysis_factor,
+                                fill_lights, guarded_maps, light_mask, pool)
+from nanolily.training.synthesis import halo, night_scene
 from nanolily.training.train import train
 from nanolily.models.weights import build_model, load_model, read_metadata, save_weights
 
@@ -92,6 +95,68 @@ def test_engine_reads_photos_of_the_learned_size_as_the_network_does_and_others_
         assert (matched - run(other, False)).abs().max() > 1e-3
 
 
+def random_v2(seed: int = 5) -> NanoLILYv2:
+    torch.manual_seed(seed)
+    model = NanoLILYv2().eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, 0, 0.05)
+    return model
+
+
+@pytest.mark.parametrize("height,width", [(400, 600), (1080, 1920)])
+def test_halo_guard_lifts_the_sky_beside_a_light_as_the_far_sky(height, width):
+    scene, building = night_scene(height, width)
+    model = load_model("nanolily-v5", device="cpu")
+    guarded = enhance_tensor(scene, model)  # the engine's default
+    alone = enhance_tensor(scene, model, guard_halos=False)
+    assert all(abs(r - 1) <= 0.1 for r in halo(scene, guarded, building))
+    assert min(halo(scene, alone, building)) < 0.9  # the network alone leaves a dark halo
+    top, left, right = building  # the light itself keeps its own reading
+    assert (guarded[..., top:, left:right] - alone[..., top:, left:right]).abs().mean() < 0.01
+
+
+def test_halo_guard_leaves_photos_without_lights_as_they_were():
+    model = random_v2()
+    dark = torch.rand(1, 3, 60, 90) * 0.3  # nothing passes LIGHT_FLOOR
+    lit = torch.rand(1, 3, 60, 90) * 0.4 + 0.5  # bright pixels, but no brighter than the scene around them
+    with torch.no_grad():
+        for x in (dark, lit):
+            assert guarded_maps(model, x, 4)[2] is None
+            assert torch.equal(model(x, guard_halos=True), model(x))
+
+
+def test_guarded_strips_equal_one_pass_and_the_lights_keep_their_own_maps():
+    model = random_v2()
+    x = torch.rand(2, 3, 101, 67) * 0.1
+    x[0, :, 30:60, 20:40] = 0.95  # a light in the first image only
+    with torch.no_grad():
+        whole = model(x, guard_halos=True)
+        for block in (1, 5, 16, 50):  # strips with a light's share over and under 1 in 10: dense and gathered blends
+            assert torch.allclose(model(x, block=block, guard_halos=True), whole, atol=1e-6), block
+        plain = model(x)
+        assert torch.equal(whole[1], plain[1])  # no lights: as without the guard
+        assert (whole[0] - plain[0]).abs().max() > 1e-3
+        maps, matrix, lights = guarded_maps(model, x, 4)
+        assert lights is not None and lights.thresholds[0] == LIGHT_FLOOR
+        # in a light, the photo's own maps: as the plain forward but through the filled photo's colour matrix
+        own = model.apply_maps(x, F.interpolate(lights.maps, scale_factor=4, mode="bilinear")[..., :101, :67], matrix)
+        assert torch.allclose(whole[0, :, 34:56, 24:36], own[0, :, 34:56, 24:36], atol=1e-5)
+
+
+def test_fill_lights_pools_the_dark_and_fills_the_lights_from_around_them():
+    x = torch.full((1, 3, 96, 128), 0.05)
+    x[..., 40:72, 48:96] = 0.9  # a light of 8 x 12 pooled pixels
+    thresholds = torch.tensor([LIGHT_FLOOR])
+    assert light_mask(x, thresholds)[..., 40:72, 48:96].min() == 1
+    filled = fill_lights(x, thresholds, 4)
+    assert filled.shape == pool(x, 4).shape and torch.allclose(filled, torch.full_like(filled, 0.05))
+    y = torch.rand(1, 3, 97, 130) * 0.3
+    y[..., 10:50, 10:30] = 1.0
+    assert torch.allclose(fill_lights(y, thresholds, 4, rows=16), fill_lights(y, thresholds, 4, rows=1000))
+    assert torch.allclose(fill_lights(y, thresholds, 4, rows=16, small=pool(y, 4)), fill_lights(y, thresholds, 4))
+    assert torch.allclose(fill_lights(y * 0.4, thresholds, 4), pool(y * 0.4, 4), atol=1e-6)  # no lights: pooled
+
+
 def test_curve_head_stays_in_range_and_lifts_shadows_more():
     model = NanoLILYv2(NanoLILYv2Config(head="curve"))
     x = torch.linspace(0, 1, 101).view(1, 1, 1, 101).expand(1, 3, 1, 101)
@@ -168,4 +233,25 @@ def test_cli_match_scale_option_reads_a_large_photo_as_the_api_does(tmp_path):
         outs[match] = np.asarray(Image.open(target)).astype(int)
         api = enhance(pixels, model=model, denoise=0, match_scale=match).astype(int)
         assert np.abs(outs[match] - api).max() <= 1, option
+    assert np.abs(outs[True] - outs[False]).max() > 2
+
+
+def test_cli_guard_halos_option_matches_the_api(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from nanolily import enhance
+    from nanolily.interfaces.cli import main
+
+    scene, _ = night_scene(200, 300)
+    pixels = (scene[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    photo = tmp_path / "night.png"
+    Image.fromarray(pixels).save(photo)
+    model = load_model(device="cpu")
+    outs = {}
+    for option, guard in (("--guard-halos", True), ("--no-guard-halos", False)):
+        target = tmp_path / f"{guard}.png"
+        assert main(["enhance", str(photo), "-o", str(target), "-q", option]) == 0
+        outs[guard] = np.asarray(Image.open(target)).astype(int)
+        assert np.abs(outs[guard] - enhance(pixels, model=model, guard_halos=guard).astype(int)).max() <= 1, option
     assert np.abs(outs[True] - outs[False]).max() > 2

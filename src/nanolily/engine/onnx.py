@@ -41,7 +41,8 @@ PARITY_TOLERANCE = 1e-4
 # rows per strip of StagedOnnxPredictor's full-resolution graph: less peak memory than 256 at the same speed
 # or faster, and faster than 64 (docs/performance.md)
 STAGE_ROWS = 128
-STAGES = ("encode", "middle", "decode", "apply")  # export_onnx_stages' graphs, in the order they run
+# export_onnx_stages' graphs, in the order they run (middle_in_context: the halo guard's second reading)
+STAGES = ("encode", "middle", "middle_in_context", "decode", "apply")
 
 
 def dft_matrices(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,7 +158,7 @@ def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True) ->
 
 
 def export_onnx_stages(model, paths: Sequence[str | os.PathLike], check: bool = True) -> float | None:
-    """nanolily-v2 as four ONNX graphs, one file each in ``paths`` in the order of :data:`STAGES`, so that
+    """nanolily-v2 as five ONNX graphs, one file each in ``paths`` in the order of :data:`STAGES`, so that
     ONNX Runtime runs a large photo in bounded memory as the PyTorch model does
     (:class:`StagedOnnxPredictor`): the model's :meth:`~nanolily.models.v2.NanoLILYv2.encode_rows`,
     :meth:`~nanolily.models.v2.NanoLILYv2.middle` and :meth:`~nanolily.models.v2.NanoLILYv2.decode_rows`
@@ -170,11 +171,13 @@ def export_onnx_stages(model, paths: Sequence[str | os.PathLike], check: bool = 
     quarter = 4 * torch.export.Dim("w", min=1, max=16384)  # pool() pads to multiples of 4 * factor
     strip = {0: batch, 2: rows, 3: quarter}
     w1, w2 = model.config.widths[:2]
+    e1, quarters = torch.rand(2, w1, 48, 64), {0: batch, 2: 4 * torch.export.Dim("h", min=1, max=16384), 3: quarter}
     full_rows = {0: batch, 2: rows, 3: _width()}
     graphs = [  # (method, example inputs, their dynamic dimensions, input names, output names)
         ("encode_rows", (torch.rand(2, 3, 40, 64),), (strip,), ["rows"], ["e1"]),
-        ("middle", (torch.rand(2, w1, 48, 64),), ({0: batch, 2: 4 * torch.export.Dim("h", min=1, max=16384),
-                                                   3: quarter},), ["e1"], ["d2", "matrix"]),
+        ("middle", (e1,), (quarters,), ["e1"], ["d2", "matrix", "context"]),
+        ("middle", (e1, torch.rand(2, model.config.widths[2])), (quarters, {0: batch}), ["e1", "given_context"],
+         ["d2", "matrix", "context"]),
         ("decode_rows", (torch.rand(2, w2, 40, 64), torch.rand(2, w1, 40, 64)), (strip, strip), ["up", "e1"],
          ["maps"]),
         ("apply_maps", (torch.rand(2, 3, 40, 256), torch.rand(2, model.head.out_channels, 40, 256), torch.rand(2, 3, 3)),
@@ -311,22 +314,25 @@ class StagedOnnxPredictor:
 
     def __init__(self, paths: Sequence[str | os.PathLike], factor: int, rows: int = STAGE_ROWS,
                  threads: int | None = None):
-        self.encode_rows, self.middle_graph, self.decode_rows, self.apply_maps = (
+        self.encode_rows, self.middle_graph, self.in_context_graph, self.decode_rows, self.apply_maps = (
             OnnxPredictor(path, threads, arena=False) for path in paths)
         self.factor, self.rows = factor, rows
 
-    def middle(self, e1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        d2, matrix = self.middle_graph.run(e1)
-        return d2, matrix
+    def middle(self, e1: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """:meth:`nanolily.models.v2.NanoLILYv2.middle`: (d2, matrix, context)."""
+        if context is None:
+            return tuple(self.middle_graph.run(e1))
+        return tuple(self.in_context_graph.run(e1, context))
 
-    def __call__(self, images: torch.Tensor, factor: int | None = None) -> torch.Tensor:  # (B, 3, H, W) -> same
-        """``factor``: the first downsampling, as :meth:`nanolily.models.v2.NanoLILYv2.forward`'s."""
-        from nanolily.models.v2 import in_strips, maps_in_strips, pool
+    def __call__(self, images: torch.Tensor, factor: int | None = None,
+                 guard_halos: bool = False) -> torch.Tensor:  # (B, 3, H, W) -> same
+        """``factor`` and ``guard_halos``: as :meth:`nanolily.models.v2.NanoLILYv2.forward`'s."""
+        from nanolily.models.v2 import guarded_maps, in_strips
 
         images = images.detach().to("cpu", torch.float32)
         factor = factor or self.factor
-        maps, matrix = maps_in_strips(self, pool(images, factor), max(self.rows // factor, 16))
-        return in_strips(self.apply_maps, images, maps, matrix, factor, self.rows)
+        maps, matrix, lights = guarded_maps(self, images, factor, max(self.rows // factor, 16), guard_halos)
+        return in_strips(self.apply_maps, images, maps, matrix, factor, self.rows, lights=lights)
 
 
 def cache_dir() -> Path:

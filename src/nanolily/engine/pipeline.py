@@ -46,7 +46,9 @@ DEFAULT_STRIDE = 120
 DEFAULT_BATCH_SIZE = 2
 DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
 DEFAULT_DENOISE = 0.5
-NO_CORRECTIONS = {"protect_highlights": False, "denoise": 0.0, "white_balance": False}  # the network's output alone
+DEFAULT_GUARD_HALOS = True  # a fixed rule, not tuned (docs/quality.md, part 5)
+# the network's output alone
+NO_CORRECTIONS = {"protect_highlights": False, "denoise": 0.0, "white_balance": False, "guard_halos": False}
 # the corrections' tiles: their temporaries stay in the CPU's caches (docs/pipeline.md); the compiled pass
 # runs as fast on tiles half as wide, whose buffers then take half the memory
 CORRECTION_ROWS, CORRECTION_COLS, COMPILED_COLS = 256, 1024, 512
@@ -72,7 +74,7 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
                    predictor: Predictor | None = None, strength: float = 1.0,
                    protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
                    white_balance: bool = False, precision: str = "auto", match_scale: bool = True,
-                   reuse_input: bool = False) -> torch.Tensor:
+                   reuse_input: bool = False, guard_halos: bool = DEFAULT_GUARD_HALOS) -> torch.Tensor:
     """Enhance ``(N, 3, H, W)`` float images in [0, 1] with ``model``; returns ``(N, 3, H, W)`` in [0, 1].
 
     ``strength`` scales the change the model makes: 0 returns the input, 1 the model's output, above 1
@@ -92,6 +94,10 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     0.7 MP at a coarser scale and one smaller than 0.24 MP at a finer one
     (:func:`nanolily.models.v2.analysis_factor`), so that it is lit as the same scene at the size the
     model learned from; False runs the network at its own scale at any size.
+
+    ``guard_halos`` (a resolution-free model in global mode): lift the dark beside bright lights as the
+    dark elsewhere, where the network alone leaves a dark halo around lamps and lit windows
+    (:func:`nanolily.models.v2.guarded_maps`); a photo without lights is unchanged.
 
     ``reuse_input``: the result may be written over ``images``, which must then not be used again. A
     resolution-free model (nanolily-v2) in global mode without white balance then writes it there strip
@@ -117,17 +123,19 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     with torch.inference_mode():
         if (reuse_input and predictor is None and model.resolution_free and mode == "global" and not white_balance
                 and images.device == device):
-            return enhance_in_place(images, model, strength, protect_highlights, denoise, match_scale, autocast)
+            return enhance_in_place(images, model, strength, protect_highlights, denoise, match_scale, autocast,
+                                    guard_halos)
         predictor = predictor if predictor is not None else model
         with autocast():
             out = _run(predictor, model, images, mode, stride, batch_size, device, progress, match_scale,
-                       inner_dtype)
+                       inner_dtype, guard_halos)
         return apply_corrections(images, out, strength, protect_highlights, denoise, white_balance)
 
 
 def enhance_in_place(images: torch.Tensor, model: NanoLILY, strength: float = 1.0,
                      protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
-                     match_scale: bool = True, autocast: Callable = contextlib.nullcontext) -> torch.Tensor:
+                     match_scale: bool = True, autocast: Callable = contextlib.nullcontext,
+                     guard_halos: bool = DEFAULT_GUARD_HALOS) -> torch.Tensor:
     """:func:`enhance_tensor` of a resolution-free model (nanolily-v2) in global mode, its result written
     over ``images``, which is returned: the low-resolution part runs first, then the full-resolution
     stage makes the output in strips that go straight into the corrections (:func:`correct_rows`), and
@@ -136,7 +144,7 @@ def enhance_in_place(images: torch.Tensor, model: NanoLILY, strength: float = 1.
     network runs in."""
     with autocast():
         output_rows = model.output_rows(images, block=strip_rows(images.shape[-1]),
-                                        factor=_match_factor(model, images, match_scale))
+                                        factor=_match_factor(model, images, match_scale), guard_halos=guard_halos)
     halo = corrections.DENOISE_HALO
     window = torch.empty_like(images[:, :, :CORRECTION_ROWS + 2 * halo])  # the rows a strip of corrections reads
     made = [0, 0]  # the rows of the output in window
@@ -198,7 +206,7 @@ def auto_inner_dtype(model: NanoLILY, device: torch.device) -> torch.dtype:
 
 def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str, stride: int, batch_size: int,
          device: torch.device, progress: bool, match_scale: bool = True,
-         inner_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+         inner_dtype: torch.dtype = torch.float32, guard_halos: bool = DEFAULT_GUARD_HALOS) -> torch.Tensor:
     """The network's output for ``images`` in ``mode``, on ``images.device``."""
     patch = model.patch_size
     torch_model = predictor is model
@@ -215,9 +223,9 @@ def _run(predictor: Predictor, model: NanoLILY, images: torch.Tensor, mode: str,
 
         factor = _match_factor(model, images, match_scale)
         if predictor is model:
-            out = model(images.to(device), block=strip_rows(images.shape[-1]), factor=factor)
+            out = model(images.to(device), block=strip_rows(images.shape[-1]), factor=factor, guard_halos=guard_halos)
         elif isinstance(predictor, StagedOnnxPredictor):  # ONNX Runtime's graphs by stage: the same maths
-            out = predictor(images, factor=factor)
+            out = predictor(images, factor=factor, guard_halos=guard_halos)
         else:  # one exported graph (--onnx FILE): the network at its own scale, as exported
             out = predictor(images.to(device))
         return out.to(images.device, images.dtype)
@@ -344,7 +352,8 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
             batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device | None = "auto",
             progress: bool = False, backend: str = "torch", strength: float = 1.0,
             protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
-            white_balance: bool = False, precision: str = "auto", match_scale: bool = True):
+            white_balance: bool = False, precision: str = "auto", match_scale: bool = True,
+            guard_halos: bool = DEFAULT_GUARD_HALOS):
     """Brighten a dark photo.
 
     Args:
@@ -368,6 +377,8 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
         match_scale: nanolily-v2 in global mode: read a photo of more than about 0.7 MP at a
             coarser scale and one under 0.24 MP at a finer one, as the same scene at the size the model
             learned from (:func:`enhance_tensor`).
+        guard_halos: nanolily-v2 in global mode: lift the dark beside bright lights as the dark
+            elsewhere, without a dark halo around lamps and lit windows (:func:`enhance_tensor`).
         backend: ``"torch"``, or ``"onnxruntime"`` (the ``[onnx]`` extra; nanolily-v1 in bloom and core
             modes only): the model is exported to ONNX once per set of weights and cached
             (:func:`nanolily.engine.onnx.onnx_predictor`).
@@ -386,7 +397,7 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
     model = model if model is not None else default_model(device)
     options = dict(mode=mode, stride=stride, batch_size=batch_size, progress=progress, strength=strength,
                    protect_highlights=protect_highlights, denoise=denoise, white_balance=white_balance,
-                   precision=precision, match_scale=match_scale)
+                   precision=precision, match_scale=match_scale, guard_halos=guard_halos)
     if backend == "onnxruntime":
         from nanolily.engine.onnx import onnx_predictor
 

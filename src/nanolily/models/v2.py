@@ -22,6 +22,12 @@ the scale it learned (docs/scales.md).
 Memory: the low-resolution part is computed once; the full-resolution part can run in strips of rows
 (``forward(x, block=rows)``, exact), so a large photo needs little memory beyond its input and output.
 
+Halo guard (inference, ``forward(x, guard_halos=True)``; the engine's default): the low-resolution maps
+read a bright light's neighbourhood as bright and lift it less, a dark ring around lamps; with lights in
+the photo, the maps are read a second time with the lights filled in from the dark around them, in the
+photo's own global context, and every pixel but the lights takes that reading (:func:`guarded_maps`,
+docs/halo-guard.md).
+
 Variants (``NanoLILYv2Config``): ``head="curve"`` brightens with iterated light-enhancement curves, which
 cannot push a pixel past white (design 2); ``priors=True`` feeds the encoder analytic illumination and
 colour priors (design 3). docs/training.md compares them.
@@ -32,7 +38,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -66,6 +72,10 @@ REFINE_HALO = 2  # rows each way the full-resolution refinement reads (two 3x3 c
 # unless one within 0.05 dB of it has a higher mean SSIM over 2x and 4x.
 ANALYSIS_PIXELS = 540_000
 LEARNED_PIXELS = 240_000  # LoL's 600x400: smaller images are read at a finer scale (analysis_factor)
+# The halo guard's lights (light_mask): pixels whose brightest channel passes the larger of LIGHT_FLOOR and
+# LIGHT_OVER_MEDIAN times the photo's median, fully lights LIGHT_RAMP above that. Fixed before measuring,
+# for night scenes (a light stands out of a dark median; a well-lit photo's median puts the bar past white).
+LIGHT_FLOOR, LIGHT_OVER_MEDIAN, LIGHT_RAMP = 0.45, 6.0, 0.2
 
 
 @dataclass
@@ -126,17 +136,19 @@ class NanoLILYv2(nn.Module):
     def config_dict(self) -> dict:
         return asdict(self.config)
 
-    def forward(self, x: torch.Tensor, block: int | None = None, factor: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, block: int | None = None, factor: int | None = None,
+                guard_halos: bool = False) -> torch.Tensor:
         """The whole image in one pass. ``block`` (rows) bounds memory: the full-resolution stage then
         runs in horizontal strips of ``block`` rows with a 2-row halo, which is exact (its two 3x3
         convolutions see 2 rows each way), and the largest low-resolution maps (1/4 size) in strips of
         as many image rows (``block / factor`` of theirs, see :meth:`low_resolution`). ``factor``: the
         first downsampling, ``config.factor`` (4) unless given; :func:`analysis_factor` gives one for
-        any photo's size (the engine's global mode uses it)."""
-        return self.output_rows(x, block, factor)()
+        any photo's size (the engine's global mode uses it). ``guard_halos``: lift the dark beside
+        bright lights as the dark elsewhere (:func:`guarded_maps`; the engine's default)."""
+        return self.output_rows(x, block, factor, guard_halos)()
 
-    def output_rows(self, x: torch.Tensor, block: int | None = None,
-                    factor: int | None = None) -> Callable[..., torch.Tensor]:
+    def output_rows(self, x: torch.Tensor, block: int | None = None, factor: int | None = None,
+                    guard_halos: bool = False) -> Callable[..., torch.Tensor]:
         """:meth:`forward` for a caller that takes the output strip by strip: runs the low-resolution
         part now and returns ``rows(span=None, out=None)``, the output's rows ``[first, last)`` (all
         without ``span``) computed as :meth:`forward` does, written into ``out`` if given
@@ -144,9 +156,10 @@ class NanoLILYv2(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"NanoLILYv2 expects a (B, 3, H, W) tensor, got {tuple(x.shape)}")
         factor = factor or self.config.factor
-        maps, matrix = self.low_resolution(x, block and max(block // factor, 16), factor)
+        maps, matrix, lights = guarded_maps(self, x, factor, block and max(block // factor, 16), guard_halos)
         # planar maps upsample to planar strips, which apply_maps wants
-        return functools.partial(in_strips, self.apply_maps, x, maps.contiguous(), matrix, factor, block)
+        return functools.partial(in_strips, self.apply_maps, x, maps.contiguous(), matrix, factor, block,
+                                 lights=lights)
 
     def low_resolution(self, x: torch.Tensor, block: int | None = None,
                        factor: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +171,7 @@ class NanoLILYv2(nn.Module):
 
     def maps_from_pooled(self, small: torch.Tensor, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`low_resolution` from the image already pooled (:func:`pool`): ``(B, 3, h/4, w/4)``."""
-        return maps_in_strips(self, small, block)
+        return maps_in_strips(self, small, block)[:2]
 
     def encode_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """The encoder's full (1/4-size) stage, ``enc1(leaky(stem(priors(rows))))``: (B, 3, r, w/4) ->
@@ -168,18 +181,21 @@ class NanoLILYv2(nn.Module):
             rows = _priors(rows)  # (B, 8, r, w/4)
         return self.enc1(F.leaky_relu(self.stem(rows), self.config.slope, inplace=True))
 
-    def middle(self, e1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """From the 1/4-size features to the 1/8-size decoder map and the colour matrix: (B, w1, h/4, w/4)
-        -> (B, w2, h/8, w/8), (B, 3, 3). The global context is taken here, over the whole image."""
+    def middle(self, e1: torch.Tensor,
+               context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """From the 1/4-size features to the 1/8-size decoder map, the colour matrix and the global context:
+        (B, w1, h/4, w/4) -> (B, w2, h/8, w/8), (B, 3, 3), (B, w3). The global context is taken here, over
+        the whole image, unless given as ``context`` (B, w3) (the halo guard reads its filled photo in the
+        photo's own context, :func:`guarded_maps`)."""
         slope = self.config.slope
         e2 = self.enc2(F.leaky_relu(self.down2(e1), slope, inplace=True))  # (B, w2, h/8, w/8)
         e3 = self.enc3(F.leaky_relu(self.down3(e2), slope, inplace=True))  # (B, w3, h/16, w/16)
-        g = e3.mean(dim=(-2, -1))  # (B, w3): the whole image's context, at any size
+        g = e3.mean(dim=(-2, -1)) if context is None else context  # (B, w3): the whole image's, at any size
         scale, shift = self.film(g)[..., None, None].chunk(2, dim=1)
         e3 = e3 * (1 + scale) + shift
         d2 = F.leaky_relu(_conv_of_concat(self.dec2, _up(e3, e2), e2), slope, inplace=True)  # (B, w2, h/8, w/8)
         matrix = torch.eye(3, device=g.device, dtype=g.dtype) + self.colour(g).view(-1, 3, 3)  # (B, 3, 3)
-        return d2, matrix
+        return d2, matrix, g
 
     def decode_rows(self, up: torch.Tensor, e1: torch.Tensor) -> torch.Tensor:
         """The decoder's last stage and the head, ``head(leaky(dec1([up, e1])))``, on rows of ``e1``
@@ -237,30 +253,32 @@ def analysis_factor(height: int, width: int, factor: int = 4, pixels: int = ANAL
 
 def in_strips(apply_maps, x: torch.Tensor, maps: torch.Tensor, matrix: torch.Tensor, factor: int,
               rows: int | None = None, span: tuple[int, int] | None = None,
-              out: torch.Tensor | None = None) -> torch.Tensor:
+              out: torch.Tensor | None = None, lights: Lights | None = None) -> torch.Tensor:
     """The full-resolution stage of ``x`` (B, 3, H, W), ``apply_maps`` (:meth:`NanoLILYv2.apply_maps`
     or a runtime's copy of it) run on strips of ``rows`` rows (the whole image at once without
     ``rows``), each given its :func:`strip_inputs` and cropped to its own rows: exact. ``span``: only
     output rows ``[first, last)``; ``out``: where to write them (B, 3, last - first, W), else a new
-    tensor in ``x``'s memory format."""
+    tensor in ``x``'s memory format. ``lights``: :func:`guarded_maps`' lights, with its maps."""
     h = x.shape[-2]
     first, last = span or (0, h)
     if span is None and out is None and (rows is None or rows >= h):
-        return apply_maps(*strip_inputs(x, maps, 0, h, factor)[:2], matrix)
+        return apply_maps(*strip_inputs(x, maps, 0, h, factor, lights)[:2], matrix)
     if out is None:
         out = torch.empty_like(x[:, :, first:last])
     step = rows or max(last - first, 1)
     for top in range(first, last, step):
         bottom = min(top + step, last)
-        x_rows, up, offset = strip_inputs(x, maps, top, bottom, factor)
+        x_rows, up, offset = strip_inputs(x, maps, top, bottom, factor, lights)
         out[:, :, top - first:bottom - first] = apply_maps(x_rows, up, matrix)[:, :, offset:offset + bottom - top]
     return out
 
 
-def maps_in_strips(stages, small: torch.Tensor, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The head's maps (B, 6|3, h/4, w/4) and the colour matrix (B, 3, 3) from the pooled image ``small``
-    (B, 3, h/4, w/4), by ``stages``' ``encode_rows``, ``middle`` and ``decode_rows`` (a
-    :class:`NanoLILYv2`, or a runtime's copies of them). With ``rows``, the two 1/4-size stages, whose
+def maps_in_strips(stages, small: torch.Tensor, rows: int | None = None,
+                   context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The head's maps (B, 6|3, h/4, w/4), the colour matrix (B, 3, 3) and the global context (B, w3)
+    from the pooled image ``small`` (B, 3, h/4, w/4), by ``stages``' ``encode_rows``, ``middle`` and
+    ``decode_rows`` (a :class:`NanoLILYv2`, or a runtime's copies of them); ``context``: given, not taken
+    from ``small`` (:meth:`NanoLILYv2.middle`). With ``rows``, the two 1/4-size stages, whose
     maps are the largest here, run in strips of ``rows`` rows, each with
     the rows either side its convolutions read, cropped after: exact, and of those maps only ``e1``
     and the result are ever whole."""
@@ -268,14 +286,14 @@ def maps_in_strips(stages, small: torch.Tensor, rows: int | None = None) -> tupl
     whole = rows is None or rows >= height or torch.compiler.is_compiling()
     e1 = stages.encode_rows(small) if whole else _rows_in_strips(
         lambda first, last: stages.encode_rows(small[:, :, first:last]), height, rows, ENCODE_HALO)
-    d2, matrix = stages.middle(e1)  # (B, w2, h/8, w/8)
+    d2, matrix, context = stages.middle(e1, context)  # (B, w2, h/8, w/8)
     if whole:
-        return stages.decode_rows(_up(d2, e1), e1), matrix
+        return stages.decode_rows(_up(d2, e1), e1), matrix, context
 
     def decode(first: int, last: int) -> torch.Tensor:
         return stages.decode_rows(_upsampled_rows(d2, first, last, 2), e1[:, :, first:last])
 
-    return _rows_in_strips(decode, height, rows, DECODE_HALO), matrix
+    return _rows_in_strips(decode, height, rows, DECODE_HALO), matrix, context
 
 
 def _rows_in_strips(stage, height: int, rows: int, halo: int) -> torch.Tensor:
@@ -294,19 +312,146 @@ def _rows_in_strips(stage, height: int, rows: int, halo: int) -> torch.Tensor:
     return out
 
 
-def strip_inputs(x: torch.Tensor, maps: torch.Tensor, top: int, bottom: int,
-                 factor: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def strip_inputs(x: torch.Tensor, maps: torch.Tensor, top: int, bottom: int, factor: int,
+                 lights: Lights | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """What :meth:`NanoLILYv2.apply_maps` needs for output rows ``[top, bottom)`` of ``x`` (B, 3, H, W):
     rows ``[top - 2, bottom + 2)`` of ``x`` (those of the image; the refinement's two 3x3 convolutions
     read 2 rows each way), the head's ``maps`` upsampled (bilinear, by ``factor``) to the same rows from
     only the low-resolution rows that needs (one beyond each end), and where the strip's own rows start
-    in them. Weight-free, so the ONNX Runtime backend runs it between its two graphs."""
+    in them. With :func:`guarded_maps`' ``lights``, ``maps`` are those of the photo with its lights filled
+    in, and the lights take the photo's own maps instead, by how much each pixel is a light
+    (:func:`light_mask`). Weight-free, so the ONNX Runtime backend runs it between its two graphs."""
     h, w = x.shape[-2], x.shape[-1]
     if top == 0 and bottom == h:  # the whole image (no size comparisons: exportable with dynamic sizes)
-        up = F.interpolate(maps, scale_factor=factor, mode="bilinear", align_corners=False)
-        return x, up[:, :, :h, :w], 0
-    first, last = max(top - REFINE_HALO, 0), min(bottom + REFINE_HALO, h)
-    return x[:, :, first:last], _upsampled_rows(maps, first, last, factor)[..., :w], top - first
+        x_rows, offset = x, 0
+        up = F.interpolate(maps, scale_factor=factor, mode="bilinear", align_corners=False)[:, :, :h, :w]
+    else:
+        first, last = max(top - REFINE_HALO, 0), min(bottom + REFINE_HALO, h)
+        x_rows, offset = x[:, :, first:last], top - first
+        up = _upsampled_rows(maps, first, last, factor)[..., :w]
+    if lights is not None:
+        _restore_lights(up, x_rows, lights, top - offset, factor)
+    return x_rows, up, offset
+
+
+class Lights(NamedTuple):
+    """What :func:`guarded_maps` found: the level above which a pixel starts to count as a light,
+    ``thresholds`` (B,) (:func:`light_mask`), and the head's maps of the photo as it is, ``maps``."""
+    thresholds: torch.Tensor
+    maps: torch.Tensor
+
+
+def _restore_lights(up: torch.Tensor, x_rows: torch.Tensor, lights: Lights, first: int, factor: int) -> None:
+    """Blend into ``up`` (B, M, R, W), upsampled maps of image rows ``[first, first + R)``, the photo's own
+    maps at its lights, by :func:`light_mask` of ``x_rows`` (B, 3, R, W): bilinear samples (as
+    ``F.interpolate``'s, align_corners=False) taken at the light pixels only where they are few, the
+    whole strip upsampled where they are many."""
+    mask = light_mask(x_rows, lights.thresholds)[:, 0]  # (B, R, W)
+    b, y, x = mask.nonzero(as_tuple=True)
+    if not len(b):
+        return
+    maps = lights.maps
+    if len(b) * 10 > mask.numel():  # a light pixel's gather costs about ten pixels' dense blend (docs/halo-guard.md)
+        rows = _upsampled_rows(maps, first, first + up.shape[-2], factor)[..., :up.shape[-1]]
+        up.lerp_(rows.to(up.dtype), mask[:, None])
+        return
+    h, w = maps.shape[-2:]
+
+    def taps(i: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        source = ((i + 0.5) / factor - 0.5).clamp_min(0)
+        low = source.floor().long().clamp_max(size - 1)
+        return low, (low + 1).clamp_max(size - 1), (source - low).clamp_max(1)[:, None]
+
+    y0, y1, wy = taps(y + first, h)
+    x0, x1, wx = taps(x, w)
+    own = torch.lerp(torch.lerp(maps[b, :, y0, x0], maps[b, :, y0, x1], wx),
+                     torch.lerp(maps[b, :, y1, x0], maps[b, :, y1, x1], wx), wy)  # (K, M)
+    up[b, :, y, x] = torch.lerp(up[b, :, y, x], own.to(up.dtype), mask[b, y, x][:, None])
+
+
+def guarded_maps(stages, x: torch.Tensor, factor: int, rows: int | None = None,
+                 guard_halos: bool = True) -> tuple[torch.Tensor, torch.Tensor, Lights | None]:
+    """The head's maps and the colour matrix of ``x`` (B, 3, H, W) pooled by ``factor``
+    (:func:`maps_in_strips` with ``stages`` and ``rows``), and the :class:`Lights` that :func:`in_strips`
+    takes with them: None when ``guard_halos`` is off or no pixel is a light.
+
+    The halo guard: the maps read the scene at low resolution, so a bright light darkens its
+    neighbourhood's reading and the dark beside it is lifted less than the dark elsewhere (a dark halo
+    around lamps and lit windows). With lights in the photo, the maps are also made from the photo with
+    its lights filled in from the dark around them (:func:`fill_lights`), read in the photo's own global
+    context (so the photo as a whole is lit as before: a sky full of stars is not read as a darker
+    scene); the lights keep the photo's own maps, every other pixel takes the filled photo's.
+    Returns ``(maps (B, M, h, w), matrix (B, 3, 3), lights)``: with lights, the filled photo's maps.
+    """
+    small = pool(x, factor)
+    maps, matrix, context = maps_in_strips(stages, small, rows)
+    if not guard_halos:
+        return maps, matrix, None
+    thresholds = light_thresholds(small)
+    if not bool((x.amax((1, 2, 3)) > thresholds).any()):  # a light fades in from nothing: no jump at this test
+        return maps, matrix, None
+    filled = maps_in_strips(stages, fill_lights(x, thresholds, factor, small=small), rows, context)[0]
+    return filled, matrix, Lights(thresholds, maps.contiguous())
+
+
+def light_thresholds(small: torch.Tensor) -> torch.Tensor:
+    """The level (B,) above which a pixel starts to count as a light, from the pooled photo
+    (B, 3, h, w): :data:`LIGHT_OVER_MEDIAN` times the median of its brightest channel, at least
+    :data:`LIGHT_FLOOR`."""
+    median = small.amax(1).flatten(1).median(1).values
+    return (LIGHT_OVER_MEDIAN * median).clamp_min(LIGHT_FLOOR)
+
+
+def light_mask(x: torch.Tensor, lights: torch.Tensor) -> torch.Tensor:
+    """How much each pixel of ``x`` (B, 3, H, W) is a light, 0..1 (B, 1, H, W): its brightest channel
+    from ``lights`` (B,) up to :data:`LIGHT_RAMP` above it.
+
+    Example:
+        >>> x = torch.tensor([0.1, 0.5, 0.625, 0.9]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+        >>> light_mask(x, torch.tensor([0.5])).flatten().tolist()  # LIGHT_RAMP = 0.2
+        [0.0, 0.0, 0.625, 1.0]
+    """
+    return ((x.amax(1, keepdim=True) - lights.view(-1, 1, 1, 1)) / LIGHT_RAMP).clamp_(0, 1)
+
+
+def fill_lights(x: torch.Tensor, lights: torch.Tensor, factor: int, rows: int = 256,
+                small: torch.Tensor | None = None) -> torch.Tensor:
+    """``pool(x, factor)`` with the lights (:func:`light_mask` with thresholds ``lights``) left out: each
+    pooled pixel the mean of the pixels in it that are not lights, and where those are few or none,
+    the mean of the dark around it (:func:`fill_holes`). Reads ``x`` in strips of about ``rows`` rows,
+    so nothing full-size is made; ``small``, ``pool(x, factor)`` if at hand, stands for the strips without
+    a light. Returns (B, 3, h, w) as :func:`pool`."""
+    step = 4 * factor * max(1, rows // (4 * factor))  # whole pooling blocks: equal to pooling the whole image
+    sums, weights = [], []
+    for top in range(0, x.shape[-2], step):
+        part = x[:, :, top:top + step]
+        if small is not None and not bool((part.amax((1, 2, 3)) > lights).any()):
+            sums.append(small[:, :, top // factor:(top + step) // factor])
+            weights.append(torch.ones_like(sums[-1][:, :1]))
+            continue
+        keep = 1 - light_mask(part, lights)  # (B, 1, r, W)
+        sums.append(pool(part * keep, factor))
+        weights.append(pool(keep, factor))
+    return fill_holes(torch.cat(sums, -2), torch.cat(weights, -2))
+
+
+def fill_holes(sums: torch.Tensor, weights: torch.Tensor, enough: float = 0.5) -> torch.Tensor:
+    """Normalised averages ``sums / weights`` (B, C, h, w) / (B, 1, h, w), where ``weights`` (0..1) is
+    the share of each pixel that counts: pixels with at least ``enough`` keep their own, those with less
+    blend in (none: take) the same from a pyramid of coarser averages (push-pull), so holes fill from
+    their surroundings.
+
+    Example:
+        >>> sums, weights = torch.tensor([[[[1.0, 0.0, 3.0]]]]), torch.tensor([[[[1.0, 0.0, 1.0]]]])
+        >>> fill_holes(sums, weights).flatten().tolist()
+        [1.0, 2.0, 3.0]
+    """
+    own = sums / weights.clamp_min(1e-6)
+    if bool((weights >= enough).all()) or max(weights.shape[-2:]) <= 1:
+        return own
+    coarse = fill_holes(F.avg_pool2d(sums, 2, ceil_mode=True), F.avg_pool2d(weights, 2, ceil_mode=True), enough)
+    around = F.interpolate(coarse, size=sums.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.lerp(around, own, (weights / enough).clamp(max=1))
 
 
 def _upsampled_rows(maps: torch.Tensor, first: int, last: int, factor: int) -> torch.Tensor:

@@ -62,9 +62,14 @@ def add_match_scale_option(g) -> None:
 
 
 def add_correction_options(p: argparse.ArgumentParser) -> None:
-    from nanolily.engine.pipeline import DEFAULT_DENOISE, DEFAULT_PROTECT_HIGHLIGHTS
+    from nanolily.engine.pipeline import DEFAULT_DENOISE, DEFAULT_GUARD_HALOS, DEFAULT_PROTECT_HIGHLIGHTS
 
-    g = p.add_argument_group("corrections (applied to the network's output, in this order)")
+    g = p.add_argument_group("corrections (in this order: the halo guard as the network reads the photo, the "
+                             "rest on its output)")
+    g.add_argument("--guard-halos", action=argparse.BooleanOptionalAction, default=DEFAULT_GUARD_HALOS,
+                   help="nanolily-v2 and later, global mode: lift the dark beside lamps and lit windows as the "
+                        "dark elsewhere, without the dark halo the network alone leaves around them "
+                        "(default: %(default)s)")
     g.add_argument("--strength", type=non_negative_float, default=1.0,
                    help="how far to go: 0 = the input, 1 = the model, 1.5 = half as much again (default: %(default)s)")
     g.add_argument("--protect-highlights", action=argparse.BooleanOptionalAction, default=DEFAULT_PROTECT_HIGHLIGHTS,
@@ -80,7 +85,7 @@ def add_correction_options(p: argparse.ArgumentParser) -> None:
 def corrections(args) -> dict:
     """The correction options as keyword arguments of :func:`nanolily.engine.pipeline.enhance_tensor`."""
     return dict(strength=args.strength, protect_highlights=args.protect_highlights, denoise=args.denoise,
-                white_balance=args.white_balance)
+                white_balance=args.white_balance, guard_halos=args.guard_halos)
 
 
 def non_negative_float(text: str, top: float = float("inf")) -> float:

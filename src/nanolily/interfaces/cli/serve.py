@@ -3,7 +3,7 @@
 POST an image to /enhance and get the enhanced image back; GET /health says what is loaded; GET /
 is a browser app (drop a photo, compare before and after, download); GET /docs documents the API. Query parameters override this command's options for one
 request: mode, stride, batch_size, strength, denoise, protect_highlights, white_balance, match_scale,
-format, quality.
+guard_halos, format, quality.
 """
 
 from __future__ import annotations
