@@ -113,6 +113,8 @@ def test_halo_guard_lifts_the_sky_beside_a_light_as_the_far_sky(height, width):
     assert min(halo(scene, alone, building)) < 0.9  # the network alone leaves a dark halo
     top, left, right = building  # the light itself keeps its own reading
     assert (guarded[..., top:, left:right] - alone[..., top:, left:right]).abs().mean() < 0.01
+    half = enhance_tensor(scene, model, precision="bf16")  # the maps in bf16 (autocast): blended all the same
+    assert (half - guarded).abs().max() < 0.03 and all(abs(r - 1) <= 0.1 for r in halo(scene, half, building))
 
 
 def test_halo_guard_leaves_photos_without_lights_as_they_were():

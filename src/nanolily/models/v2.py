@@ -346,7 +346,7 @@ def _restore_lights(up: torch.Tensor, x_rows: torch.Tensor, lights: Lights, firs
     maps at its lights, by :func:`light_mask` of ``x_rows`` (B, 3, R, W): bilinear samples (as
     ``F.interpolate``'s, align_corners=False) taken at the light pixels only where they are few, the
     whole strip upsampled where they are many."""
-    mask = light_mask(x_rows, lights.thresholds)[:, 0]  # (B, R, W)
+    mask = light_mask(x_rows, lights.thresholds)[:, 0].to(up.dtype)  # (B, R, W)
     b, y, x = mask.nonzero(as_tuple=True)
     if not len(b):
         return
@@ -364,6 +364,7 @@ def _restore_lights(up: torch.Tensor, x_rows: torch.Tensor, lights: Lights, firs
 
     y0, y1, wy = taps(y + first, h)
     x0, x1, wx = taps(x, w)
+    wx, wy = wx.to(maps.dtype), wy.to(maps.dtype)
     own = torch.lerp(torch.lerp(maps[b, :, y0, x0], maps[b, :, y0, x1], wx),
                      torch.lerp(maps[b, :, y1, x0], maps[b, :, y1, x1], wx), wy)  # (K, M)
     up[b, :, y, x] = torch.lerp(up[b, :, y, x], own.to(up.dtype), mask[b, y, x][:, None])
