@@ -3,7 +3,7 @@
 The exported NanoLILY graph takes ``(batch, 3, 224, 224)`` tiles (dynamic batch) and returns the enhanced
 tiles, unclamped, exactly like :class:`nanolily.models.v1.NanoLILY`; nanolily-v2's takes whole images of any
 size (``(batch, 3, height, width)``, all dynamic), its natural mode; for the ``onnxruntime`` backend it is
-also exported as four graphs that run a large photo in bounded memory (:func:`export_onnx_stages`). One
+also exported as five graphs that run a large photo in bounded memory (:func:`export_onnx_stages`). One
 change of form, not of maths: the frequency branch's ``rfft2 -> mask -> irfft2`` is written as products
 with fixed DFT matrices (:class:`MatrixDFTFrequency`), because ONNX Runtime's ``DFT`` operator is slow on
 CPU, while its matrix products are fast. Parity with PyTorch is checked on export.

@@ -320,7 +320,7 @@ def strip_inputs(x: torch.Tensor, maps: torch.Tensor, top: int, bottom: int, fac
     only the low-resolution rows that needs (one beyond each end), and where the strip's own rows start
     in them. With :func:`guarded_maps`' ``lights``, ``maps`` are those of the photo with its lights filled
     in, and the lights take the photo's own maps instead, by how much each pixel is a light
-    (:func:`light_mask`). Weight-free, so the ONNX Runtime backend runs it between its two graphs."""
+    (:func:`light_mask`). Weight-free, so the ONNX Runtime backend runs it between its graphs."""
     h, w = x.shape[-2], x.shape[-1]
     if top == 0 and bottom == h:  # the whole image (no size comparisons: exportable with dynamic sizes)
         x_rows, offset = x, 0
