@@ -117,6 +117,17 @@ def test_halo_guard_lifts_the_sky_beside_a_light_as_the_far_sky(height, width):
     assert (half - guarded).abs().max() < 0.03 and all(abs(r - 1) <= 0.1 for r in halo(scene, half, building))
 
 
+def test_halo_guard_keeps_a_soft_lights_falloff_monotonic():
+    # a lamp fading smoothly into the dark crosses the light mask's ramp: the two readings meet there
+    rows, cols = torch.meshgrid(torch.arange(200), torch.arange(300), indexing="ij")
+    radius = ((rows - 100) ** 2 + (cols - 150) ** 2).float().sqrt()
+    model = load_model("nanolily-v5", device="cpu")
+    for background, sigma in ((0.04, 10), (0.08, 30)):
+        x = (background + (1 - background) * torch.exp(-(radius / sigma) ** 2)) * torch.tensor([1, 0.9, 0.7])[:, None, None]
+        out = enhance_tensor(x[None], model, denoise=0)[0, :, 100, 150:]  # (3, 150): centre outwards
+        assert (out[:, 1:] - out[:, :-1]).max() < 0.02, (background, sigma)
+
+
 def test_halo_guard_leaves_photos_without_lights_as_they_were():
     model = random_v2()
     dark = torch.rand(1, 3, 60, 90) * 0.3  # nothing passes LIGHT_FLOOR
