@@ -236,3 +236,20 @@ def test_light_views_paste_one_light_into_input_and_target(tmp_path):
 
     with pytest.raises(ValueError, match="lights"):
         TrainConfig.from_dict({"lights": 1.0})
+
+
+def test_jpeg_views_compress_the_input_only(tmp_path):
+    from nanolily.training.data import jpeg_roundtrip
+    from nanolily.training.train import TrainConfig
+
+    make_layout(tmp_path, "pair", ["a"])
+    data = PairedImages(find_pairs(tmp_path, "pair"))
+    view = dict(size=32, crop="resize", flips=False, rot90=False)
+    plain = data.sample(0, torch.Generator().manual_seed(0), **view)
+    low, high = data.sample(0, torch.Generator().manual_seed(0), **view, jpeg=0.999, jpeg_quality=(50, 50))
+    assert torch.equal(high, plain[1])  # the target stays lossless
+    expected = jpeg_roundtrip(plain[0].mul(255).round().to(torch.uint8), 50).float() / 255
+    assert torch.equal(low, expected) and not torch.equal(low, plain[0])
+    for bad in ({"jpeg": 1.0}, {"jpeg_quality": [90, 60]}, {"jpeg_quality": [0, 90]}):
+        with pytest.raises(ValueError, match="jpeg"):
+            TrainConfig.from_dict(bad)

@@ -14,6 +14,7 @@ Pairs are matched by id with any image extension; a split file lists one id per 
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from nanolily.io.images import READ_SUFFIXES, read_image, to_uint
 from nanolily.training.metrics import to_grey
@@ -239,7 +241,8 @@ class PairedImages:
                exposure: tuple[float, float] | None = None,
                zoom: tuple[float, float] | None = None,
                identity: float = 0.0, identity_exposure: tuple[float, float] | None = None,
-               gray: float = 0.0, lights: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+               gray: float = 0.0, lights: float = 0.0, jpeg: float = 0.0,
+               jpeg_quality: tuple[int, int] = (60, 95)) -> tuple[torch.Tensor, torch.Tensor]:
         """One augmented training view of pair ``index``: (low, high), each (3, size, size) in [0, 1].
 
         ``zoom=(lo, hi)`` (random crops only) takes a ``size / z`` square and resizes it to ``size``, ``z``
@@ -262,6 +265,10 @@ class PairedImages:
         ``lights``: the probability that a light source is pasted into the view, input and target alike
         (:func:`~nanolily.training.synthesis.paste_light`), so the dark around a lamp is lifted as the dark
         elsewhere is, without a halo.
+
+        ``jpeg``: the probability that the input is saved as a JPEG of a quality drawn uniformly from
+        ``jpeg_quality`` (:func:`jpeg_roundtrip`; the target stays lossless), so the model learns not to
+        lift compression's blocks and ringing with the shadows.
         """
         low, high = self.low[index], self.high[index]
         if crop == "mixed":
@@ -306,6 +313,9 @@ class PairedImages:
             low = expose_linear(low, _log_uniform(exposure, generator))
         if lights and torch.rand((), generator=generator).item() < lights:
             low, high = paste_light(low, high, generator)
+        if jpeg and torch.rand((), generator=generator).item() < jpeg:
+            quality = int(torch.randint(jpeg_quality[0], jpeg_quality[1] + 1, (), generator=generator))
+            low = jpeg_roundtrip(low.mul(255).round_().to(torch.uint8), quality).float() / 255
         return low.contiguous(), high.contiguous()
 
 
@@ -319,6 +329,20 @@ def expose_linear(image: torch.Tensor, factor: float) -> torch.Tensor:
     """Scale an sRGB image's exposure by ``factor`` in linear light, clipped to [0, 1] (a longer or
     shorter capture of the same scene, noise aside)."""
     return linear_to_srgb(srgb_to_linear(image) * factor)
+
+
+def jpeg_roundtrip(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """A (3, H, W) uint8 image encoded as a JPEG at ``quality`` (Pillow's defaults otherwise: 4:2:0
+    chroma subsampling, as most cameras and phones save) and decoded again: a compressed capture.
+
+    Example:
+        >>> image = torch.randint(0, 60, (3, 32, 48), dtype=torch.uint8)
+        >>> jpeg_roundtrip(image, 75).shape, jpeg_roundtrip(image, 75).dtype
+        (torch.Size([3, 32, 48]), torch.uint8)
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, "JPEG", quality=quality)
+    return torch.from_numpy(np.array(Image.open(buffer).convert("RGB"))).permute(2, 0, 1).contiguous()
 
 
 # --- leakage guard ------------------------------------------------------------------------------------

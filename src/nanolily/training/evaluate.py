@@ -29,7 +29,7 @@ import torch
 
 from nanolily.training import losses
 from nanolily.engine.bloom import resize
-from nanolily.training.data import Pair, expose_linear, load_rgb_uint8
+from nanolily.training.data import Pair, expose_linear, jpeg_roundtrip, load_rgb_uint8
 from nanolily.engine.pipeline import enhance_tensor
 from nanolily.training.metrics import LPIPS, batch_pooled_psnr, gt_mean_match, mean_grey, psnr, ssim
 from nanolily.models.v1 import NanoLILY
@@ -52,12 +52,14 @@ def _in_fp32(corrections: dict | None) -> dict:
 def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: str = "full", stride: int = 112,
              lpips: LPIPS | None = None, vgg: losses.VGGPerceptual | None = None,
              progress: bool = False, corrections: dict | None = None,
-             exposure: float = 1.0, pool_batch: int = POOL_BATCH) -> tuple[list[dict], dict]:
+             exposure: float = 1.0, pool_batch: int = POOL_BATCH, jpeg: int | None = None) -> tuple[list[dict], dict]:
     """Metrics per image and their summary for ``model`` on ``pairs``; ``corrections`` are keyword
     arguments of :func:`enhance_tensor` (default: its defaults, i.e. what ``nanolily enhance`` does, but
     in fp32 whatever the hardware unless they name a ``precision``).
     ``exposure`` re-exposes each low image by that factor in linear light first (the reference
     unchanged; :func:`nanolily.training.data.expose_linear`): how a model copes with darker or brighter captures.
+    ``jpeg`` (a quality, 1..100) then re-encodes each low image as a JPEG
+    (:func:`nanolily.training.data.jpeg_roundtrip`): how it copes with compressed captures.
 
     Returns:
         (rows, summary): one dict per image (``id`` and each metric) and a dict of means plus the
@@ -75,6 +77,8 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
         low, high = to_float(load_rgb_uint8(pair.low)), to_float(load_rgb_uint8(pair.high))
         if exposure != 1:
             low = expose_linear(low, exposure)
+        if jpeg:  # the capture as a camera saves it: exposed first, then compressed
+            low = to_float(jpeg_roundtrip(low[0].mul(255).round().to(torch.uint8), jpeg))
         if protocol == "full":
             out = enhance_tensor(low, model, mode=mode, stride=stride, **_in_fp32(corrections))
         else:
@@ -89,6 +93,8 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
                "stride": stride if protocol == "full" and mode == "bloom" else None, "images": len(rows)}
     if exposure != 1:
         summary["exposure"] = exposure
+    if jpeg:
+        summary["jpeg"] = jpeg
     summary.update({k: sum(r[k] for r in rows) / len(rows) for k in metric_names})
     if protocol == "resize224":  # every image is 224x224, so per-image MSEs pool like pixels
         summary["psnr_pooled"] = batch_pooled_psnr(squared_errors)

@@ -66,6 +66,8 @@ class TrainConfig:
     identity_exposure: list | None = None  # [lo, hi]: identity views re-exposed (input and target): dim photos stay dim
     gray: float = 0.0  # share of views turned grey (input and target): grayscale photos lit as colour ones
     lights: float = 0.0  # share of views with a light source pasted in (input and target): no halo around lamps
+    jpeg: float = 0.0  # share of views whose input is saved as a JPEG (the target lossless)
+    jpeg_quality: list[int] = field(default_factory=lambda: [60, 95])  # its quality, drawn uniformly
     # weight of an L1 term between the network's output for a grey copy of the first third of each batch
     # and the grey of its output for the colour views (held fixed): a grayscale photo lit as its colour one
     gray_consistency: float = 0.0
@@ -136,9 +138,11 @@ class TrainConfig:
             bounds = getattr(self, key)
             if bounds is not None and not (len(bounds) == 2 and 0 < bounds[0] <= bounds[1]):
                 raise ValueError(f"{key} must be [lo, hi] with 0 < lo <= hi, got {bounds}")
-        for key in ("identity", "gray", "lights"):
+        for key in ("identity", "gray", "lights", "jpeg"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"{key} must be a probability in [0, 1), got {getattr(self, key)}")
+        if not (len(self.jpeg_quality) == 2 and 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100):
+            raise ValueError(f"jpeg_quality must be [lo, hi] with 1 <= lo <= hi <= 100, got {self.jpeg_quality}")
         if self.gray_consistency < 0:
             raise ValueError(f"gray_consistency must be a weight >= 0, got {self.gray_consistency}")
         if self.zoom is not None and self.crop != "random":
@@ -506,7 +510,7 @@ def _batch(images: PairedImages, config: TrainConfig, step: int, epoch: int, ste
                            tuple(config.exposure) if config.exposure else None,
                            tuple(config.zoom) if config.zoom else None, config.identity,
                            tuple(config.identity_exposure) if config.identity_exposure else None, config.gray,
-                           config.lights)
+                           config.lights, config.jpeg, tuple(config.jpeg_quality))
              for k in chosen]
     sizes = {tuple(v[0].shape[-2:]) for v in views}
     if len(sizes) > 1:  # only crop "full" gives views of the images' own sizes

@@ -13,6 +13,7 @@ EPILOG = """examples:
   nanolily evaluate --data ../shared/datasets/lol-v2-real
   nanolily evaluate --data ../shared/datasets/lol-v2-real --protocol resize224
   nanolily evaluate --data ../shared/datasets/lol-v1 --split ../shared/datasets/splits/lol-v1-val.txt --exposure 2
+  nanolily evaluate --data ../shared/datasets/lol-v1 --split ../shared/datasets/splits/lol-v1-val.txt --jpeg 90
   nanolily evaluate --data ../shared/datasets/lol-v2-real --mode core --gallery gallery/ --gallery-ids 00690 00701
 
 protocols: full = each image at full resolution, outputs clamped, per-image metrics averaged (honest);
@@ -35,6 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--exposure", type=float, default=1.0, metavar="F",
                    help="re-expose each low image by F in linear light first, e.g. 0.5 or 2: robustness to "
                         "darker or brighter captures (default: %(default)s, as captured)")
+    p.add_argument("--jpeg", type=int, metavar="Q",
+                   help="then re-encode each low image as a JPEG of quality Q (1..100), e.g. 90 or 75: robustness "
+                        "to compressed captures, as phones and cameras save them (default: as stored)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="full", help="measurement protocol (default: %(default)s)")
     p.add_argument("--pool-batch", type=int, default=POOL_BATCH, metavar="N",
                    help="resize224: images per batch for batch-pooled PSNR (default: %(default)s, the original's "
@@ -83,19 +87,21 @@ def run(args) -> int:
             return 1
     if not args.exposure > 0:
         args.parser.error(f"--exposure must be > 0, got {args.exposure}")
+    if args.jpeg is not None and not 1 <= args.jpeg <= 100:
+        args.parser.error(f"--jpeg must be 1..100, got {args.jpeg}")
     if args.pool_batch < 1:
         args.parser.error(f"--pool-batch must be >= 1, got {args.pool_batch}")
     options = corrections(args) | {"match_scale": args.match_scale}  # enhance_tensor's keywords
     if not args.quiet:
-        on = [k for k in ("protect_highlights", "white_balance") if options[k]] + (
+        on = [k for k in ("guard_halos", "protect_highlights", "white_balance") if options[k]] + (
             [f"denoise {options['denoise']:g}"] if options["denoise"] else [])
         note(f"corrections: {', '.join(on).replace('_', ' ') or 'none (the network alone)'}"
-             + (" (as nanolily enhance; --no-protect-highlights --denoise 0 measures the network alone, as "
-                "docs/model-card.md does)" if on else ""))
+             + (" (as nanolily enhance; --no-guard-halos --no-protect-highlights --denoise 0 measures the network "
+                "alone, as docs/model-card.md does)" if on else ""))
     rows, summary = evaluate(model, pairs, args.mode, args.protocol, args.stride, lpips, vgg, progress=not args.quiet,
-                             corrections=options, exposure=args.exposure, pool_batch=args.pool_batch)
+                             corrections=options, exposure=args.exposure, pool_batch=args.pool_batch, jpeg=args.jpeg)
     name = Path(getattr(model, "weights_path", "model")).stem
-    exposed = f"-exposure{args.exposure:g}" if args.exposure != 1 else ""
+    exposed = (f"-exposure{args.exposure:g}" if args.exposure != 1 else "") + (f"-jpeg{args.jpeg}" if args.jpeg else "")
     out = Path(args.out or f"eval/{name}-{args.protocol}-{args.mode}{exposed}")
     title = f"{name} on {args.data}" + (f" ({args.subset})" if args.subset else "")
     paths = write_report(out, rows, summary, title)
