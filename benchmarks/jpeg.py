@@ -38,7 +38,8 @@ def splits(data: Path) -> dict:
             "eval15": find_pairs(lol, "lol-v1", "eval15")}
 
 
-def run(models: list[str], data: Path, qualities: tuple[int, ...], weights_dir: str | None, quiet: bool) -> dict:
+def run(models: list[str], data: Path, qualities: tuple[int, ...], weights_dir: str | None, quiet: bool,
+        only: list[str]) -> dict:
     try:
         lpips = LPIPS.from_dir(weights_dir, data)
     except FileNotFoundError:
@@ -47,6 +48,8 @@ def run(models: list[str], data: Path, qualities: tuple[int, ...], weights_dir: 
     for name in models:
         model = load_model(name, device="cpu")
         for split, pairs in splits(data).items():
+            if split not in only:
+                continue
             for quality in (None, *qualities):
                 for setting, options in SETTINGS.items():
                     if quality is None and setting != "defaults":
@@ -76,6 +79,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="datasets root (lol-v1/, splits/)")
     parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL], help="shipped names or .safetensors files")
     parser.add_argument("--qualities", nargs="+", type=int, default=list(QUALITIES))
+    parser.add_argument("--splits", nargs="+", default=["lol-v1-val", "eval15"], choices=["lol-v1-val", "eval15"],
+                        help="lol-v1-val alone to choose a model with; eval15 only to report (default: both)")
     parser.add_argument("--weights-dir", help="AlexNet/LPIPS weights (default: as nanolily evaluate finds them)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/jpeg.json"))
@@ -84,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    results = run(args.models, Path(args.data), tuple(args.qualities), args.weights_dir, args.quiet)
+    results = run(args.models, Path(args.data), tuple(args.qualities), args.weights_dir, args.quiet, args.splits)
     record = {"command": "python benchmarks/jpeg.py " + " ".join(__import__("sys").argv[1:]),
               "date": time.strftime("%Y-%m-%d", time.gmtime()), "seconds": round(time.perf_counter() - start),
               "results": results}
