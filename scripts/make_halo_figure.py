@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from nanolily.engine.pipeline import default_model, enhance_tensor
-from nanolily.io.figures import side_by_side
+from nanolily.io.figures import side_by_side, stacked
 from nanolily.io.images import pil_to_photo, read_image, write_image
 from nanolily.io.samples import sample_paths
 from nanolily.training.synthesis import night_scene
@@ -44,11 +44,7 @@ def main() -> None:
         rows.append(side_by_side([("input", to_pil(image)),
                                   ("network alone", to_pil(enhance_tensor(image, model, guard_halos=False))),
                                   ("with the halo guard", to_pil(enhance_tensor(image, model)))], height=240))
-    figure = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), (24, 24, 24))
-    top = 0
-    for row in rows:
-        figure.paste(row, (0, top))
-        top += row.height
+    figure = stacked(rows)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     print(write_image(OUT, pil_to_photo(figure), overwrite=True))
 

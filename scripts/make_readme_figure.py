@@ -6,10 +6,9 @@
 
 from pathlib import Path
 
-from PIL import Image
 
 from nanolily.engine.pipeline import default_model, enhance_photo
-from nanolily.io.figures import side_by_side
+from nanolily.io.figures import side_by_side, stacked
 from nanolily.io.images import photo_to_pil, pil_to_photo, read_image, write_image
 from nanolily.io.samples import sample_paths
 
@@ -23,11 +22,7 @@ def main() -> None:
         photo = read_image(path)
         rows.append(side_by_side([("dark input", photo_to_pil(photo)),
                                   ("nanolily", photo_to_pil(enhance_photo(photo, model)))], height=220))
-    figure = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), (24, 24, 24))
-    top = 0
-    for row in rows:
-        figure.paste(row, (0, top))
-        top += row.height
+    figure = stacked(rows)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     print(write_image(OUT, pil_to_photo(figure), overwrite=True))
 

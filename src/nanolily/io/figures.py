@@ -9,6 +9,21 @@ GAP = 8
 BACKGROUND = (24, 24, 24)
 
 
+def stacked(rows: list[Image.Image]) -> Image.Image:
+    """Figures (e.g. :func:`side_by_side` rows) one under another, left-aligned.
+
+    Example:
+        >>> stacked([Image.new("RGB", (40, 20)), Image.new("RGB", (30, 10))]).size
+        (40, 30)
+    """
+    figure = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), BACKGROUND)
+    top = 0
+    for row in rows:
+        figure.paste(row, (0, top))
+        top += row.height
+    return figure
+
+
 def side_by_side(panels: list[tuple[str, Image.Image]], height: int | None = None) -> Image.Image:
     """Place images in a row, each scaled to a common height, with its title above it.
 

@@ -16,9 +16,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from PIL import Image
-
     from nanolily.engine.pipeline import DEFAULT_BATCH_SIZE, DEFAULT_STRIDE, enhance_photo
+    from nanolily.io.figures import stacked
     from nanolily.io.images import pil_to_photo, read_image, write_image
     from nanolily.io.samples import sample_paths
     from nanolily.interfaces.cli.compare import comparison_figure
@@ -40,11 +39,6 @@ def run(args) -> int:
         rows.append(comparison_figure(photo, model, DEFAULT_STRIDE, DEFAULT_BATCH_SIZE, height=300))
         print(f"{path.name}: {photo.size[0]}x{photo.size[1]}, mean brightness "
               f"{photo.pixels.mean():.3f} -> {enhanced.pixels.mean():.3f}")
-    figure = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), (24, 24, 24))
-    y = 0
-    for row in rows:
-        figure.paste(row, (0, y))
-        y += row.height
-    target = write_image(out / "demo_compare.png", pil_to_photo(figure), overwrite=True)
+    target = write_image(out / "demo_compare.png", pil_to_photo(stacked(rows)), overwrite=True)
     print(f"comparison figure: {target}")
     return 0
