@@ -74,6 +74,18 @@ def test_evaluate_at_another_exposure_reexposes_only_the_input(tmp_path):
     assert summary["exposure"] == 2.0 and "exposure" not in evaluate(Identity(), pairs)[1]
 
 
+def test_evaluate_with_jpeg_inputs_compresses_only_the_input(tmp_path):
+    from nanolily.training.data import jpeg_roundtrip, load_rgb_uint8
+
+    make_layout(tmp_path, "pair", ["a"])
+    pairs = find_pairs(tmp_path, "pair")
+    (row,), summary = evaluate(Identity(), pairs, corrections=NO_CORRECTIONS, jpeg=50)
+    low, high = (load_rgb_uint8(p).float()[None] / 255 for p in (pairs[0].low, pairs[0].high))
+    assert row["psnr"] == pytest.approx(float(psnr(jpeg_roundtrip(low[0], 50)[None], high)), abs=1e-4)
+    assert row["psnr"] != pytest.approx(evaluate(Identity(), pairs, corrections=NO_CORRECTIONS)[0][0]["psnr"], abs=1e-3)
+    assert summary["jpeg"] == 50 and "jpeg" not in evaluate(Identity(), pairs)[1]
+
+
 def test_gt_mean_match_removes_exposure_and_only_exposure():
     torch.manual_seed(0)
     ref = torch.rand(2, 3, 16, 16) * 0.6

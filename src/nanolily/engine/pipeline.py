@@ -46,7 +46,7 @@ DEFAULT_STRIDE = 120
 DEFAULT_BATCH_SIZE = 2
 DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
 DEFAULT_DENOISE = 0.5
-DEFAULT_GUARD_HALOS = True  # a fixed rule, not tuned (docs/quality.md, part 5)
+DEFAULT_GUARD_HALOS = True  # lights found by a fixed rule, not tuned (docs/halo-guard.md)
 # the network's output alone
 NO_CORRECTIONS = {"protect_highlights": False, "denoise": 0.0, "white_balance": False, "guard_halos": False}
 # the corrections' tiles: their temporaries stay in the CPU's caches (docs/pipeline.md); the compiled pass

@@ -5,8 +5,8 @@
                     (a camera RAW file as a form file, whose name's extension tells its kind);
                     query (each optional, the server's defaults otherwise): mode, stride, batch_size,
                     strength, denoise, protect_highlights, white_balance, match_scale, guard_halos,
-                    format (png, jpg, webp, tif, bmp, ...), quality. Answers the enhanced image (PNG unless ``format`` says
-                    otherwise).
+                    format (png, jpg, webp, tif, bmp, ...), quality. Answers the enhanced image (PNG
+                    unless ``format`` says otherwise).
     GET  /health    {"status": "ok", "model": ..., "device": ..., "version": ..., "modes": [...], "defaults": {...}}
     GET  /          the browser app: drop a photo, compare before and after, download the result
 

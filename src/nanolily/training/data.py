@@ -315,7 +315,7 @@ class PairedImages:
             low, high = paste_light(low, high, generator)
         if jpeg and torch.rand((), generator=generator).item() < jpeg:
             quality = int(torch.randint(jpeg_quality[0], jpeg_quality[1] + 1, (), generator=generator))
-            low = jpeg_roundtrip(low.mul(255).round_().to(torch.uint8), quality).float() / 255
+            low = jpeg_roundtrip(low, quality)
         return low.contiguous(), high.contiguous()
 
 
@@ -332,17 +332,19 @@ def expose_linear(image: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def jpeg_roundtrip(image: torch.Tensor, quality: int) -> torch.Tensor:
-    """A (3, H, W) uint8 image encoded as a JPEG at ``quality`` (Pillow's defaults otherwise: 4:2:0
-    chroma subsampling, as most cameras and phones save) and decoded again: a compressed capture.
+    """A (3, H, W) image in [0, 1] as saved in a JPEG at ``quality`` (8 bits, Pillow's defaults otherwise:
+    4:2:0 chroma subsampling, as most cameras and phones save) and decoded again: a compressed capture.
 
     Example:
-        >>> image = torch.randint(0, 60, (3, 32, 48), dtype=torch.uint8)
-        >>> jpeg_roundtrip(image, 75).shape, jpeg_roundtrip(image, 75).dtype
-        (torch.Size([3, 32, 48]), torch.uint8)
+        >>> image = torch.rand(3, 32, 48) * 0.2
+        >>> saved = jpeg_roundtrip(image, 75)
+        >>> saved.shape, bool((saved - image).abs().max() < 0.2)
+        (torch.Size([3, 32, 48]), True)
     """
     buffer = io.BytesIO()
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, "JPEG", quality=quality)
-    return torch.from_numpy(np.array(Image.open(buffer).convert("RGB"))).permute(2, 0, 1).contiguous()
+    pixels = image.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    return torch.from_numpy(np.array(Image.open(buffer).convert("RGB"))).permute(2, 0, 1).float().div_(255)
 
 
 # --- leakage guard ------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
         if exposure != 1:
             low = expose_linear(low, exposure)
         if jpeg:  # the capture as a camera saves it: exposed first, then compressed
-            low = to_float(jpeg_roundtrip(low[0].mul(255).round().to(torch.uint8), jpeg))
+            low = jpeg_roundtrip(low[0], jpeg)[None]
         if protocol == "full":
             out = enhance_tensor(low, model, mode=mode, stride=stride, **_in_fp32(corrections))
         else:
