@@ -128,6 +128,21 @@ def test_halo_guard_keeps_a_soft_lights_falloff_monotonic():
         assert (out[:, 1:] - out[:, :-1]).max() < 0.02, (background, sigma)
 
 
+def test_halo_guard_switches_on_without_a_jump():
+    # a light brightening across the threshold from one video frame to the next: no step in the output
+    model = random_v2()
+    frame = torch.rand(1, 3, 60, 90) * 0.05
+    frames = []
+    for peak in (LIGHT_FLOOR - 1e-3, LIGHT_FLOOR + 1e-3):
+        x = frame.clone()
+        x[..., 20:40, 30:50] = peak
+        frames.append(x)
+    with torch.no_grad():
+        assert guarded_maps(model, frames[0], 4)[2] is None and guarded_maps(model, frames[1], 4)[2] is not None
+        below, above = (model(x, guard_halos=True) for x in frames)
+    assert (above - below).abs().max() < 5e-3
+
+
 def test_halo_guard_leaves_photos_without_lights_as_they_were():
     model = random_v2()
     dark = torch.rand(1, 3, 60, 90) * 0.3  # nothing passes LIGHT_FLOOR
