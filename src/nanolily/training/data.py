@@ -336,9 +336,9 @@ def jpeg_roundtrip(image: torch.Tensor, quality: int) -> torch.Tensor:
     4:2:0 chroma subsampling, as most cameras and phones save) and decoded again: a compressed capture.
 
     Example:
-        >>> image = torch.rand(3, 32, 48) * 0.2
+        >>> image = torch.linspace(0, 0.2, 48).expand(3, 32, 48)  # a smooth ramp: little to lose
         >>> saved = jpeg_roundtrip(image, 75)
-        >>> saved.shape, bool((saved - image).abs().max() < 0.2)
+        >>> saved.shape, bool((saved - image).abs().max() < 0.02)
         (torch.Size([3, 32, 48]), True)
     """
     buffer = io.BytesIO()
