@@ -19,7 +19,8 @@ corrections):
   of the sky far from it (`synthesis.halo`). Target (issue #24, "without halos around light sources"):
   within 1 +- 0.1 at every distance and size. Beside it, the same without the halo guard
   (`--no-guard-halos`: the network's own reading), and the seconds each takes (medians of 3 interleaved
-  runs, `--threads` threads).
+  runs, `--threads` threads). Then, at 1920x1080, the building at levels 0.3 to 0.9: the lowest and
+  highest ratio over the distances, with and without the guard.
 
 Newly clipped: the share of pixels whose brightest channel is >= 0.98 in the output where it was
 < 0.9 in the input. Mean level: the mean of the BT.601 luminance in [0, 1].
@@ -52,6 +53,7 @@ from inference import machine_class  # noqa: E402  (benchmarks/inference.py)
 ROOT = Path(__file__).resolve().parents[1]
 CLIP, BELOW = 0.98, 0.9
 HALO_SIZES = ((400, 600), (1080, 1920), (2160, 3840))
+HALO_LIGHTS = (0.3, 0.5, 0.7, 0.9)  # the building's level in the sweep (1920x1080)
 HALO_TOLERANCE = 0.1  # the sky beside a light lifted within 10 % of the far sky's lift
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # scikit-image's bundled photos (CC0 / public domain, skimage/data/README.txt): what each shows
@@ -122,7 +124,8 @@ def run_model(name: str, data: Path | None, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     model = load_model(name, device="cpu")
-    result = {"references": {}, "photos": {}, "grayscale": {}, "halo": {}, "halo_alone": {}, "halo_seconds": {}}
+    result = {"references": {}, "photos": {}, "grayscale": {}, "halo": {}, "halo_alone": {}, "halo_seconds": {},
+              "halo_by_light": {}}
     sets = [("references", reference_set(data))] if data else []
     sets.append(("photos", photo_set()))
     for kind, items in sets:
@@ -147,6 +150,11 @@ def run_model(name: str, data: Path | None, progress: bool) -> dict:
                 seconds[guard].append(time.perf_counter() - start)
         result["halo_seconds"][size] = {"guard": statistics.median(seconds[True]),
                                         "alone": statistics.median(seconds[False])}
+    for light in HALO_LIGHTS:
+        scene, building = night_scene(1080, 1920, light=light)
+        result["halo_by_light"][str(light)] = {
+            key: halo(scene, enhance_tensor(scene, model, guard_halos=guard), building)
+            for key, guard in (("guard", True), ("alone", False))}
     return result
 
 
@@ -193,6 +201,14 @@ def tables(results: dict) -> str:
             lines.append(f"| {name} | {size} | {' '.join(f'{x:.2f}' for x in profile)} | "
                          f"{'yes' if halo_passes(profile) else 'no'} | {' '.join(f'{x:.2f}' for x in alone)} | "
                          f"{'yes' if halo_passes(alone) else 'no'} | {seconds['guard']:.2f} / {seconds['alone']:.2f} |")
+    lines += ["", "Halo by the light's level (1920x1080; the sky beside the building over the far sky, lowest and "
+              "highest over the distances):", "",
+              "| model | " + " | ".join(f"building {light}" for light in HALO_LIGHTS) + " |",
+              "|---|" + "---|" * len(HALO_LIGHTS)]
+    for name, r in results["models"].items():
+        cells = [f"{min(p['guard']):.2f}-{max(p['guard']):.2f} (alone {min(p['alone']):.2f}-{max(p['alone']):.2f})"
+                 for p in r["halo_by_light"].values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Per photo (level in -> out, newly clipped, lift of the darkest tenth):", "",
               "| model | photo | shows | level in | level out | newly clipped | dark lift |", "|---|---|---|---|---|---|---|"]
     for name, r in results["models"].items():

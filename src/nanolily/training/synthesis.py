@@ -69,9 +69,10 @@ def darken(image: np.ndarray, exposure: float = 0.08, gamma: float = 1.0, photon
 HALO_DISTANCES = (2, 4, 8, 16, 32, 64, 128)  # pixels from the light's edge at which halo() reads the lift
 
 
-def night_scene(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, tuple[int, int, int]]:
-    """A made night scene: a dark, slightly noisy sky (level 0.04) with a lit building (0.9) standing on
-    the bottom edge, a third of the height tall and an eighth of the width wide, in the middle.
+def night_scene(height: int, width: int, seed: int = 0,
+                light: float = 0.9) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """A made night scene: a dark, slightly noisy sky (level 0.04) with a lit building (level ``light``)
+    standing on the bottom edge, a third of the height tall and an eighth of the width wide, in the middle.
 
     Returns ``(image (1, 3, H, W) in [0, 1], (top, left, right))``, the building's rows ``top:`` and
     columns ``left:right``.
@@ -85,7 +86,7 @@ def night_scene(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, t
     image = 0.04 + 0.01 * torch.randn(1, 3, height, width, generator=generator)
     top, left = height - height // 3, width // 2 - width // 16
     right = left + width // 8
-    image[..., top:, left:right] = 0.9
+    image[..., top:, left:right] = light
     return image.clamp_(0, 1), (top, left, right)
 
 
