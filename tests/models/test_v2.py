@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from nanolily.engine.pipeline import NO_CORRECTIONS, enhance_tensor
 from nanolily.models.v2 import (ANALYSIS_PIXELS, LIGHT_FLOOR, NanoLILYv2, NanoLILYv2Config, analysis_factor,
-                                fill_lights, guarded_maps, light_mask, pool)
+                                fill_lights, guarded_maps, light_mask, light_thresholds, pool)
 from nanolily.training.synthesis import halo, night_scene
 from nanolily.training.train import train
 from nanolily.models.weights import build_model, load_model, read_metadata, save_weights
@@ -145,7 +145,7 @@ def test_halo_guard_switches_on_without_a_jump():
 
 def test_halo_guard_leaves_photos_without_lights_as_they_were():
     model = random_v2()
-    dark = torch.rand(1, 3, 60, 90) * 0.3  # nothing passes LIGHT_FLOOR
+    dark = torch.rand(1, 3, 60, 90) * LIGHT_FLOOR  # nothing passes LIGHT_FLOOR
     lit = torch.rand(1, 3, 60, 90) * 0.4 + 0.5  # bright pixels, but no brighter than the scene around them
     with torch.no_grad():
         for x in (dark, lit):
@@ -165,7 +165,7 @@ def test_guarded_strips_equal_one_pass_and_the_lights_keep_their_own_maps():
         assert torch.equal(whole[1], plain[1])  # no lights: as without the guard
         assert (whole[0] - plain[0]).abs().max() > 1e-3
         maps, matrix, lights = guarded_maps(model, x, 4)
-        assert lights is not None and lights.thresholds[0] == LIGHT_FLOOR
+        assert lights is not None and torch.equal(lights.thresholds, light_thresholds(pool(x, 4)))
         # in a light, the photo's own maps: as the plain forward but through the filled photo's colour matrix
         own = model.apply_maps(x, F.interpolate(lights.maps, scale_factor=4, mode="bilinear")[..., :101, :67], matrix)
         assert torch.allclose(whole[0, :, 34:56, 24:36], own[0, :, 34:56, 24:36], atol=1e-5)
@@ -182,7 +182,8 @@ def test_fill_lights_pools_the_dark_and_fills_the_lights_from_around_them():
     y[..., 10:50, 10:30] = 1.0
     assert torch.allclose(fill_lights(y, thresholds, 4, rows=16), fill_lights(y, thresholds, 4, rows=1000))
     assert torch.allclose(fill_lights(y, thresholds, 4, rows=16, small=pool(y, 4)), fill_lights(y, thresholds, 4))
-    assert torch.allclose(fill_lights(y * 0.4, thresholds, 4), pool(y * 0.4, 4), atol=1e-6)  # no lights: pooled
+    dim = y * LIGHT_FLOOR * 0.9  # no pixel a light: pooled as it is
+    assert torch.allclose(fill_lights(dim, thresholds, 4), pool(dim, 4), atol=1e-6)
 
 
 def test_curve_head_stays_in_range_and_lifts_shadows_more():
