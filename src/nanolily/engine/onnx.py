@@ -161,7 +161,8 @@ def export_onnx_stages(model, paths: Sequence[str | os.PathLike], check: bool = 
     """nanolily-v2 as five ONNX graphs, one file each in ``paths`` in the order of :data:`STAGES`, so that
     ONNX Runtime runs a large photo in bounded memory as the PyTorch model does
     (:class:`StagedOnnxPredictor`): the model's :meth:`~nanolily.models.v2.NanoLILYv2.encode_rows`,
-    :meth:`~nanolily.models.v2.NanoLILYv2.middle` and :meth:`~nanolily.models.v2.NanoLILYv2.decode_rows`
+    :meth:`~nanolily.models.v2.NanoLILYv2.middle` (twice: in the image's own global context, and in a given
+    one for the halo guard) and :meth:`~nanolily.models.v2.NanoLILYv2.decode_rows`
     at 1/4 to 1/16 of the pixels (the first and last on strips of rows, :func:`nanolily.models.v2.maps_in_strips`),
     then :meth:`~nanolily.models.v2.NanoLILYv2.apply_maps` on strips of the image's rows. Written
     atomically and checked as :func:`export_onnx` is."""
@@ -170,13 +171,13 @@ def export_onnx_stages(model, paths: Sequence[str | os.PathLike], check: bool = 
     batch, rows = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("rows", min=2, max=65536)
     quarter = 4 * torch.export.Dim("w", min=1, max=16384)  # pool() pads to multiples of 4 * factor
     strip = {0: batch, 2: rows, 3: quarter}
-    w1, w2 = model.config.widths[:2]
+    w1, w2, w3 = model.config.widths
     e1, quarters = torch.rand(2, w1, 48, 64), {0: batch, 2: 4 * torch.export.Dim("h", min=1, max=16384), 3: quarter}
     full_rows = {0: batch, 2: rows, 3: _width()}
     graphs = [  # (method, example inputs, their dynamic dimensions, input names, output names)
         ("encode_rows", (torch.rand(2, 3, 40, 64),), (strip,), ["rows"], ["e1"]),
         ("middle", (e1,), (quarters,), ["e1"], ["d2", "matrix", "context"]),
-        ("middle", (e1, torch.rand(2, model.config.widths[2])), (quarters, {0: batch}), ["e1", "given_context"],
+        ("middle", (e1, torch.rand(2, w3)), (quarters, {0: batch}), ["e1", "given_context"],
          ["d2", "matrix", "context"]),
         ("decode_rows", (torch.rand(2, w2, 40, 64), torch.rand(2, w1, 40, 64)), (strip, strip), ["up", "e1"],
          ["maps"]),
