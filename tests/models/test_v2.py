@@ -56,6 +56,14 @@ def test_strips_equal_one_pass(config):
             assert torch.allclose(strips[0], maps, atol=1e-6) and torch.allclose(strips[1], matrix, atol=1e-6), block
 
 
+def test_pool_reads_channels_last_maps_and_their_slices_as_planar_ones():
+    x = torch.rand(2, 3, 203, 131)
+    nhwc = x.contiguous(memory_format=torch.channels_last)  # a photo's pixels are laid out so
+    for factor in (1, 3, 4, 16):
+        assert torch.allclose(pool(nhwc, factor), pool(x, factor), atol=1e-6)
+        assert torch.allclose(pool(nhwc[..., 5:, 2:], factor), pool(x[..., 5:, 2:], factor), atol=1e-6)
+
+
 def test_analysis_factor_is_the_networks_own_up_to_the_analysis_size_then_grows_with_the_side():
     assert analysis_factor(400, 600) == analysis_factor(600, 900) == 4  # LoL's size and a little more: as trained
     assert analysis_factor(200, 300) == 2 and analysis_factor(1, 1) == 1  # half LoL's side: half the pooling

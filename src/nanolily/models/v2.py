@@ -486,13 +486,23 @@ def pool(x: torch.Tensor, factor: int) -> torch.Tensor:
     if not (h % multiple or w % multiple):
         return F.avg_pool2d(x, factor)
     whole = w - w % factor  # columns in whole blocks, pooled as a view (no copy, whatever x's memory format)
-    parts = [x[..., :whole].unflatten(-1, (whole // factor, factor)).mean(-1)] if whole else []
+    parts = [_pool_columns(x[..., :whole], factor)] if whole else []
     if whole < w:  # the last partial block and the padding's blocks, from the last columns alone
         parts.append(F.avg_pool2d(F.pad(x[..., whole:], (0, -w % multiple, 0, 0), mode="replicate"), (1, factor)))
     elif w % multiple:  # blocks of the padding only: each is the last column
         parts.append(x[..., w - 1:].expand(*x.shape[:-1], (-w % multiple) // factor))
     columns = torch.cat(parts, -1) if len(parts) > 1 else parts[0]  # (B, C, h, w_padded / factor)
     return F.avg_pool2d(F.pad(columns, (0, 0, 0, -h % multiple), mode="replicate"), (factor, 1))
+
+
+def _pool_columns(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Means of ``factor`` neighbouring columns, (B, C, H, W) -> (B, C, H, W / factor), W a multiple. A
+    channels-last map is reduced in its own (B, H, W, C) layout, where the averaged columns are contiguous
+    runs of C values: several times faster than reducing over the strided last dimension."""
+    if x.shape[1] > 1 and x.stride(1) == 1:  # channels-last, or a slice of such a map
+        nhwc = x.permute(0, 2, 3, 1)  # a view
+        return nhwc.unflatten(2, (x.shape[-1] // factor, factor)).mean(3).permute(0, 3, 1, 2)
+    return x.unflatten(-1, (x.shape[-1] // factor, factor)).mean(-1)
 
 
 def _conv_of_concat(conv: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
