@@ -133,6 +133,49 @@ def test_16bit_rgba_tiff_round_trip(tmp_path):
         assert tif.pages[0].compression == 8 and tif.pages[0].predictor == 2
 
 
+@pytest.mark.parametrize("kind", ["float32", "float16", "uint32", "planar"])
+def test_tiffs_pillow_cannot_open_are_read_with_tifffile(tmp_path, kind):
+    import tifffile
+
+    rng = np.random.default_rng(2)
+    a = rng.random((9, 13, 3), dtype=np.float32) * 1.2 - 0.1  # out-of-range floats are clipped
+    want = np.clip(a, 0, 1)
+    if kind == "uint32":
+        tifffile.imwrite(tmp_path / "t.tif", np.round(want.astype(np.float64) * 0xFFFFFFFF).astype(np.uint32),
+                         photometric="rgb")
+    elif kind == "planar":
+        tifffile.imwrite(tmp_path / "t.tif", np.moveaxis(a, -1, 0), planarconfig="separate", photometric="rgb")
+    else:
+        tifffile.imwrite(tmp_path / "t.tif", a.astype(kind), photometric="rgb",
+                         extratags=[(274, "H", 1, 6, True)])  # and EXIF orientation 6
+        want = np.rot90(want, -1)
+    with pytest.raises(Image.UnidentifiedImageError):
+        Image.open(tmp_path / "t.tif")
+    photo = read_image(tmp_path / "t.tif")
+    assert photo.bit_depth == 16 and photo.alpha is None
+    np.testing.assert_allclose(photo.pixels, want, atol=1e-3 if kind == "float16" else 1e-6)
+    photo = read_image(io.BytesIO((tmp_path / "t.tif").read_bytes()))  # an upload, told by its content
+    np.testing.assert_allclose(photo.pixels, want, atol=1e-3 if kind == "float16" else 1e-6)
+
+
+def test_float_rgba_tiff_keeps_alpha(tmp_path):
+    import tifffile
+
+    a = np.random.default_rng(3).random((5, 7, 4), dtype=np.float32)
+    tifffile.imwrite(tmp_path / "t.tif", a, photometric="rgb", extrasamples=("unassalpha",))
+    photo = read_image(tmp_path / "t.tif")
+    assert np.array_equal(photo.alpha, to_uint(a[..., 3], 16))
+    np.testing.assert_allclose(photo.pixels, a[..., :3])
+
+
+def test_unreadable_tiff_is_one_line(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "t.tif", np.zeros((4, 5, 6), np.float32), photometric="minisblack",
+                     planarconfig="contig")  # six samples per pixel: not a photo
+    check_error(tmp_path / "t.tif", "TIFF")
+
+
 @pytest.mark.parametrize("cores", [1, 2])  # PNG: Pillow's encoder on one core, nanolily's on several
 def test_icc_profile_and_exif_are_copied(tmp_path, monkeypatch, cores):
     monkeypatch.setattr(nanolily.io.images, "encode_threads", lambda: cores)

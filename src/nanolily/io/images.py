@@ -8,7 +8,8 @@
 - Alpha is carried through untouched; grayscale stays grayscale.
 - 16-bit PNG and TIFF are read at 16 bits (Pillow alone would reduce 16-bit RGB to 8 bits, so those go
   through :mod:`nanolily.io.png`, or pypng where no C compiler built its kernels, and tifffile) and
-  written back at 16 bits; PNG and 16-bit TIFF are compressed on up to 8 cores.
+  written back at 16 bits; PNG and 16-bit TIFF are compressed on up to 8 cores. Float and 32-bit TIFF,
+  which Pillow does not open in colour, are read with tifffile and written at 16 bits.
 - Files are written to a temporary name and renamed into place, so a failure never leaves half a file,
   and an existing file is only replaced when asked.
 """
@@ -168,6 +169,8 @@ def _decode(source: Path | _io.BytesIO, path: Path | str, suffix: str, max_pixel
     except Image.DecompressionBombError:
         raise ImageError(path, f"image is over the {max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
     except Image.UnidentifiedImageError:
+        if _is_tiff(source):  # float or 32-bit RGB TIFF, which Pillow does not open
+            return _read_tiff(source, path, max_pixels)
         raise ImageError(path, missing_support(suffix) or "not an image file, or a format nanolily cannot read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(path, f"damaged image ({_first_line(e)})")
@@ -305,6 +308,55 @@ def _read_16bit_rgb(source: Path | _io.BytesIO, fmt: str,
     data = data.astype(np.uint16, copy=False)
     alpha = data[..., 3] if data.shape[-1] == 4 else None
     return to_float(data[..., :3]), alpha
+
+
+def _is_tiff(source: Path | _io.BytesIO) -> bool:
+    if isinstance(source, _io.BytesIO):
+        head = source.getvalue()[:4]
+    else:
+        with open(source, "rb") as f:
+            head = f.read(4)
+    return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _read_tiff(source: Path | _io.BytesIO, path: Path | str, max_pixels: int) -> Photo:
+    """A TIFF Pillow cannot open, through tifffile: float samples are taken as [0, 1] (clipped, as
+    Pillow's float grayscale is), 32-bit integers scaled from their full range; 16 bits out."""
+    import tifffile
+
+    if isinstance(source, _io.BytesIO):
+        source.seek(0)
+    try:
+        with tifffile.TiffFile(source) as tif:
+            page = tif.pages[0]
+            width, height = page.imagewidth, page.imagelength
+            if width * height > max_pixels:
+                raise ImageError(path, f"{width}x{height} = {width * height / 1e6:.1f} MP is over the "
+                                       f"{max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
+            data = page.asarray()
+            if data.ndim == 3 and page.planarconfig == 2:
+                data = np.moveaxis(data, 0, -1)  # planar (C, H, W) storage
+            icc = page.tags[34675].value if 34675 in page.tags else None
+            orientation = int(page.tags[274].value) if 274 in page.tags else 1
+    except ImageError:
+        raise
+    except Exception as e:  # tifffile raises many kinds on damaged or exotic files
+        raise ImageError(path, f"a TIFF nanolily cannot read ({_first_line(e)})") from None
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim != 3 or data.shape[-1] not in (1, 2, 3, 4):
+        raise ImageError(path, f"a TIFF of shape {data.shape}, not a grayscale or RGB(A) image")
+    if data.dtype.kind == "f":
+        values = np.clip(data.astype(np.float32), 0, 1)
+    elif data.dtype.kind in "ui":
+        values = np.clip(data.astype(np.float64) / float(np.iinfo(data.dtype).max), 0, 1).astype(np.float32)
+    else:
+        raise ImageError(path, f"a TIFF of {data.dtype} samples, not an image nanolily can read")
+    colour = 3 if data.shape[-1] >= 3 else 1
+    alpha = to_uint(values[..., colour], 16) if data.shape[-1] in (2, 4) else None
+    pixels = np.ascontiguousarray(_orient(values[..., :colour], orientation))
+    return Photo(pixels, None if alpha is None else np.ascontiguousarray(_orient(alpha, orientation)),
+                 16, bytes(icc) if icc is not None else None, None)
 
 
 def _from_pil(img: Image.Image, icc: bytes | None):
