@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from nanolily import enhance
 from nanolily.engine.pipeline import NO_CORRECTIONS, enhance_tensor
+from nanolily.io.images import Photo, to_float
 from nanolily.models.weights import load_model
 
 from ..conftest import dark_image
@@ -61,6 +62,18 @@ def test_pil_modes_are_kept(model, mode):
         assert np.array_equal(np.asarray(out)[..., -1], np.asarray(img)[..., -1])
 
 
+def test_a_pil_image_keeps_its_exif_orientation_and_icc(model, tmp_path):
+    img = Image.fromarray(dark_image(40, 60))
+    exif = img.getexif()
+    exif[0x0112], exif[0x010F] = 6, "Camera maker"  # rotated 90 degrees to display; Make
+    img.save(tmp_path / "phone.jpg", exif=exif, icc_profile=b"not a real profile")
+    src = Image.open(tmp_path / "phone.jpg")
+    out = enhance(src, model=model)
+    assert out.size == src.size and out.info["icc_profile"] == b"not a real profile"
+    assert dict(out.getexif()) == {0x0112: 6, 0x010F: "Camera maker"}
+    assert ImageOps.exif_transpose(out).size == ImageOps.exif_transpose(src).size == (40, 60)
+
+
 def test_modes_differ_and_are_checked(model):
     a = dark_image(300, 400)
     assert not np.array_equal(enhance(a, model=model, mode="bloom"), enhance(a, model=model, mode="core"))
@@ -70,9 +83,25 @@ def test_modes_differ_and_are_checked(model):
         enhance(a, model=model, mode="fast")
 
 
+def test_a_photo_keeps_depth_alpha_and_metadata(tmp_path):
+    a = (dark_image(40, 50).astype(np.uint16) * 257)
+    rgba = np.dstack([a, np.arange(2000, dtype=np.uint16).reshape(40, 50) * 30])
+    photo = Photo(to_float(rgba[..., :3]), rgba[..., 3].copy(), 16, b"icc", b"exif")
+    before = photo.pixels.copy()
+    out = enhance(photo)
+    assert isinstance(out, Photo) and np.array_equal(photo.pixels, before)  # the input is left alone
+    assert (out.bit_depth, out.icc_profile, out.exif) == (16, b"icc", b"exif")
+    assert out.alpha is photo.alpha and out.pixels.shape == photo.pixels.shape
+    assert np.abs(out.pixels - enhance(rgba)[..., :3] / 65535).max() <= 0.5 / 65535 + 1e-6  # as the numpy path
+
+
 def test_bad_types_are_rejected(model):
-    with pytest.raises(TypeError, match="must be a PIL image, numpy array or torch tensor, got str"):
+    with pytest.raises(TypeError, match="got str: to enhance a file, pass read_image"):
         enhance("photo.jpg", model=model)
+    with pytest.raises(TypeError, match=r"numpy array, torch tensor or Photo, got list$"):
+        enhance([[0.1]], model=model)
+    with pytest.raises(ValueError, match=r"image has no pixels \(60x0\)"):
+        enhance(np.zeros((0, 60, 3), np.uint8), model=model)
     with pytest.raises(ValueError, match=r"numpy image must be .* got \(4, 5, 2\)"):
         enhance(np.zeros((4, 5, 2)), model=model)
     with pytest.raises(ValueError, match="tensor image must be floating point"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import queue
 from typing import Callable
 
@@ -108,6 +109,8 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     :class:`nanolily.engine.onnx.OnnxPredictor`) runs instead of ``model``: the tiles of bloom and core modes,
     or, for a resolution-free model (nanolily-v2), the whole image in global mode.
     """
+    if images.shape[-2] == 0 or images.shape[-1] == 0:
+        raise ValueError(f"image has no pixels ({images.shape[-1]}x{images.shape[-2]})")
     device = next(model.parameters()).device if predictor is None else torch.device("cpu")
     patch = model.patch_size
     if predictor is not None and mode == "global" and not model.resolution_free:
@@ -358,7 +361,9 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
 
     Args:
         image: a PIL image; a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16 or
-            float in [0, 1]; or a torch float tensor (3, H, W) or (N, 3, H, W) in [0, 1].
+            float in [0, 1]; a torch float tensor (3, H, W) or (N, 3, H, W) in [0, 1]; or a
+            :class:`~nanolily.io.images.Photo` from :func:`~nanolily.io.images.read_image` (bit depth,
+            alpha, EXIF and ICC profile kept for :func:`~nanolily.io.images.write_image`).
         mode: ``"global"`` (the whole image in one pass, the default), ``"bloom"`` (224x224 tiles, the
             original's engine) or ``"core"`` (the original single 224x224 pass, resized back).
         model: what :func:`nanolily.load_model` returns; default: the shipped weights.
@@ -389,6 +394,7 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
     Example:
         >>> from PIL import Image
         >>> out = enhance(Image.open("night.jpg"))  # doctest: +SKIP
+        >>> write_image("bright.png", enhance(read_image("night.png")))  # a 16-bit PNG stays 16-bit  # doctest: +SKIP
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -408,7 +414,11 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
         return _enhance_array(image, model, options)
     if isinstance(image, torch.Tensor):
         return _enhance_tensor_input(image, model, options)
-    raise TypeError(f"image must be a PIL image, numpy array or torch tensor, got {type(image).__name__}")
+    if isinstance(image, Photo):
+        return enhance_photo(with_pixels(image, image.pixels), model, **options)  # float32 pixels
+    hint = (": to enhance a file, pass read_image(path) (a Photo: 16 bits, EXIF and ICC kept; save it with "
+            "write_image) or PIL.Image.open(path)") if isinstance(image, (str, os.PathLike)) else ""
+    raise TypeError(f"image must be a PIL image, numpy array, torch tensor or Photo, got {type(image).__name__}{hint}")
 
 
 def _enhance_array(a: np.ndarray, model: NanoLILY, options: dict) -> np.ndarray:

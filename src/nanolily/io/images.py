@@ -458,14 +458,17 @@ def with_pixels(photo: Photo, pixels: np.ndarray) -> Photo:
 
 
 def pil_to_photo(img: Image.Image) -> Photo:
-    """A :class:`Photo` from an in-memory PIL image (no EXIF rotation: the pixels are taken as given)."""
+    """A :class:`Photo` from an in-memory PIL image. No EXIF rotation: the pixels are taken as given, and
+    the EXIF is kept whole, orientation included, so that the pixels still display as they did."""
     img.load()
     pixels, alpha, bit_depth, icc = _from_pil(img, img.info.get("icc_profile"))
-    return Photo(pixels, alpha, bit_depth, icc, None)
+    exif = img.getexif()
+    return Photo(pixels, alpha, bit_depth, icc, exif.tobytes() if len(exif) else None)
 
 
 def photo_to_pil(photo: Photo) -> Image.Image:
-    """The PIL image for a photo: L, LA, RGB, RGBA, or I;16 for 16-bit grayscale."""
+    """The PIL image for a photo: L, LA, RGB, RGBA, or I;16 for 16-bit grayscale; its ICC profile and
+    EXIF in ``info`` (``getexif()`` reads them; Pillow writes EXIF when given ``exif=`` on save)."""
     if photo.bit_depth == 16 and photo.is_grayscale and photo.alpha is None:
         return Image.fromarray(to_uint(photo.pixels[..., 0], 16))  # mode I;16
     values = to_uint(photo.pixels, 8)
@@ -475,4 +478,6 @@ def photo_to_pil(photo: Photo) -> Image.Image:
     img = Image.fromarray(values if values.shape[-1] > 1 else values[..., 0])  # L, LA, RGB or RGBA
     if photo.icc_profile:
         img.info["icc_profile"] = photo.icc_profile
+    if photo.exif:
+        img.info["exif"] = photo.exif
     return img
