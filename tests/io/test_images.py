@@ -139,7 +139,8 @@ def test_tiffs_pillow_cannot_open_are_read_with_tifffile(tmp_path, kind):
 
     rng = np.random.default_rng(2)
     a = rng.random((9, 13, 3), dtype=np.float32) * 1.2 - 0.1  # out-of-range floats are clipped
-    want = np.clip(a, 0, 1)
+    a[0, :3, 0] = np.nan, np.inf, -np.inf  # and NaN is black
+    want = np.nan_to_num(np.clip(a, 0, 1), nan=0.0)
     if kind == "uint32":
         tifffile.imwrite(tmp_path / "t.tif", np.round(want.astype(np.float64) * 0xFFFFFFFF).astype(np.uint32),
                          photometric="rgb")

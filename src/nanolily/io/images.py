@@ -310,6 +310,11 @@ def _read_16bit_rgb(source: Path | _io.BytesIO, fmt: str,
     return to_float(data[..., :3]), alpha
 
 
+def _unit_float(values: np.ndarray) -> np.ndarray:
+    """Float samples as float32 in [0, 1]: clipped, NaN to 0 (float TIFFs may hold HDR values and NaN)."""
+    return np.clip(np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0), 0, 1)
+
+
 def _is_tiff(source: Path | _io.BytesIO) -> bool:
     if isinstance(source, _io.BytesIO):
         head = source.getvalue()[:4]
@@ -347,7 +352,7 @@ def _read_tiff(source: Path | _io.BytesIO, path: Path | str, max_pixels: int) ->
     if data.ndim != 3 or data.shape[-1] not in (1, 2, 3, 4):
         raise ImageError(path, f"a TIFF of shape {data.shape}, not a grayscale or RGB(A) image")
     if data.dtype.kind == "f":
-        values = np.clip(data.astype(np.float32), 0, 1)
+        values = _unit_float(data)
     elif data.dtype.kind in "ui":
         values = np.clip(data.astype(np.float64) / float(np.iinfo(data.dtype).max), 0, 1).astype(np.float32)
     else:
@@ -375,7 +380,7 @@ def _from_pil(img: Image.Image, icc: bytes | None):
             return to_float(a.astype(np.uint16))[..., None], None, 16, icc
         return np.clip(a.astype(np.float32) / max(float(a.max()), 1.0), 0, 1)[..., None], None, 16, icc
     if mode == "F":
-        return np.clip(np.array(img, dtype=np.float32), 0, 1)[..., None], None, 16, icc
+        return _unit_float(np.array(img))[..., None], None, 16, icc
     if mode == "1":
         img, mode = img.convert("L"), "L"
     if mode in ("L", "LA"):
