@@ -104,12 +104,6 @@ def markdown(results: dict) -> str:
     lines.append("- The inputs' brightness over their references' (medians): " + ", ".join(
         f"{s['brightness_ratio_median']:.3f} on {split}" for split, s in identity.items())
         + "; the lower the figure, the brighter the references relative to the same kind of capture.")
-    for name, splits in results["models"].items():
-        if name.startswith("identity"):
-            continue
-        lines.append(f"- {name}: " + "; ".join(
-            f"on {split} {s['brightness_ratio_median']:.2f}x the references' brightness (median), matching "
-            f"it takes PSNR from {s['psnr']:.2f} to {s['psnr_gt_mean']:.2f} dB" for split, s in splits.items()) + ".")
     header = " | ".join(f"PSNR x{f:g}" for f in EXPOSURES)
     lines += [
         "",
