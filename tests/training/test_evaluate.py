@@ -1,14 +1,15 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from nanolily.interfaces.cli import main
-from nanolily.training.data import find_pairs
+from nanolily.training.data import DatasetError, find_pairs
 from nanolily.engine.pipeline import NO_CORRECTIONS
-from nanolily.training.evaluate import evaluate, markdown_table
+from nanolily.training.evaluate import evaluate, evaluate_predictions, markdown_table
 from nanolily.training.metrics import LPIPS, batch_pooled_psnr, gt_mean_match, psnr
 
 from ..conftest import SHARED, dark_image
@@ -112,6 +113,67 @@ def test_lpips_properties():
     assert torch.allclose(lp(x, x), torch.zeros(2), atol=1e-6)
     near, far = lp(x, (x + 0.02 * torch.randn_like(x)).clamp(0, 1)), lp(x, torch.rand_like(x))
     assert (near < far).all() and (far > 0.1).all()
+
+
+def test_predictions_are_measured_as_a_models_outputs(tmp_path):
+    make_layout(tmp_path / "set", "lol-v2", ["00001", "00002"])
+    pairs = find_pairs(tmp_path / "set", "lol-v2")
+    (tmp_path / "by-name").mkdir()
+    (tmp_path / "by-id").mkdir()
+    for p in pairs:  # another method that returns its input, saved under the low image's name or the id
+        Image.open(p.low).save(tmp_path / "by-name" / f"{p.low.stem}.png")
+        Image.open(p.low).convert("L").save(tmp_path / "by-id" / f"{p.id}.tif")  # grayscale: replicated
+    rows, summary = evaluate_predictions(pairs, tmp_path / "by-name")
+    model_rows, model_summary = evaluate(Identity(), pairs, corrections=NO_CORRECTIONS)
+    assert summary["mode"] == "predictions" and summary["images"] == 2
+    for k in ("psnr", "ssim", "psnr_gt_mean", "brightness_ratio", "color"):
+        assert summary[k] == pytest.approx(model_summary[k], rel=1e-5, abs=1e-6), k
+    grey_rows, _ = evaluate_predictions(pairs, tmp_path / "by-id")
+    assert [r["id"] for r in grey_rows] == ["00001", "00002"]
+    for row, p in zip(grey_rows, pairs):
+        grey = torch.from_numpy(np.array(Image.open(tmp_path / "by-id" / f"{p.id}.tif"))).float() / 255
+        ref = torch.from_numpy(np.array(Image.open(p.high))).permute(2, 0, 1)[None].float() / 255
+        assert row["psnr"] == pytest.approx(float(psnr(grey.expand(1, 3, -1, -1), ref)), abs=1e-4)
+
+
+def test_predictions_missing_doubled_or_of_another_size_are_named(tmp_path):
+    make_layout(tmp_path / "set", "pair", ["a", "b"])
+    pairs = find_pairs(tmp_path / "set", "pair")
+    out = tmp_path / "out"
+    out.mkdir()
+    Image.fromarray(dark_image(40, 60)).save(out / "a.png")
+    with pytest.raises(DatasetError, match=r"no output image for 1 of 2 ids \(b\)"):
+        evaluate_predictions(pairs, out)
+    Image.fromarray(dark_image(40, 60)).save(out / "b.png")
+    Image.fromarray(dark_image(40, 60)).save(out / "b.jpg")
+    with pytest.raises(DatasetError, match=r"more than one output image for b \(b.jpg, b.png\)"):
+        evaluate_predictions(pairs, out)
+    (out / "b.jpg").unlink()
+    Image.fromarray(dark_image(30, 60)).save(out / "b.png")
+    with pytest.raises(DatasetError, match=r"b.png: 60x30, but its reference b.jpg is 60x40"):
+        evaluate_predictions(pairs, out)
+    with pytest.raises(DatasetError, match="folder does not exist"):
+        evaluate_predictions(pairs, tmp_path / "nope")
+
+
+def test_evaluate_cli_measures_predictions(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default report folder, eval/other-predictions, is made here
+    make_layout(tmp_path / "set", "pair", ["a", "b"])
+    (tmp_path / "other").mkdir()
+    for p in find_pairs(tmp_path / "set", "pair"):
+        Image.open(p.high).save(tmp_path / "other" / f"{p.id}.png")  # a perfect method
+    args = ["evaluate", "--data", str(tmp_path / "set"), "--predictions", str(tmp_path / "other"), "--no-lpips", "-q"]
+    assert main(args + ["--out", str(tmp_path / "r")]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["mode"] == "predictions" and summary["ssim"] == pytest.approx(1.0)
+    assert "| other | full | predictions | 2 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(args + ["--exposure", "2"])
+    assert "--exposure need a model" in capsys.readouterr().err
+    (tmp_path / "other" / "b.png").unlink()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "no output image for 1 of 2 ids (b)" in err and err.count("\n") == 1
 
 
 def test_evaluate_cli_writes_reports_and_gallery(tmp_path, random_weights, capsys):

@@ -29,7 +29,8 @@ import torch
 
 from nanolily.training import losses
 from nanolily.engine.bloom import resize
-from nanolily.training.data import Pair, expose_linear, jpeg_roundtrip, load_rgb_uint8
+from nanolily.io.images import READ_SUFFIXES, read_image
+from nanolily.training.data import DatasetError, Pair, expose_linear, jpeg_roundtrip, load_rgb_uint8
 from nanolily.engine.pipeline import enhance_tensor
 from nanolily.training.metrics import LPIPS, batch_pooled_psnr, gt_mean_match, mean_grey, psnr, ssim
 from nanolily.models.v1 import NanoLILY
@@ -88,19 +89,80 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
         row.update(image_metrics(out, high, lpips, vgg))
         rows.append(row)
         squared_errors.append(float((out - high).pow(2).mean()))
-    metric_names = [k for k in rows[0] if k not in ("id", "height", "width")] if rows else []
     summary = {"protocol": protocol, "mode": mode if protocol == "full" else "resize224 forward",
                "stride": stride if protocol == "full" and mode == "bloom" else None, "images": len(rows)}
     if exposure != 1:
         summary["exposure"] = exposure
     if jpeg:
         summary["jpeg"] = jpeg
-    summary.update({k: sum(r[k] for r in rows) / len(rows) for k in metric_names})
+    summary.update(_means(rows))
     if protocol == "resize224":  # every image is 224x224, so per-image MSEs pool like pixels
         summary["psnr_pooled"] = batch_pooled_psnr(squared_errors)
         summary["psnr_batch_pooled"] = batch_pooled_psnr(squared_errors, pool_batch)
         summary["pool_batch"] = pool_batch
     return rows, summary
+
+
+def find_predictions(pairs: list[Pair], folder: str | os.PathLike) -> dict[str, Path]:
+    """Each pair's output image in ``folder``: the file named by the pair's id, its low image's or its
+    reference's name (any image extension; e.g. ``1.png``, ``low00690.png`` or ``normal00690.jpg``).
+
+    Raises :class:`~nanolily.training.data.DatasetError` naming the ids without one, or with two.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: folder does not exist")
+    by_stem: dict[str, list[Path]] = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in READ_SUFFIXES:
+            by_stem.setdefault(f.stem, []).append(f)
+    found, missing, twice = {}, [], []
+    for pair in pairs:
+        names = dict.fromkeys((pair.id, pair.low.stem, pair.high.stem))  # in order, without repeats
+        files = [f for name in names for f in by_stem.get(name, [])]
+        if not files:
+            missing.append(pair.id)
+        elif len(files) > 1:
+            twice.append(f"{pair.id} ({', '.join(f.name for f in files)})")
+        else:
+            found[pair.id] = files[0]
+    if missing:
+        raise DatasetError(f"{folder}: no output image for {len(missing)} of {len(pairs)} ids "
+                           f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); name each by its id "
+                           f"or its low image's name")
+    if twice:
+        raise DatasetError(f"{folder}: more than one output image for {', '.join(twice[:3])}")
+    return found
+
+
+@torch.inference_mode()
+def evaluate_predictions(pairs: list[Pair], folder: str | os.PathLike, lpips: LPIPS | None = None,
+                         vgg: losses.VGGPerceptual | None = None,
+                         progress: bool = False) -> tuple[list[dict], dict]:
+    """:func:`evaluate`'s metrics and summary for images another method already made (:func:`find_predictions`
+    finds them), read at their own bit depth, against the references at full resolution: any low-light
+    method measured exactly as nanolily's models are. An output of another size than its reference is an
+    error (:class:`~nanolily.training.data.DatasetError`)."""
+    from tqdm.auto import tqdm
+
+    files = find_predictions(pairs, folder)
+    rows = []
+    for pair in tqdm(pairs, desc="evaluate (predictions)", unit="img", disable=not progress):
+        high = to_float(load_rgb_uint8(pair.high))
+        photo = read_image(files[pair.id])
+        if photo.size != (high.shape[-1], high.shape[-2]):
+            raise DatasetError(f"{files[pair.id]}: {photo.size[0]}x{photo.size[1]}, but its reference "
+                               f"{pair.high.name} is {high.shape[-1]}x{high.shape[-2]}")
+        out = torch.from_numpy(photo.pixels).permute(2, 0, 1)[None].expand(-1, 3, -1, -1)  # (1, 3, H, W)
+        rows.append({"id": pair.id, "height": int(high.shape[-2]), "width": int(high.shape[-1]),
+                     **image_metrics(out, high, lpips, vgg)})
+    return rows, {"protocol": "full", "mode": "predictions", "stride": None, "images": len(rows)} | _means(rows)
+
+
+def _means(rows: list[dict]) -> dict[str, float]:
+    """Each metric's mean over the images."""
+    names = [k for k in rows[0] if k not in ("id", "height", "width")] if rows else []
+    return {k: sum(r[k] for r in rows) / len(rows) for k in names}
 
 
 def image_metrics(out: torch.Tensor, ref: torch.Tensor, lpips: LPIPS | None = None,

@@ -15,10 +15,14 @@ EPILOG = """examples:
   nanolily evaluate --data ../shared/datasets/lol-v1 --split ../shared/datasets/splits/lol-v1-val.txt --exposure 2
   nanolily evaluate --data ../shared/datasets/lol-v1 --split ../shared/datasets/splits/lol-v1-val.txt --jpeg 90
   nanolily evaluate --data ../shared/datasets/lol-v2-real --mode core --gallery gallery/ --gallery-ids 00690 00701
+  nanolily evaluate --data ../shared/datasets/lol-v1 --subset eval15 --predictions results/other-method/
 
 protocols: full = each image at full resolution, outputs clamped, per-image metrics averaged (honest);
 resize224 = the original's measurement (224x224 resize, unclamped): PSNR per image, pooled within batches
-of --pool-batch images, and pooled over all images."""
+of --pool-batch images, and pooled over all images.
+
+--predictions measures images another method made (one per pair, named by the pair's id or its low
+image's name) with the same metrics, so any low-light model can be compared with nanolily's."""
 
 
 def add_parser(sub) -> None:
@@ -43,7 +47,10 @@ def add_parser(sub) -> None:
     p.add_argument("--pool-batch", type=int, default=POOL_BATCH, metavar="N",
                    help="resize224: images per batch for batch-pooled PSNR (default: %(default)s, the original's "
                         "training batch; its evaluation batch is not stated)")
-    p.add_argument("--out", metavar="DIR", help="report folder (default: eval/<weights>-<protocol>-<mode>)")
+    p.add_argument("--predictions", metavar="DIR",
+                   help="measure the output images in DIR (another method's) instead of running a model")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: eval/<weights>-<protocol>-<mode>, "
+                                                "or eval/<DIR's name>-predictions)")
     p.add_argument("--weights-dir", metavar="DIR",
                    help="folder with AlexNet/LPIPS and VGG19 weights (default: $NANOLILY_WEIGHTS_DIR, then "
                         "weights/ beside the data)")
@@ -59,11 +66,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from nanolily.training.data import DatasetError, all_pairs, find_pairs, detect_layout
-    from nanolily.training.evaluate import evaluate, markdown_table, write_gallery, write_report
-    from nanolily.training.losses import VGGPerceptual
-    from nanolily.training.metrics import LPIPS
-    from nanolily.training.train import DEFAULT_VGG
-    from nanolily.models.weights import feature_weights_path
+    from nanolily.training.evaluate import evaluate, write_gallery
     from nanolily.interfaces.cli.common import corrections, error, load_model_or_none
 
     try:
@@ -73,18 +76,17 @@ def run(args) -> int:
             pairs = all_pairs(args.data, split=args.split)
     except DatasetError as e:
         args.parser.error(str(e))
+    if args.predictions:
+        return run_predictions(args, pairs)
     model = load_model_or_none(args)
     if model is None:
         return 1
     check_mode_option(args, model)
-    lpips = vgg = None
-    if not args.no_lpips:
-        try:
-            lpips = LPIPS.from_dir(args.weights_dir, args.data)
-            vgg = VGGPerceptual(feature_weights_path(DEFAULT_VGG, args.weights_dir, args.data))
-        except FileNotFoundError as e:
-            error(f"{e} (or pass --no-lpips)")
-            return 1
+    try:
+        lpips, vgg = feature_metrics(args)
+    except FileNotFoundError as e:
+        error(f"{e} (or pass --no-lpips)")
+        return 1
     if not args.exposure > 0:
         args.parser.error(f"--exposure must be > 0, got {args.exposure}")
     if args.jpeg is not None and not 1 <= args.jpeg <= 100:
@@ -102,11 +104,7 @@ def run(args) -> int:
                              corrections=options, exposure=args.exposure, pool_batch=args.pool_batch, jpeg=args.jpeg)
     name = Path(getattr(model, "weights_path", "model")).stem
     exposed = (f"-exposure{args.exposure:g}" if args.exposure != 1 else "") + (f"-jpeg{args.jpeg}" if args.jpeg else "")
-    out = Path(args.out or f"eval/{name}-{args.protocol}-{args.mode}{exposed}")
-    title = f"{name} on {args.data}" + (f" ({args.subset})" if args.subset else "")
-    paths = write_report(out, rows, summary, title)
-    print(markdown_table([(name, summary)]), end="")
-    print(f"per-image: {paths['csv']}  summary: {paths['json']}", file=sys.stderr)
+    report(args, name, rows, summary, f"eval/{name}-{args.protocol}-{args.mode}{exposed}")
     if args.gallery:
         ids = args.gallery_ids or [p.id for p in pairs[:4]]
         try:
@@ -115,4 +113,55 @@ def run(args) -> int:
             error(str(e))
             return 1
         print(f"gallery: {len(written)} figures in {args.gallery}", file=sys.stderr)
+    return 0
+
+
+def feature_metrics(args):
+    """(LPIPS, VGG perceptual) from the feature weights, or (None, None) with --no-lpips."""
+    from nanolily.models.weights import feature_weights_path
+    from nanolily.training.losses import VGGPerceptual
+    from nanolily.training.metrics import LPIPS
+    from nanolily.training.train import DEFAULT_VGG
+
+    if args.no_lpips:
+        return None, None
+    return (LPIPS.from_dir(args.weights_dir, args.data),
+            VGGPerceptual(feature_weights_path(DEFAULT_VGG, args.weights_dir, args.data)))
+
+
+def report(args, name: str, rows: list[dict], summary: dict, default_out: str) -> None:
+    """Write the report folder and print the table."""
+    from nanolily.training.evaluate import markdown_table, write_report
+
+    title = f"{name} on {args.data}" + (f" ({args.subset})" if args.subset else "")
+    paths = write_report(Path(args.out or default_out), rows, summary, title)
+    print(markdown_table([(name, summary)]), end="")
+    print(f"per-image: {paths['csv']}  summary: {paths['json']}", file=sys.stderr)
+
+
+def run_predictions(args, pairs) -> int:
+    """--predictions: another method's output images, measured as the models' are."""
+    from nanolily.interfaces.cli.common import error
+    from nanolily.io.images import ImageError
+    from nanolily.training.data import DatasetError
+    from nanolily.training.evaluate import evaluate_predictions
+
+    model_only = [flag for flag, given in (("--exposure", args.exposure != 1), ("--jpeg", args.jpeg is not None),
+                                           ("--protocol resize224", args.protocol != "full"),
+                                           ("--gallery", args.gallery), ("--model/--weights", args.model or args.weights))
+                  if given]
+    if model_only:
+        args.parser.error(f"--predictions measures images already made: {', '.join(model_only)} need a model")
+    try:
+        lpips, vgg = feature_metrics(args)
+    except FileNotFoundError as e:
+        error(f"{e} (or pass --no-lpips)")
+        return 1
+    try:
+        rows, summary = evaluate_predictions(pairs, args.predictions, lpips, vgg, progress=not args.quiet)
+    except (DatasetError, ImageError) as e:
+        error(str(e))
+        return 1
+    name = Path(args.predictions).resolve().name
+    report(args, name, rows, summary, f"eval/{name}-predictions")
     return 0
