@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,65 @@ def test_errors_are_shown_as_text(page):
     error = page.inner_text("#error")
     assert "notes.jpg" in error and "\n" not in error
     assert page.is_hidden("#download") and page.is_hidden("#progress")
+
+
+def test_several_photos_are_enhanced_in_turn_and_downloaded_as_one_zip(page, tmp_path):
+    files = []
+    for k, (name, size) in enumerate([("a.png", (64, 48)), ("broken.jpg", None), ("b.png", (80, 40))]):
+        buffer = io.BytesIO()
+        if size is None:
+            buffer.write(b"not a photo")
+        else:
+            Image.fromarray((np.random.default_rng(k).random(size[::-1] + (3,)) * 60).astype(np.uint8)).save(buffer, "PNG")
+        files.append({"name": name, "mimeType": "image/png", "buffer": buffer.getvalue()})
+    page.set_input_files("#file", files=files)
+    page.wait_for_function("[...document.querySelectorAll('#queue .state')].every("
+                           "s => s.textContent.endsWith(' s') || s.textContent === 'failed')", timeout=120_000)
+    rows = page.eval_on_selector_all("#queue button", "b => b.map(x => [x.firstChild.textContent, "
+                                                      "x.lastChild.textContent, x.title])")
+    assert [r[0] for r in rows] == ["a.png", "broken.jpg", "b.png"]
+    assert rows[1][1] == "failed" and "broken.jpg" in rows[1][2] and rows[0][1].endswith(" s")
+    assert page.get_attribute("#download", "download") == "a_lily.jpg"  # the first photo is shown
+    page.click("#queue li:nth-child(3) button")  # another photo: its result and its download
+    page.wait_for_function("!document.getElementById('slider').hidden")
+    assert page.get_attribute("#download", "download") == "b_lily.jpg"
+    assert page.evaluate("document.getElementById('after').naturalWidth") == 80
+    page.click("#queue li:nth-child(2) button")  # the failed one: its reason, no download
+    assert "broken.jpg" in page.inner_text("#error") and page.is_hidden("#download")
+
+    with page.expect_download() as download_info:
+        page.click("#download-all")
+    download = download_info.value
+    assert download.suggested_filename == "nanolily.zip"
+    download.save_as(tmp_path / "all.zip")
+    with zipfile.ZipFile(tmp_path / "all.zip") as archive:
+        assert archive.testzip() is None and archive.namelist() == ["a_lily.jpg", "b_lily.jpg"]
+        sizes = [Image.open(io.BytesIO(archive.read(n))).size for n in archive.namelist()]
+        assert sizes == [(64, 48), (80, 40)] and archive.infolist()[0].date_time[0] >= 2024
+
+
+def test_enhance_runs_every_photo_again_and_names_in_the_zip_stay_apart(page, tmp_path):
+    image = (np.random.default_rng(3).random((40, 56, 3)) * 60).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG")
+    same = {"name": "same.png", "mimeType": "image/png", "buffer": buffer.getvalue()}
+    page.set_input_files("#file", files=[same, same])
+    all_done = "[...document.querySelectorAll('#queue .state')].every(s => s.textContent.endsWith(' s'))"
+    page.wait_for_function(all_done, timeout=120_000)
+    page.wait_for_function("!document.getElementById('slider').hidden")
+    assert mean_difference(page) > 5
+    page.select_option("#format", "png")
+    page.eval_on_selector("#strength", "s => { s.value = 0; s.dispatchEvent(new Event('input')); }")
+    page.eval_on_selector("#denoise", "s => { s.value = 0; s.dispatchEvent(new Event('input')); }")
+    page.click("#go")
+    page.wait_for_function("document.getElementById('download').download.endsWith('.png')", timeout=120_000)
+    page.wait_for_function(all_done, timeout=120_000)
+    page.wait_for_function("!document.getElementById('slider').hidden")
+    assert mean_difference(page) < 1  # strength 0: both photos come back as they were
+    with page.expect_download() as download_info:
+        page.click("#download-all")
+    download_info.value.save_as(tmp_path / "all.zip")
+    with zipfile.ZipFile(tmp_path / "all.zip") as archive:
+        assert archive.namelist() == ["same_lily.png", "same_lily (2).png"]
+        assert all(np.array_equal(np.asarray(Image.open(io.BytesIO(archive.read(n)))), image)
+                   for n in archive.namelist())
