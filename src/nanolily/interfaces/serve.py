@@ -8,7 +8,7 @@
                     format (png, jpg, webp, tif, bmp, ...), quality. Answers the enhanced image (PNG
                     unless ``format`` says otherwise).
     GET  /health    {"status": "ok", "model": ..., "device": ..., "version": ..., "modes": [...], "defaults": {...}}
-    GET  /          the browser app: drop a photo, compare before and after, download the result
+    GET  /          the browser app: drop photos, compare before and after, download the results (one ZIP)
 
 Example:
     curl --data-binary @night.jpg 'http://127.0.0.1:8000/enhance?format=jpg' -o bright.jpg
