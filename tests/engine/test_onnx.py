@@ -6,7 +6,7 @@ from PIL import Image
 from nanolily.interfaces.cli import main
 from nanolily.engine.pipeline import enhance_tensor
 from nanolily.engine.onnx import MatrixDFTFrequency, dft_matrices, weights_digest
-from nanolily.models.v1 import FrequencyBranch
+from nanolily.models.v1 import FrequencyBranch, NanoLILY
 
 from ..conftest import dark_image
 
@@ -131,6 +131,41 @@ def test_nanolily_v2_exports_for_whole_images_of_any_size(small_v2, tmp_path, mo
                     + (["--onnx", str(tmp_path / "cli.onnx")] if backend != "torch" else [])) == 0
     a, b = (np.asarray(Image.open(tmp_path / n)).astype(int) for n in ("torch.png", "ort.png"))
     assert np.abs(a - b).max() <= 1
+
+
+def test_a_fixed_size_graph_reads_its_size_as_the_engine_does(small_v2, tmp_path, capsys):
+    from nanolily.engine.onnx import OnnxPredictor, export_onnx
+    from nanolily.engine.pipeline import NO_CORRECTIONS
+    from nanolily.models.v2 import analysis_factor
+    from nanolily.models.weights import save_weights
+
+    model, (height, width) = small_v2, (200, 300)  # under LoL's size: the engine reads it at 1/2, not 1/4
+    assert analysis_factor(height, width) == 2 != model.config.factor
+    assert export_onnx(model, tmp_path / "fixed.onnx", size=(height, width)) <= 1e-4
+    predictor = OnnxPredictor(tmp_path / "fixed.onnx")
+    assert predictor.fixed_size == (height, width) and OnnxPredictor(tmp_path / "fixed.onnx").input_names == ["images"]
+    x = torch.from_numpy(dark_image(height, width)).permute(2, 0, 1)[None].float() / 255
+    engine = enhance_tensor(x, model, precision="fp32", **NO_CORRECTIONS)  # scale matching on, as by default
+    assert (predictor(x).clamp(0, 1) - engine).abs().max() <= 1e-4
+    with torch.no_grad():
+        assert (model(x).clamp(0, 1) - engine).abs().max() > 1e-3  # the network's own scale differs
+    with pytest.raises(ValueError, match="resolution-free models"):
+        export_onnx(NanoLILY(), tmp_path / "v1.onnx", size=(224, 224))
+
+    weights = tmp_path / "v2.safetensors"  # the CLI: --size, and enhance refusing a photo of another size
+    save_weights(model, weights, version="test")
+    assert main(["export", "-o", str(tmp_path / "cli.onnx"), "--weights", str(weights), "--size", "300x200"]) == 0
+    assert "input (batch, 3, 200, 300) read at 1/2 for its maps" in capsys.readouterr().out
+    Image.fromarray(dark_image(height, width)).save(tmp_path / "fits.png")
+    Image.fromarray(dark_image(100, 100)).save(tmp_path / "other.png")
+    code = main(["enhance", str(tmp_path / "fits.png"), str(tmp_path / "other.png"), "-o", str(tmp_path / "out"),
+                 "-q", "--weights", str(weights), "--backend", "onnxruntime", "--onnx", str(tmp_path / "cli.onnx")])
+    assert code == 1 and (tmp_path / "out" / "fits.png").exists() and not (tmp_path / "out" / "other.png").exists()
+    assert "other.png: 100x100, but" in capsys.readouterr().err
+    for bad in ("1920", "10x100", "axb"):
+        with pytest.raises(SystemExit):
+            main(["export", "-o", str(tmp_path / "bad.onnx"), "--size", bad])
+        assert "expected WIDTHxHEIGHT" in capsys.readouterr().err
 
 
 def test_nanolily_v2_backend_runs_its_stages_in_strips(small_v2, tmp_path, monkeypatch):

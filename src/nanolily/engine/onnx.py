@@ -135,9 +135,14 @@ def require_onnx_extra() -> None:
         raise ImportError(f"exporting to ONNX needs {', '.join(missing)}: pip install 'nanolily[onnx]'")
 
 
-def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True) -> float | None:
+def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True,
+                size: tuple[int, int] | None = None) -> float | None:
     """Write ``model`` as ONNX, atomically: NanoLILY for ``(batch, 3, S, S)`` tiles (dynamic batch); a
-    resolution-free model (nanolily-v2) for whole images, ``(batch, 3, height, width)``, all dynamic.
+    resolution-free model (nanolily-v2) for whole images, ``(batch, 3, height, width)``, all dynamic, read
+    at the network's own scale. ``size`` (height, width; resolution-free models only) fixes the image
+    size and reads it at the scale the engine reads a photo of that size
+    (:func:`nanolily.models.v2.analysis_factor`), as ``nanolily enhance`` does without the halo guard and
+    the corrections: for a camera or video stream of one size, and engines that want static shapes.
 
     With ``check``, runs the file in ONNX Runtime on random and structured inputs and raises if it
     differs from PyTorch by more than ``PARITY_TOLERANCE``. Returns that largest difference (None
@@ -146,7 +151,19 @@ def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True) ->
     require_onnx_extra()
     model = model.float().cpu().eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
-    if model.resolution_free:
+    reference, inputs = model, None
+    if size is not None:
+        if not model.resolution_free:
+            raise ValueError("a fixed size is for the resolution-free models (nanolily-v2 and later): "
+                             f"nanolily-v1's graph takes {model.patch_size}x{model.patch_size} tiles")
+        from nanolily.models.v2 import analysis_factor
+
+        height, width = size
+        module = reference = AtScale(model, analysis_factor(height, width)).eval()
+        example, name, dims = torch.rand(1, 3, height, width), "images", {0: batch}
+        g = torch.Generator().manual_seed(0)
+        inputs = [torch.rand(2, 3, height, width, generator=g) * 0.3]
+    elif model.resolution_free:
         module, example, name = model, torch.rand(2, 3, 192, 256), "images"
         dims = {0: batch, 2: torch.export.Dim("height", min=16, max=65536), 3: _width()}
     else:
@@ -154,7 +171,19 @@ def export_onnx(model: NanoLILY, path: str | os.PathLike, check: bool = True) ->
         module, example, name, dims = ExportableNanoLILY(model).eval(), torch.rand(2, 3, size, size), "tiles", {0: batch}
     with _staged(path) as (tmp,):
         _trace(module, (example,), (dims,), [name], ["enhanced"], tmp)
-        return _checked(path, model, OnnxPredictor(tmp)) if check else None
+        return _checked(path, reference, OnnxPredictor(tmp), inputs) if check else None
+
+
+class AtScale(nn.Module):
+    """A resolution-free model whose low-resolution part reads the image at a fixed first downsampling
+    ``factor`` (:func:`nanolily.models.v2.analysis_factor` of a photo size)."""
+
+    def __init__(self, model: nn.Module, factor: int):
+        super().__init__()
+        self.model, self.factor = model, factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> same
+        return self.model(x, factor=self.factor)
 
 
 def export_onnx_stages(model, paths: Sequence[str | os.PathLike], check: bool = True) -> float | None:
@@ -214,8 +243,8 @@ def _trace(module: nn.Module, examples: tuple, dims: tuple, input_names: list[st
                           output_names=output_names, opset_version=ONNX_OPSET, external_data=False, verbose=False)
 
 
-def _checked(path: str | os.PathLike, model, predictor) -> float:
-    worst = parity(model, predictor)
+def _checked(path: str | os.PathLike, model, predictor, inputs: list[torch.Tensor] | None = None) -> float:
+    worst = parity(model, predictor, inputs)
     if worst > PARITY_TOLERANCE:
         raise RuntimeError(f"{path}: ONNX output differs from PyTorch by {worst:.2e} (> {PARITY_TOLERANCE:g})")
     return worst
@@ -256,8 +285,8 @@ def _quiet_exporter():
 def parity(model: NanoLILY, predictor, inputs: list[torch.Tensor] | None = None) -> float:
     """Largest |difference| between ``predictor`` and ``model`` over ``inputs`` (default: dark random
     and smooth S x S tiles, batch of 3; for a resolution-free model also whole images of odd sizes)."""
-    size = model.patch_size
     if inputs is None:
+        size = model.patch_size
         g = torch.Generator().manual_seed(0)
         ramp = torch.linspace(0, 0.4, size)
         inputs = [torch.stack([torch.rand(3, size, size, generator=g) * 0.3,
@@ -292,6 +321,9 @@ class OnnxPredictor:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        shape = self.session.get_inputs()[0].shape  # (batch, 3, height, width): names where dynamic
+        # (height, width) of a graph that takes images of one size only (export_onnx's size), else None
+        self.fixed_size = tuple(shape[2:]) if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) else None
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The graph's first output for its inputs (the tiles or images)."""

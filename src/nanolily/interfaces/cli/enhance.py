@@ -189,6 +189,10 @@ def process(jobs: list[Job], model, args, predictor=None) -> tuple[int, int, int
             source = sys.stdin.buffer if job.source == STDIO else job.source
             photo = read_image(source, max_pixels=args.max_pixels)
             width, height = photo.size
+            fixed = getattr(predictor, "fixed_size", None) if model.resolution_free else None
+            if fixed and fixed != (height, width):  # a graph exported with --size
+                raise ImageError(job.source, f"{width}x{height}, but {args.onnx} takes {fixed[1]}x{fixed[0]} "
+                                             "images only (exported with --size)")
             tiles = len(plan_tiles(max(height, 224), max(width, 224), 224, args.stride))
             out = enhance_photo(photo, model, reuse_pixels=True, mode=args.mode, stride=args.stride,
                                 batch_size=args.batch_size,
