@@ -62,7 +62,8 @@ def add_parser(sub) -> None:
     g.add_argument("--onnx", metavar="FILE", help="with --backend onnxruntime: an exported model to use "
                                                   "(from `nanolily export`; nanolily-v2's runs the whole image "
                                                   "in one graph, which needs more memory and reads every "
-                                                  "photo at the network's own scale) instead of the cache")
+                                                  "photo at the network's own scale, or photos of one size "
+                                                  "at the engine's with export --size) instead of the cache")
     g = p.add_argument_group("scale-out (the [ray] extra)")
     g.add_argument("--ray", action="store_true",
                    help="enhance one folder or URI (s3://, gs://, ...; searched recursively) into -o OUT (a folder "
