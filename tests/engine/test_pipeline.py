@@ -62,14 +62,15 @@ def test_pil_modes_are_kept(model, mode):
         assert np.array_equal(np.asarray(out)[..., -1], np.asarray(img)[..., -1])
 
 
-def test_a_pil_image_keeps_its_exif_orientation_and_icc(model, tmp_path):
+def test_a_pil_image_keeps_its_exif_orientation_icc_and_xmp(model, tmp_path):
     img = Image.fromarray(dark_image(40, 60))
     exif = img.getexif()
     exif[0x0112], exif[0x010F] = 6, "Camera maker"  # rotated 90 degrees to display; Make
-    img.save(tmp_path / "phone.jpg", exif=exif, icc_profile=b"not a real profile")
+    img.save(tmp_path / "phone.jpg", exif=exif, icc_profile=b"not a real profile", xmp=b"<x:xmpmeta/>")
     src = Image.open(tmp_path / "phone.jpg")
     out = enhance(src, model=model)
     assert out.size == src.size and out.info["icc_profile"] == b"not a real profile"
+    assert out.info["xmp"] == b"<x:xmpmeta/>"
     assert dict(out.getexif()) == {0x0112: 6, 0x010F: "Camera maker"}
     assert ImageOps.exif_transpose(out).size == ImageOps.exif_transpose(src).size == (40, 60)
 
@@ -86,11 +87,11 @@ def test_modes_differ_and_are_checked(model):
 def test_a_photo_keeps_depth_alpha_and_metadata(tmp_path):
     a = (dark_image(40, 50).astype(np.uint16) * 257)
     rgba = np.dstack([a, np.arange(2000, dtype=np.uint16).reshape(40, 50) * 30])
-    photo = Photo(to_float(rgba[..., :3]), rgba[..., 3].copy(), 16, b"icc", b"exif")
+    photo = Photo(to_float(rgba[..., :3]), rgba[..., 3].copy(), 16, b"icc", b"exif", b"<x:xmpmeta/>")
     before = photo.pixels.copy()
     out = enhance(photo)
     assert isinstance(out, Photo) and np.array_equal(photo.pixels, before)  # the input is left alone
-    assert (out.bit_depth, out.icc_profile, out.exif) == (16, b"icc", b"exif")
+    assert (out.bit_depth, out.icc_profile, out.exif, out.xmp) == (16, b"icc", b"exif", b"<x:xmpmeta/>")
     assert out.alpha is photo.alpha and out.pixels.shape == photo.pixels.shape
     assert np.abs(out.pixels - enhance(rgba)[..., :3] / 65535).max() <= 0.5 / 65535 + 1e-6  # as the numpy path
 

@@ -193,6 +193,35 @@ def test_icc_profile_and_exif_are_copied(tmp_path, monkeypatch, cores):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), to_uint(photo.pixels, 8))
 
 
+XMP = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       '<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+       'xmp:Rating="4"{extra}/></rdf:RDF></x:xmpmeta>')
+
+
+@pytest.mark.parametrize("cores", [1, 2])  # PNG: Pillow's encoder on one core, nanolily's on several
+def test_xmp_is_copied_and_its_orientation_follows_the_pixels(tmp_path, monkeypatch, cores):
+    monkeypatch.setattr(nanolily.io.images, "encode_threads", lambda: cores)
+    img = Image.fromarray(dark_image(20, 30))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotated: the pixels are turned upright on reading, so XMP's orientation goes too
+    img.save(tmp_path / "a.jpg", exif=exif, xmp=XMP.format(extra=' tiff:Orientation="6"').encode())
+    photo = read_image(tmp_path / "a.jpg")
+    assert photo.size == (20, 30) and photo.xmp == XMP.format(extra="").encode()
+    outputs = [(ext, photo) for ext in (".jpg", ".png", ".webp", ".tif")]
+    outputs += [(ext, Photo(photo.pixels, None, 16, None, None, photo.xmp)) for ext in (".png", ".tif")]  # 16 bits
+    for i, (ext, source) in enumerate(outputs):
+        assert read_image(write_image(tmp_path / f"o{i}{ext}", source)).xmp == photo.xmp, (ext, source.bit_depth)
+    img.save(tmp_path / "upright.jpg", xmp=XMP.format(extra=' tiff:Orientation="1"').encode())
+    assert b'tiff:Orientation="1"' in read_image(tmp_path / "upright.jpg").xmp  # not rotated: kept whole
+
+
+def test_xmp_that_points_past_the_image_is_not_copied(tmp_path):
+    img = Image.fromarray(dark_image(20, 30))  # an Ultra HDR photo's packet: its gain map is not carried over
+    img.save(tmp_path / "hdr.jpg", xmp=XMP.format(extra=' xmlns:hdrgm="http://ns.adobe.com/hdr-gain-map/1.0/" '
+                                                         'hdrgm:Version="1.0"').encode())
+    assert read_image(tmp_path / "hdr.jpg").xmp is None
+
+
 def test_jpeg_quality_changes_the_file(tmp_path):
     photo = Photo(to_float(dark_image(64, 64, seed=3)))
     small = write_image(tmp_path / "q30.jpg", photo, quality=30).stat().st_size

@@ -4,7 +4,7 @@
   with the pillow-heif plugin (the ``[heif]`` extra), and camera RAW files in (DNG, CR2, CR3, NEF, ARW,
   RAF, RW2, ORF, ...) with rawpy (the ``[raw]`` extra), developed at the captured exposure. The output
   format follows the output file's extension.
-- EXIF orientation is applied on read (and the tag reset on write), ICC profile and EXIF are copied.
+- EXIF orientation is applied on read (and the tag reset on write), ICC profile, EXIF and XMP are copied.
 - Alpha is carried through untouched; grayscale stays grayscale.
 - 16-bit PNG and TIFF are read at 16 bits (Pillow alone would reduce 16-bit RGB to 8 bits, so those go
   through :mod:`nanolily.io.png`, or pypng where no C compiler built its kernels, and tifffile) and
@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import io as _io
 import os
+import re
 import tempfile
 import threading
 import warnings
@@ -27,9 +28,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, features
+from PIL import Image, PngImagePlugin, features
 
-from nanolily.io.png import STRIP_BYTES, decode_png16, encode_png, encode_threads, read_chunks
+from nanolily.io.png import STRIP_BYTES, XMP_KEYWORD, decode_png16, encode_png, encode_threads, read_chunks
 
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                  ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
@@ -55,6 +56,7 @@ SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 ALPHA_FORMATS = ("PNG", "WEBP", "TIFF", "AVIF", "HEIF")
 DEFAULT_MAX_PIXELS = 200_000_000  # 200 MP: above any camera photo (an 8K frame is 33 MP), below a bomb
 ORIENTATION_TAG = 0x0112
+XMP_TAG = 700  # TIFF's XMP packet
 _pillow_limit_lock = threading.Lock()
 
 
@@ -74,7 +76,7 @@ class Photo:
         pixels: (H, W, C) float32 in [0, 1]; C = 3 (colour) or 1 (grayscale).
         alpha: (H, W) alpha channel in its original dtype (uint8 or uint16), or None.
         bit_depth: 8 or 16, bits per channel of the source.
-        icc_profile / exif: raw bytes to copy to the output, or None.
+        icc_profile / exif / xmp: raw bytes to copy to the output, or None.
     """
 
     pixels: np.ndarray
@@ -82,6 +84,7 @@ class Photo:
     bit_depth: int = 8
     icc_profile: bytes | None = None
     exif: bytes | None = None
+    xmp: bytes | None = None
 
     @property
     def is_grayscale(self) -> bool:
@@ -164,6 +167,7 @@ def _decode(source: Path | _io.BytesIO, path: Path | str, suffix: str, max_pixel
             else:
                 img.load()
                 pixels, alpha, bit_depth, icc = _from_pil(img, icc)
+            xmp = kept_xmp(img.info.get("xmp"), rotated=orientation != 1)
     except ImageError:
         raise
     except Image.DecompressionBombError:
@@ -179,7 +183,28 @@ def _decode(source: Path | _io.BytesIO, path: Path | str, suffix: str, max_pixel
     if ORIENTATION_TAG in exif:
         del exif[ORIENTATION_TAG]
     return Photo(np.ascontiguousarray(pixels), None if alpha is None else np.ascontiguousarray(alpha),
-                 bit_depth, icc, exif.tobytes() if len(exif) else None)
+                 bit_depth, icc, exif.tobytes() if len(exif) else None, xmp)
+
+
+# XMP that points at data stored after the image (an HDR gain map, a motion photo's video, a depth map):
+# that data is not carried over, so neither is the packet that would send a reader looking for it
+XMP_APPENDED_DATA = (b"hdrgm:", b"Container:Directory", b"GCamera:MicroVideo", b"GCamera:MotionPhoto")
+XMP_ORIENTATION = (re.compile(rb'\s*tiff:Orientation="[0-9]"'), re.compile(rb"<tiff:Orientation>[0-9]</tiff:Orientation>"))
+
+
+def kept_xmp(xmp: bytes | str | None, rotated: bool = False) -> bytes | None:
+    """The XMP packet to copy to the output (ratings, keywords, captions, edit history), or None: its
+    orientation removed when the pixels were turned upright (as ``PIL.ImageOps.exif_transpose`` does),
+    and none at all where it describes data stored after the image, which is not copied."""
+    if not xmp:
+        return None
+    xmp = xmp.encode() if isinstance(xmp, str) else bytes(xmp)
+    if any(marker in xmp for marker in XMP_APPENDED_DATA):
+        return None
+    if rotated:
+        for pattern in XMP_ORIENTATION:
+            xmp = pattern.sub(b"", xmp)
+    return xmp
 
 
 def encode_image(photo: Photo, fmt: str, quality: int = 95) -> bytes:
@@ -343,6 +368,7 @@ def _read_tiff(source: Path | _io.BytesIO, path: Path | str, max_pixels: int) ->
                 data = np.moveaxis(data, 0, -1)  # planar (C, H, W) storage
             icc = page.tags[34675].value if 34675 in page.tags else None
             orientation = int(page.tags[274].value) if 274 in page.tags else 1
+            xmp = kept_xmp(page.tags[XMP_TAG].value if XMP_TAG in page.tags else None, rotated=orientation != 1)
     except ImageError:
         raise
     except Exception as e:  # tifffile raises many kinds on damaged or exotic files
@@ -361,7 +387,7 @@ def _read_tiff(source: Path | _io.BytesIO, path: Path | str, max_pixels: int) ->
     alpha = to_uint(values[..., colour], 16) if data.shape[-1] in (2, 4) else None
     pixels = np.ascontiguousarray(_orient(values[..., :colour], orientation))
     return Photo(pixels, None if alpha is None else np.ascontiguousarray(_orient(alpha, orientation)),
-                 16, bytes(icc) if icc is not None else None, None)
+                 16, bytes(icc) if icc is not None else None, None, xmp)
 
 
 def _from_pil(img: Image.Image, icc: bytes | None):
@@ -436,18 +462,26 @@ def _encode(photo: Photo, fmt: str, sixteen: bool, alpha: np.ndarray | None, qua
                          photometric="minisblack" if photo.is_grayscale else "rgb",
                          extrasamples=("unassalpha",) if alpha is not None else None,
                          iccprofile=photo.icc_profile, compression="zlib", predictor=True,  # as Lightroom's ZIP
-                         rowsperstrip=max(1, STRIP_BYTES // values[0].nbytes), maxworkers=encode_threads())
+                         rowsperstrip=max(1, STRIP_BYTES // values[0].nbytes), maxworkers=encode_threads(),
+                         extratags=[(XMP_TAG, "B", len(photo.xmp), photo.xmp, True)] if photo.xmp else None)
         return buf.getvalue()
     # PNG deflated on every core (io/png.py): at 8K, a one-core encoder takes most of `enhance`'s time;
     # on a single core, Pillow's (zlib-ng, filters in C) is the faster for 8 bits
     if fmt == "PNG" and (sixteen or encode_threads() > 1):
-        return encode_png(values, photo.icc_profile, photo.exif)
+        return encode_png(values, photo.icc_profile, photo.exif, photo.xmp)
     img = Image.fromarray(values if channels > 1 else values[..., 0])  # L, LA, RGB or RGBA from the shape
     kwargs = {}
     if photo.icc_profile and fmt != "BMP":
         kwargs["icc_profile"] = photo.icc_profile
     if photo.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF", "AVIF", "HEIF"):
         kwargs["exif"] = photo.exif
+    if photo.xmp and fmt in ("JPEG", "WEBP", "AVIF", "HEIF"):
+        kwargs["xmp"] = photo.xmp
+    elif photo.xmp and fmt == "PNG":
+        kwargs["pnginfo"] = PngImagePlugin.PngInfo()
+        kwargs["pnginfo"].add_itxt(XMP_KEYWORD, photo.xmp.decode("utf-8", "replace"))
+    elif photo.xmp and fmt == "TIFF":
+        kwargs["tiffinfo"] = {XMP_TAG: photo.xmp}
     if fmt in LOSSY_FORMATS:
         kwargs["quality"] = quality
     if fmt == "TIFF":
@@ -468,12 +502,12 @@ def pil_to_photo(img: Image.Image) -> Photo:
     img.load()
     pixels, alpha, bit_depth, icc = _from_pil(img, img.info.get("icc_profile"))
     exif = img.getexif()
-    return Photo(pixels, alpha, bit_depth, icc, exif.tobytes() if len(exif) else None)
+    return Photo(pixels, alpha, bit_depth, icc, exif.tobytes() if len(exif) else None, kept_xmp(img.info.get("xmp")))
 
 
 def photo_to_pil(photo: Photo) -> Image.Image:
-    """The PIL image for a photo: L, LA, RGB, RGBA, or I;16 for 16-bit grayscale; its ICC profile and
-    EXIF in ``info`` (``getexif()`` reads them; Pillow writes EXIF when given ``exif=`` on save)."""
+    """The PIL image for a photo: L, LA, RGB, RGBA, or I;16 for 16-bit grayscale; its ICC profile, EXIF
+    and XMP in ``info`` (``getexif()`` reads them; Pillow writes EXIF when given ``exif=`` on save)."""
     if photo.bit_depth == 16 and photo.is_grayscale and photo.alpha is None:
         return Image.fromarray(to_uint(photo.pixels[..., 0], 16))  # mode I;16
     values = to_uint(photo.pixels, 8)
@@ -485,4 +519,6 @@ def photo_to_pil(photo: Photo) -> Image.Image:
         img.info["icc_profile"] = photo.icc_profile
     if photo.exif:
         img.info["exif"] = photo.exif
+    if photo.xmp:
+        img.info["xmp"] = photo.xmp
     return img

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+XMP_KEYWORD = "XML:com.adobe.xmp"  # the iTXt keyword of a PNG's XMP packet
+
 COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type: grey, grey + alpha, RGB, RGBA
 STRIP_BYTES = 1 << 19  # about this much image data per strip: enough strips to keep every core busy
 WINDOW = 1 << 15  # deflate's window: each strip's compressor is primed with the bytes before it
@@ -71,11 +73,11 @@ def encode_threads() -> int:
 
 
 def encode_png(values: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None,
-               level: int = 6, threads: int | None = None) -> bytes:
+               xmp: bytes | None = None, level: int = 6, threads: int | None = None) -> bytes:
     """A PNG file of ``values``: (H, W) or (H, W, C) uint8 or uint16, C = 1 (grey), 2 (grey + alpha),
     3 (RGB) or 4 (RGBA). ``icc_profile`` goes into an iCCP chunk, ``exif`` (with or without its
-    ``Exif\\0\\0`` header) into eXIf; ``level`` is zlib's (6: Pillow's default); ``threads``:
-    :func:`encode_threads` unless given."""
+    ``Exif\\0\\0`` header) into eXIf, ``xmp`` into an iTXt chunk as Adobe's tools write it; ``level`` is
+    zlib's (6: Pillow's default); ``threads``: :func:`encode_threads` unless given."""
     if values.ndim == 2:
         values = values[..., None]
     if values.ndim != 3 or values.shape[2] not in COLOUR_TYPES or values.dtype not in (np.uint8, np.uint16):
@@ -113,6 +115,8 @@ def encode_png(values: np.ndarray, icc_profile: bytes | None = None, exif: bytes
         chunks.append(_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
     if exif:
         chunks.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    if xmp:  # keyword, no compression, no language or translated keyword, then the UTF-8 packet
+        chunks.append(_chunk(b"iTXt", XMP_KEYWORD.encode() + b"\x00\x00\x00\x00\x00" + xmp))
     # one IDAT chunk per strip (a chunk holds under 2 GB), plus the stream's header and checksum
     chunks += [_chunk(b"IDAT", piece) for piece in [b"\x78\x9c", *(s for s, _, _ in strips),
                                                      struct.pack(">I", checksum)]]
