@@ -463,6 +463,7 @@ def _encode(photo: Photo, fmt: str, sixteen: bool, alpha: np.ndarray | None, qua
                          extrasamples=("unassalpha",) if alpha is not None else None,
                          iccprofile=photo.icc_profile, compression="zlib", predictor=True,  # as Lightroom's ZIP
                          rowsperstrip=max(1, STRIP_BYTES // values[0].nbytes), maxworkers=encode_threads(),
+                         metadata=None,  # no tifffile JSON description in the photo's ImageDescription
                          extratags=[(XMP_TAG, "B", len(photo.xmp), photo.xmp, True)] if photo.xmp else None)
         return buf.getvalue()
     # PNG deflated on every core (io/png.py): at 8K, a one-core encoder takes most of `enhance`'s time;
