@@ -302,6 +302,24 @@ def test_compare_leaves_bloom_out_for_the_resolution_free_model(photos, tmp_path
     assert Image.open(v2).width < Image.open(v1).width  # three panels against four
 
 
+def test_compare_models_side_by_side(photos, random_weights, tmp_path, capsys):
+    fig = tmp_path / "models.png"
+    args = ["compare", str(photos / "a.jpg"), "-o", str(fig), "--height", "100"]
+    assert main(args + ["--models", "nanolily-v2", str(random_weights)]) == 0
+    im = Image.open(fig)
+    assert im.height > 100 and 3 * 100 < im.width < 4 * 160  # Input and two models, each 160x100 or so
+    assert main(args + ["--overwrite", "--models", "nanolily-v2"]) == 0
+    assert Image.open(fig).width < im.width
+    capsys.readouterr()
+    assert main(args + ["--overwrite", "--models", "nanolily-v2", str(tmp_path / "none.safetensors")]) == 1
+    assert "none.safetensors" in capsys.readouterr().err
+    assert main(args + ["--overwrite", "--models", "nanolily-v2", "nanolily-v2"]) == 1
+    assert "named twice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(args + ["--overwrite", "--models", "nanolily-v2", "--model", "nanolily-v1"])
+    assert "leave out --model" in capsys.readouterr().err
+
+
 def test_skip_existing_reruns_a_folder_without_failures(photos, random_weights, tmp_path, capsys):
     out = tmp_path / "out"
     assert run(["enhance", str(photos), "-o", str(out), "-q"], random_weights) == 0

@@ -294,9 +294,10 @@ def check_mode_option(args, model) -> None:
         args.parser.error(f"--{e}")
 
 
-def run_figure_verb(args, suffix: str, make_figure) -> int:
-    """The flow shared by the figure verbs: read INPUT, load the model, write ``make_figure(photo, model)``
-    to -o (default ``<stem>_<suffix>.png`` beside INPUT) and print its path."""
+def run_figure_verb(args, suffix: str, make_figure, load=None) -> int:
+    """The flow shared by the figure verbs: read INPUT, load the model (``load(args)``, by default the one
+    the model options name; None: it printed why not), write ``make_figure(photo, model)`` to -o (default
+    ``<stem>_<suffix>.png`` beside INPUT) and print its path."""
     from nanolily.io.images import ImageError, pil_to_photo, read_image, write_image
 
     source = Path(args.input)
@@ -308,7 +309,7 @@ def run_figure_verb(args, suffix: str, make_figure) -> int:
     except ImageError as e:
         error(str(e))
         return 1
-    model = load_model_or_none(args)
+    model = (load or load_model_or_none)(args)
     if model is None:
         return 1
     try:
