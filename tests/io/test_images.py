@@ -215,6 +215,20 @@ def test_xmp_is_copied_and_its_orientation_follows_the_pixels(tmp_path, monkeypa
     assert b'tiff:Orientation="1"' in read_image(tmp_path / "upright.jpg").xmp  # not rotated: kept whole
 
 
+def test_16bit_tiff_keeps_the_exif_tags_a_tiff_directory_holds(tmp_path):
+    import tifffile
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0132], exif[0x0131] = "TestCam", "2026:01:02 03:04:05", "Lightroom"  # Make, DateTime, Software
+    photo = Photo(to_float(dark_image(6, 8).astype(np.uint16) * 257), None, 16, None, exif.tobytes())
+    write_image(tmp_path / "o.tif", photo)
+    with tifffile.TiffFile(tmp_path / "o.tif") as tif:
+        tags = {t.code: t.value for t in tif.pages[0].tags.values()}
+    assert (tags[271], tags[306], tags[305]) == ("TestCam", "2026:01:02 03:04:05", "Lightroom")
+    assert 270 not in tags  # no tifffile description
+    assert tifffile.imread(tmp_path / "o.tif").dtype == np.uint16
+
+
 def test_xmp_that_points_past_the_image_is_not_copied(tmp_path):
     img = Image.fromarray(dark_image(20, 30))  # an Ultra HDR photo's packet: its gain map is not carried over
     img.save(tmp_path / "hdr.jpg", xmp=XMP.format(extra=' xmlns:hdrgm="http://ns.adobe.com/hdr-gain-map/1.0/" '

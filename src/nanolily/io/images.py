@@ -4,7 +4,8 @@
   with the pillow-heif plugin (the ``[heif]`` extra), and camera RAW files in (DNG, CR2, CR3, NEF, ARW,
   RAF, RW2, ORF, ...) with rawpy (the ``[raw]`` extra), developed at the captured exposure. The output
   format follows the output file's extension.
-- EXIF orientation is applied on read (and the tag reset on write), ICC profile, EXIF and XMP are copied.
+- EXIF orientation is applied on read (and the tag reset on write), ICC profile, EXIF and XMP are copied
+  (16-bit TIFF outputs, written by tifffile, keep only EXIF's camera, date and author tags).
 - Alpha is carried through untouched; grayscale stays grayscale.
 - 16-bit PNG and TIFF are read at 16 bits (Pillow alone would reduce 16-bit RGB to 8 bits, so those go
   through :mod:`nanolily.io.png`, or pypng where no C compiler built its kernels, and tifffile) and
@@ -463,8 +464,8 @@ def _encode(photo: Photo, fmt: str, sixteen: bool, alpha: np.ndarray | None, qua
                          extrasamples=("unassalpha",) if alpha is not None else None,
                          iccprofile=photo.icc_profile, compression="zlib", predictor=True,  # as Lightroom's ZIP
                          rowsperstrip=max(1, STRIP_BYTES // values[0].nbytes), maxworkers=encode_threads(),
-                         metadata=None,  # no tifffile JSON description in the photo's ImageDescription
-                         extratags=[(XMP_TAG, "B", len(photo.xmp), photo.xmp, True)] if photo.xmp else None)
+                         metadata=None, software=False,  # no tifffile description or name among the photo's tags
+                         extratags=_tiff_tags(photo))
         return buf.getvalue()
     # PNG deflated on every core (io/png.py): at 8K, a one-core encoder takes most of `enhance`'s time;
     # on a single core, Pillow's (zlib-ng, filters in C) is the faster for 8 bits
@@ -490,6 +491,22 @@ def _encode(photo: Photo, fmt: str, sixteen: bool, alpha: np.ndarray | None, qua
     buf = _io.BytesIO()
     img.save(buf, format=fmt, **kwargs)
     return buf.getvalue()
+
+
+# EXIF's first-directory text tags, which a TIFF holds as its own: ImageDescription, Make, Model, Software,
+# DateTime, Artist, Copyright (tifffile writes no EXIF directory, so exposure and GPS tags are not kept)
+TIFF_TEXT_TAGS = (270, 271, 272, 305, 306, 315, 33432)
+
+
+def _tiff_tags(photo: Photo) -> list[tuple]:
+    """tifffile's ``extratags`` for a photo's XMP and the EXIF tags a TIFF's own directory can hold."""
+    tags = [(XMP_TAG, "B", len(photo.xmp), photo.xmp, True)] if photo.xmp else []
+    if photo.exif:
+        exif = Image.Exif()
+        exif.load(photo.exif)
+        tags += [(tag, "s", 0, str(exif[tag]), True) for tag in TIFF_TEXT_TAGS
+                 if isinstance(exif.get(tag), str) and exif[tag].isascii()]
+    return tags
 
 
 def with_pixels(photo: Photo, pixels: np.ndarray) -> Photo:
