@@ -16,6 +16,10 @@ look like gives similar figures at every exposure; one that has learnt LoL-v1's 
 mean validation PSNR over x0.5, x1 and x2 is how nanolily-v2's training runs are compared since design 5
 (docs/training.md).
 
+A third section measures the exposure lift (``--lift-exposure``, on by default) on the default model:
+how the network takes captures far darker than LoL-v1's when they are first lifted to a floor level, and
+the floor's choice on lol-v1-val (the rule is written in the section).
+
 Rows: each model in global mode, the network's output (no corrections), and the input itself (the
 "identity" row: how bright the references are relative to the dark captures). Splits: lol-v1-val (the
 split models are chosen on), eval15 (LoL-v1's test set) and LoL-v2-real test, the last only for models
@@ -30,12 +34,16 @@ import statistics
 import time
 from pathlib import Path
 
+import contextlib
+
 import torch
 
+from nanolily.engine import corrections
 from nanolily.engine.pipeline import NO_CORRECTIONS
-from nanolily.models.weights import SHIPPED, load_model
+from nanolily.models.weights import DEFAULT_MODEL, SHIPPED, load_model
 from nanolily.training.data import all_pairs, find_pairs, load_rgb_uint8
 from nanolily.training.evaluate import evaluate, image_metrics, to_float
+from nanolily.training.metrics import LPIPS
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["psnr", "ssim", "psnr_gt_mean", "ssim_gt_mean", "brightness_ratio"]
@@ -43,6 +51,35 @@ EXPOSURES = (0.25, 0.5, 1.0, 2.0, 4.0)
 RULE_EXPOSURES = (0.5, 1.0, 2.0)  # the training runs' selection rule averages these
 VALIDATION, TEST_SPLITS = "lol-v1-val", ("eval15", "lol-v2-real-test")
 DEFAULT_MODELS = list(SHIPPED)
+LIFT_EXPOSURES = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+LIFT_RULE = (0.1, 0.25, 0.5, 1.0, 2.0)  # the floor's rule averages these
+FLOORS = (0.001, 0.00175, 0.0025, 0.0035)  # the candidates, fixed with the rule before they were compared
+
+
+@contextlib.contextmanager
+def lift_floor(floor: float):
+    """The exposure lift's floor set to ``floor`` for the block."""
+    saved, corrections.LIFT_FLOOR = corrections.LIFT_FLOOR, floor
+    try:
+        yield
+    finally:
+        corrections.LIFT_FLOOR = saved
+
+
+def lift_results(model, pairs, lpips=None) -> dict:
+    """On ``pairs`` at each of LIFT_EXPOSURES, the captures rounded to 8 bits: the network alone without
+    the lift and with each floor, then the default pipeline without and with it (with LPIPS if given)."""
+    def run(settings: dict, lpips=None) -> dict:
+        return {f"{f:g}": summarise(evaluate(model, pairs, mode="global", exposure=f, exposure_8bit=True,
+                                             corrections=settings, lpips=lpips)[0], lpips is not None)
+                for f in LIFT_EXPOSURES}
+
+    results = {"none": run(NO_CORRECTIONS)}
+    for floor in FLOORS:
+        with lift_floor(floor):
+            results[f"{floor:g}"] = run(NO_CORRECTIONS | {"lift_exposure": True})
+    results["pipeline"] = {"off": run({"lift_exposure": False}, lpips), "on": run({}, lpips)}
+    return results
 
 
 def model_label(name: str) -> str:
@@ -52,8 +89,8 @@ def model_label(name: str) -> str:
                                                           and ROOT in path.parents else path.parent)
 
 
-def summarise(rows: list[dict]) -> dict:
-    out = {k: statistics.fmean(r[k] for r in rows) for k in COLUMNS}
+def summarise(rows: list[dict], lpips: bool = False) -> dict:
+    out = {k: statistics.fmean(r[k] for r in rows) for k in COLUMNS + ["lpips"] * lpips}
     out["brightness_ratio_median"] = statistics.median(r["brightness_ratio"] for r in rows)
     out["images"] = len(rows)
     return out
@@ -133,7 +170,65 @@ def markdown(results: dict) -> str:
         "`--strength` below 1.",
         "",
     ]
+    if "lift" in results:
+        lines += lift_markdown(results["lift"], results["lift_model"])
     return "\n".join(lines)
+
+
+def lift_markdown(lift: dict, model: str) -> list[str]:
+    pipeline = lift["pipeline"]
+    lift = {name: runs for name, runs in lift.items() if name != "pipeline"}
+    rule = {name: statistics.fmean(runs[f"{f:g}"]["psnr"] for f in LIFT_RULE) for name, runs in lift.items()}
+    none = lift["none"]["1"]
+    allowed = [f"{f:g}" for f in FLOORS if none["psnr"] - lift[f"{f:g}"]["1"]["psnr"] <= 0.05
+               and none["ssim"] - lift[f"{f:g}"]["1"]["ssim"] <= 0.003]
+    chosen = max(allowed, key=rule.get) if allowed else None
+    header = " | ".join(f"x{f:g}" for f in LIFT_EXPOSURES)
+    lines = [
+        "## Captures far darker than LoL's: the exposure lift",
+        "",
+        f"{model} on lol-v1-val, the network alone, each low image re-exposed by the factor first and rounded "
+        "to 8 bits, as a file of that capture holds it. With the "
+        "lift (`--lift-exposure`, on by default), a photo whose mean level in linear light is below a floor "
+        "is scaled up to it in linear light before the network reads it, by at most 16x and never so far "
+        "that more than 0.1 % of its pixels clip (a night scene with lamps is not lifted); the corrections "
+        "after the network still compare with the photo itself. LoL-v1's captures have a median linear "
+        "level of 0.005 (0.0006 to 0.15).",
+        "",
+        "The rule, fixed before the candidate floors were compared: the floor among "
+        f"{', '.join(f'{f:g}' for f in FLOORS)} with the highest mean PSNR over x"
+        f"{', x'.join(f'{f:g}' for f in LIFT_RULE)}, among those that keep PSNR at x1 within 0.05 dB and SSIM "
+        "within 0.003 of no lift; the lift is on by default only if that mean gains at least 0.5 dB.",
+        "",
+        f"| floor | PSNR {header} | rule mean | SSIM x0.1 / x1 | level x0.05 ... x4 |",
+        "|---|---|" + "---|" * (len(LIFT_EXPOSURES) + 1),
+    ]
+    for name, runs in lift.items():
+        label = "no lift" if name == "none" else name + (" (chosen)" if name == chosen else "")
+        cells = " | ".join(f"{runs[f'{f:g}']['psnr']:.2f}" for f in LIFT_EXPOSURES)
+        levels = " / ".join(f"{runs[f'{f:g}']['brightness_ratio_median']:.2f}" for f in LIFT_EXPOSURES)
+        lines.append(f"| {label} | {cells} | {rule[name]:.2f} | {runs['0.1']['ssim']:.3f} / {runs['1']['ssim']:.3f} "
+                     f"| {levels} |")
+    if chosen:
+        lines += ["", f"By the rule the floor is {chosen} (`nanolily.engine.corrections.LIFT_FLOOR`): the rule mean "
+                      f"goes from {rule['none']:.2f} to {rule[chosen]:.2f} dB."]
+    with_lpips = "lpips" in pipeline["on"]["1"]
+    lines += [
+        "",
+        "The default pipeline (`nanolily enhance`: the halo guard and the corrections after the network), "
+        "without and with the lift at its floor, the same captures"
+        + (", PSNR / SSIM / LPIPS:" if with_lpips else ", PSNR / SSIM:"),
+        "",
+        f"| pipeline | {header} |",
+        "|---|" + "---|" * len(LIFT_EXPOSURES),
+    ]
+    for name, label in (("off", "--no-lift-exposure"), ("on", "default (lift on)")):
+        runs = pipeline[name]
+        cells = " | ".join(f"{runs[f'{f:g}']['psnr']:.2f} / {runs[f'{f:g}']['ssim']:.3f}"
+                           + (f" / {runs[f'{f:g}']['lpips']:.3f}" if with_lpips else "") for f in LIFT_EXPOSURES)
+        lines.append(f"| {label} | {cells} |")
+    lines.append("")
+    return lines
 
 
 def main() -> None:
@@ -162,7 +257,15 @@ def main() -> None:
                             for split in model_splits(name, splits)}
         models[label] = {split: by_exposure["1"] for split, by_exposure in exposures[label].items()}
         print(f"[{time.time() - start:4.0f} s] {label} done", flush=True)
-    results = {"models": models, "exposures": exposures,
+    lift_model = DEFAULT_MODEL if DEFAULT_MODEL in args.models else None
+    if lift_model:
+        try:
+            lpips = LPIPS.from_dir(None, data)
+        except FileNotFoundError:
+            lpips = None
+        lift = lift_results(load_model(lift_model, device="cpu"), splits[VALIDATION], lpips)
+        print(f"[{time.time() - start:4.0f} s] the exposure lift done", flush=True)
+    results = {"models": models, "exposures": exposures, **({"lift": lift, "lift_model": lift_model} if lift_model else {}),
                "command": "python benchmarks/exposure.py --data " + args.data
                + (f" --models {' '.join(args.models)}" if args.models != DEFAULT_MODELS else "")
                + (f" --limit {args.limit}" if args.limit else ""),

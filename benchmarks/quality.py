@@ -29,7 +29,7 @@ from nanolily.engine.pipeline import (DEFAULT_DENOISE, DEFAULT_PROTECT_HIGHLIGHT
                                       enhance_tensor)
 from nanolily.training.evaluate import image_metrics, to_float
 from nanolily.training.metrics import LPIPS, psnr, ssim
-from nanolily.training.synthesis import linear_to_srgb, srgb_to_linear
+from nanolily.engine.corrections import linear_to_srgb, srgb_to_linear
 from nanolily.models.weights import load_model
 
 from scales import upscale  # benchmarks/scales.py

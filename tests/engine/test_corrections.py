@@ -93,3 +93,26 @@ def test_fast_denoise_parts_match_their_references():
     a_ref = cov / (box(guide * guide) - box(guide) ** 2 + 1e-3)
     b_ref = box(source) - a_ref * box(guide)
     assert torch.allclose(a, box(a_ref), atol=1e-5) and torch.allclose(b, box(b_ref), atol=1e-5)
+
+
+def test_exposure_gains_lift_only_photos_darker_than_the_floor_and_never_clip_their_lights():
+    from nanolily.training.data import expose_linear
+
+    scene = torch.rand(3, 3, 64, 96) * 0.5
+    dark = expose_linear(scene, 0.01)  # far darker than LoL's captures
+    gains = adjust.exposure_gains(dark)
+    lifted = adjust.srgb_to_linear(adjust.lift_exposure(dark, gains))
+    assert (gains > 1).all() and torch.allclose(lifted.mean(dim=(1, 2, 3)), torch.full((3,), adjust.LIFT_FLOOR),
+                                                rtol=0.05)  # at the floor (the mean is read from a sample)
+    assert torch.equal(adjust.exposure_gains(scene), torch.ones(3))  # a brighter photo: untouched
+    night = dark.clone()
+    night[:, :, 10:14, 10:14] = 1.0  # a lamp: 16 of 6144 pixels, more than the 0.1 % the lift may clip
+    assert float(adjust.exposure_gains(night)[0]) == 1.0
+    assert float(adjust.exposure_gains(torch.zeros(1, 3, 8, 8))[0]) == adjust.MAX_LIFT  # black: the cap
+    # per image, as the training's re-exposure, and in strips as in one pass
+    batch = torch.cat([dark[:1], scene[:1]])
+    gains = torch.tensor([5.0, 1.0])
+    tall = torch.rand(1, 3, adjust.LIFT_ROWS + 37, 20) * 0.1
+    assert torch.allclose(adjust.lift_exposure(batch, gains)[0], expose_linear(batch[:1], 5.0)[0], atol=1e-6)
+    assert torch.equal(adjust.lift_exposure(batch, gains)[1], adjust.linear_to_srgb(adjust.srgb_to_linear(batch[1])))
+    assert torch.allclose(adjust.lift_exposure(tall, torch.tensor([3.0])), expose_linear(tall, 3.0), atol=1e-6)

@@ -275,3 +275,28 @@ def test_enhance_photo_may_reuse_the_input_pixels():
     photo = pil_to_photo(Image.fromarray(dark_image(50, 70)))
     out = enhance_photo(photo, model, reuse_pixels=True).pixels
     assert np.shares_memory(out, photo.pixels) and np.allclose(out, expected, atol=1e-6)
+
+
+def test_a_photo_far_darker_than_the_training_captures_is_lifted_first(tmp_path):
+    from nanolily.io.images import read_image
+    from nanolily.io.samples import sample_paths
+    from nanolily.training.data import expose_linear
+
+    model = load_model(device="cpu")  # the default: a resolution-free model
+    photo = torch.from_numpy(read_image(sample_paths()[2]).pixels).permute(2, 0, 1)[None].contiguous()
+    assert torch.equal(enhance_tensor(photo, model), enhance_tensor(photo, model, lift_exposure=False))  # as dark as LoL
+    dark = expose_linear(photo, 0.1)  # ten times darker
+    normal = float(enhance_tensor(photo, model).mean())
+    lifted, alone = float(enhance_tensor(dark, model).mean()), float(enhance_tensor(dark, model, lift_exposure=False).mean())
+    assert abs(lifted - normal) < abs(alone - normal) / 2  # lit nearer the normal capture's result
+    in_place = enhance_tensor(dark.clone(), model, reuse_input=True)
+    assert torch.equal(in_place, enhance_tensor(dark, model))  # strip by strip, as in one pass
+    assert torch.equal(enhance_tensor(dark, model, strength=0.0), dark)  # strength 0: the photo itself, not the lift
+
+    Image.fromarray((dark[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(tmp_path / "d.png")
+    from nanolily.interfaces.cli import main
+
+    for flag, name in (("--lift-exposure", "on.png"), ("--no-lift-exposure", "off.png")):
+        assert main(["enhance", str(tmp_path / "d.png"), "-o", str(tmp_path / name), "-q", flag]) == 0
+    on, off = (np.asarray(Image.open(tmp_path / n)).astype(float) for n in ("on.png", "off.png"))
+    assert on.mean() > off.mean() + 10

@@ -142,7 +142,7 @@ def _split(tmp_path, *ids):
 
 def test_exposure_augmentation_darkens_only_the_low_image(tmp_path):
     from nanolily.training.data import expose_linear
-    from nanolily.training.synthesis import linear_to_srgb, srgb_to_linear
+    from nanolily.engine.corrections import linear_to_srgb, srgb_to_linear
 
     x = torch.rand(3, 8, 8)
     assert torch.allclose(expose_linear(x, 1.0), x, atol=1e-5)

@@ -48,8 +48,10 @@ DEFAULT_BATCH_SIZE = 2
 DEFAULT_PROTECT_HIGHLIGHTS = True  # both chosen on the validation split (docs/quality.md, part 1)
 DEFAULT_DENOISE = 0.5
 DEFAULT_GUARD_HALOS = True  # lights found by a fixed rule, not tuned (docs/halo-guard.md)
+DEFAULT_LIFT_EXPOSURE = True  # its level chosen on the validation split (docs/exposure.md)
 # the network's output alone
-NO_CORRECTIONS = {"protect_highlights": False, "denoise": 0.0, "white_balance": False, "guard_halos": False}
+NO_CORRECTIONS = {"protect_highlights": False, "denoise": 0.0, "white_balance": False, "guard_halos": False,
+                  "lift_exposure": False}
 # the corrections' tiles: their temporaries stay in the CPU's caches (docs/pipeline.md); the compiled pass
 # runs as fast on tiles half as wide, whose buffers then take half the memory
 CORRECTION_ROWS, CORRECTION_COLS, COMPILED_COLS = 256, 1024, 512
@@ -75,7 +77,8 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
                    predictor: Predictor | None = None, strength: float = 1.0,
                    protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
                    white_balance: bool = False, precision: str = "auto", match_scale: bool = True,
-                   reuse_input: bool = False, guard_halos: bool = DEFAULT_GUARD_HALOS) -> torch.Tensor:
+                   reuse_input: bool = False, guard_halos: bool = DEFAULT_GUARD_HALOS,
+                   lift_exposure: bool = DEFAULT_LIFT_EXPOSURE) -> torch.Tensor:
     """Enhance ``(N, 3, H, W)`` float images in [0, 1] with ``model``; returns ``(N, 3, H, W)`` in [0, 1].
 
     ``strength`` scales the change the model makes: 0 returns the input, 1 the model's output, above 1
@@ -99,6 +102,11 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     ``guard_halos`` (a resolution-free model in global mode): lift the dark beside bright lights as the
     dark elsewhere, where the network alone leaves a dark halo around lamps and lit windows
     (:func:`nanolily.models.v2.guarded_maps`); a photo without lights is unchanged.
+
+    ``lift_exposure`` (a resolution-free model in global mode): the network reads a photo far darker
+    than the darkest captures it learned from as a longer exposure of it
+    (:func:`nanolily.engine.corrections.exposure_gains`); the corrections still compare with the photo
+    itself. Other photos are unchanged; a lifted one costs one more full-size copy.
 
     ``reuse_input``: the result may be written over ``images``, which must then not be used again. A
     resolution-free model (nanolily-v2) in global mode without white balance then writes it there strip
@@ -124,27 +132,33 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     autocast = functools.partial(torch.autocast, device.type, dtype=PRECISIONS[precision],
                                  enabled=PRECISIONS[precision] is not None)
     with torch.inference_mode():
+        source = images  # what the corrections compare with; the network may read a lifted copy
+        if lift_exposure and mode == "global" and model.resolution_free:
+            gains = corrections.exposure_gains(images)
+            if bool((gains > 1).any()):
+                images, reuse_input = corrections.lift_exposure(images, gains), True  # the copy is ours
         if (reuse_input and predictor is None and model.resolution_free and mode == "global" and not white_balance
                 and images.device == device):
             return enhance_in_place(images, model, strength, protect_highlights, denoise, match_scale, autocast,
-                                    guard_halos)
+                                    guard_halos, source)
         predictor = predictor if predictor is not None else model
         with autocast():
             out = _run(predictor, model, images, mode, stride, batch_size, device, progress, match_scale,
                        inner_dtype, guard_halos)
-        return apply_corrections(images, out, strength, protect_highlights, denoise, white_balance)
+        return apply_corrections(source, out, strength, protect_highlights, denoise, white_balance)
 
 
 def enhance_in_place(images: torch.Tensor, model: NanoLILY, strength: float = 1.0,
                      protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
                      match_scale: bool = True, autocast: Callable = contextlib.nullcontext,
-                     guard_halos: bool = DEFAULT_GUARD_HALOS) -> torch.Tensor:
+                     guard_halos: bool = DEFAULT_GUARD_HALOS, source: torch.Tensor | None = None) -> torch.Tensor:
     """:func:`enhance_tensor` of a resolution-free model (nanolily-v2) in global mode, its result written
     over ``images``, which is returned: the low-resolution part runs first, then the full-resolution
     stage makes the output in strips that go straight into the corrections (:func:`correct_rows`), and
     each corrected strip is written back once no later strip reads those input rows. Beyond the photo,
     memory holds one strip of the network's output and two of results. ``autocast``: the context the
-    network runs in."""
+    network runs in; ``source``: what the corrections compare with, if not ``images`` (which the
+    network reads: the photo's lifted copy)."""
     with autocast():
         output_rows = model.output_rows(images, block=strip_rows(images.shape[-1]),
                                         factor=_match_factor(model, images, match_scale), guard_halos=guard_halos)
@@ -162,8 +176,8 @@ def enhance_in_place(images: torch.Tensor, model: NanoLILY, strength: float = 1.
         return window[:, :, :last - first]
 
     # the network reads REFINE_HALO input rows beyond the output rows it makes
-    correct_rows(images, network_rows, images, strength, protect_highlights, denoise, CORRECTION_ROWS,
-                 reach=REFINE_HALO)
+    correct_rows(images if source is None else source, network_rows, images, strength, protect_highlights, denoise,
+                 CORRECTION_ROWS, reach=REFINE_HALO)
     return images
 
 
@@ -356,7 +370,7 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
             progress: bool = False, backend: str = "torch", strength: float = 1.0,
             protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS, denoise: float = DEFAULT_DENOISE,
             white_balance: bool = False, precision: str = "auto", match_scale: bool = True,
-            guard_halos: bool = DEFAULT_GUARD_HALOS):
+            guard_halos: bool = DEFAULT_GUARD_HALOS, lift_exposure: bool = DEFAULT_LIFT_EXPOSURE):
     """Brighten a dark photo.
 
     Args:
@@ -384,6 +398,8 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
             learned from (:func:`enhance_tensor`).
         guard_halos: nanolily-v2 in global mode: lift the dark beside bright lights as the dark
             elsewhere, without a dark halo around lamps and lit windows (:func:`enhance_tensor`).
+        lift_exposure: nanolily-v2 in global mode: read a photo far darker than the models' training
+            captures as a longer exposure of it (:func:`enhance_tensor`).
         backend: ``"torch"``, or ``"onnxruntime"`` (the ``[onnx]`` extra; nanolily-v1 in bloom and core
             modes only): the model is exported to ONNX once per set of weights and cached
             (:func:`nanolily.engine.onnx.onnx_predictor`).
@@ -403,7 +419,8 @@ def enhance(image, mode: str = DEFAULT_MODE, model: NanoLILY | None = None, stri
     model = model if model is not None else default_model(device)
     options = dict(mode=mode, stride=stride, batch_size=batch_size, progress=progress, strength=strength,
                    protect_highlights=protect_highlights, denoise=denoise, white_balance=white_balance,
-                   precision=precision, match_scale=match_scale, guard_halos=guard_halos)
+                   precision=precision, match_scale=match_scale, guard_halos=guard_halos,
+                   lift_exposure=lift_exposure)
     if backend == "onnxruntime":
         from nanolily.engine.onnx import onnx_predictor
 

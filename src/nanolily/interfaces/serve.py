@@ -5,8 +5,8 @@
                     (a camera RAW file as a form file, whose name's extension tells its kind);
                     query (each optional, the server's defaults otherwise): mode, stride, batch_size,
                     strength, denoise, protect_highlights, white_balance, match_scale, guard_halos,
-                    format (png, jpg, webp, tif, bmp, ...), quality. Answers the enhanced image (PNG
-                    unless ``format`` says otherwise).
+                    lift_exposure, format (png, jpg, webp, tif, bmp, ...), quality. Answers the
+                    enhanced image (PNG unless ``format`` says otherwise).
     GET  /health    {"status": "ok", "model": ..., "device": ..., "version": ..., "modes": [...], "defaults": {...}}
     GET  /          the browser app: drop photos, compare before and after, download the results (one ZIP)
 
@@ -82,7 +82,7 @@ def _parse(key: str, value: str):
         if fmt is None:
             raise ValueError(f"expected one of {', '.join(sorted(s[1:] for s in WRITE_FORMATS))}")
         return fmt
-    if key in ("protect_highlights", "white_balance", "match_scale", "guard_halos"):
+    if key in ("protect_highlights", "white_balance", "match_scale", "guard_halos", "lift_exposure"):
         if value not in TRUE + FALSE:
             raise ValueError("expected true or false")
         return value in TRUE
@@ -277,7 +277,8 @@ def create_app(server: EnhanceServer):
                 "image": {"type": "string", "format": "binary"}}}}}},
         "parameters": [{"name": key, "in": "query", "required": False, "schema": {"type": "string"}}
                        for key in ("mode", "stride", "batch_size", "strength", "denoise", "protect_highlights",
-                                   "white_balance", "match_scale", "guard_halos", "format", "quality")]})(enhance)
+                                   "white_balance", "match_scale", "guard_halos", "lift_exposure", "format",
+                                   "quality")]})(enhance)
     return app
 
 

@@ -28,7 +28,8 @@ from PIL import Image
 
 from nanolily.io.images import READ_SUFFIXES, read_image, to_uint
 from nanolily.training.metrics import to_grey
-from nanolily.training.synthesis import linear_to_srgb, paste_light, srgb_to_linear
+from nanolily.engine.corrections import linear_to_srgb, srgb_to_linear
+from nanolily.training.synthesis import paste_light
 
 LAYOUTS = ("lol-v1", "lol-v2", "pair")
 DATA_ENV = "NANOLILY_DATA"

@@ -17,19 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
-def srgb_to_linear(x):
-    """IEC 61966-2-1 sRGB decoding, [0, 1] -> [0, 1], of a numpy array or a torch tensor."""
-    lib = torch if isinstance(x, torch.Tensor) else np
-    x = lib.clip(x, 0.0, 1.0)
-    return lib.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(x):
-    """IEC 61966-2-1 sRGB encoding, [0, 1] -> [0, 1], of a numpy array or a torch tensor."""
-    lib = torch if isinstance(x, torch.Tensor) else np
-    x = lib.clip(x, 0.0, 1.0)
-    return lib.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
+from nanolily.engine.corrections import linear_to_srgb, srgb_to_linear
 
 
 def darken(image: np.ndarray, exposure: float = 0.08, gamma: float = 1.0, photons: float = 2000.0,

@@ -62,10 +62,14 @@ def add_match_scale_option(g) -> None:
 
 
 def add_correction_options(p: argparse.ArgumentParser) -> None:
-    from nanolily.engine.pipeline import DEFAULT_DENOISE, DEFAULT_GUARD_HALOS, DEFAULT_PROTECT_HIGHLIGHTS
+    from nanolily.engine.pipeline import (DEFAULT_DENOISE, DEFAULT_GUARD_HALOS, DEFAULT_LIFT_EXPOSURE,
+                                          DEFAULT_PROTECT_HIGHLIGHTS)
 
-    g = p.add_argument_group("corrections (in this order: the halo guard as the network reads the photo, the "
-                             "rest on its output)")
+    g = p.add_argument_group("corrections (in this order: the exposure lift and the halo guard as the network "
+                             "reads the photo, the rest on its output)")
+    g.add_argument("--lift-exposure", action=argparse.BooleanOptionalAction, default=DEFAULT_LIFT_EXPOSURE,
+                   help="nanolily-v2 and later, global mode: read a photo far darker than the models' training "
+                        "captures as a longer exposure of it, never clipping its highlights (default: %(default)s)")
     g.add_argument("--guard-halos", action=argparse.BooleanOptionalAction, default=DEFAULT_GUARD_HALOS,
                    help="nanolily-v2 and later, global mode: lift the dark beside lamps and lit windows as the "
                         "dark elsewhere, without the dark halo the network alone leaves around them "
@@ -85,7 +89,7 @@ def add_correction_options(p: argparse.ArgumentParser) -> None:
 def corrections(args) -> dict:
     """The correction options as keyword arguments of :func:`nanolily.engine.pipeline.enhance_tensor`."""
     return dict(strength=args.strength, protect_highlights=args.protect_highlights, denoise=args.denoise,
-                white_balance=args.white_balance, guard_halos=args.guard_halos)
+                white_balance=args.white_balance, guard_halos=args.guard_halos, lift_exposure=args.lift_exposure)
 
 
 def non_negative_float(text: str, top: float = float("inf")) -> float:

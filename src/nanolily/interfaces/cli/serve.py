@@ -1,9 +1,9 @@
 """nanolily serve: enhance images over HTTP, for other programs and pipelines.
 
 POST an image to /enhance and get the enhanced image back; GET /health says what is loaded; GET /
-is a browser app (drop a photo, compare before and after, download); GET /docs documents the API. Query parameters override this command's options for one
-request: mode, stride, batch_size, strength, denoise, protect_highlights, white_balance, match_scale,
-guard_halos, format, quality.
+is a browser app (drop photos, compare before and after, download); GET /docs documents the API. Query
+parameters override this command's options for one request: mode, stride, batch_size, strength,
+denoise, protect_highlights, white_balance, match_scale, guard_halos, lift_exposure, format, quality.
 """
 
 from __future__ import annotations
