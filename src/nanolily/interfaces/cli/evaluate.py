@@ -95,11 +95,11 @@ def run(args) -> int:
         args.parser.error(f"--pool-batch must be >= 1, got {args.pool_batch}")
     options = corrections(args) | {"match_scale": args.match_scale}  # enhance_tensor's keywords
     if not args.quiet:
-        on = [k for k in ("guard_halos", "protect_highlights", "white_balance") if options[k]] + (
+        on = [k for k in ("lift_exposure", "guard_halos", "protect_highlights", "white_balance") if options[k]] + (
             [f"denoise {options['denoise']:g}"] if options["denoise"] else [])
         note(f"corrections: {', '.join(on).replace('_', ' ') or 'none (the network alone)'}"
-             + (" (as nanolily enhance; --no-guard-halos --no-protect-highlights --denoise 0 measures the network "
-                "alone, as docs/model-card.md does)" if on else ""))
+             + (" (as nanolily enhance; --no-lift-exposure --no-guard-halos --no-protect-highlights --denoise 0 "
+                "measures the network alone, as docs/model-card.md does)" if on else ""))
     rows, summary = evaluate(model, pairs, args.mode, args.protocol, args.stride, lpips, vgg, progress=not args.quiet,
                              corrections=options, exposure=args.exposure, pool_batch=args.pool_batch, jpeg=args.jpeg)
     name = Path(getattr(model, "weights_path", "model")).stem
