@@ -19,7 +19,7 @@ from ..conftest import write_dng
 
 DEFAULTS = dict(mode=DEFAULT_MODE, stride=DEFAULT_STRIDE, batch_size=1, strength=1.0,
                 protect_highlights=DEFAULT_PROTECT_HIGHLIGHTS, denoise=DEFAULT_DENOISE, white_balance=False,
-                match_scale=True, guard_halos=True, format="PNG", quality=95)
+                match_scale=True, guard_halos=True, lift_exposure=True, format="PNG", quality=95)
 
 
 def dark_png(width=96, height=64) -> bytes:
@@ -103,11 +103,12 @@ def test_health_and_page(server):
 
 def test_parse_options():
     options = parse_options("mode=bloom&batch_size=4&strength=0.5&protect_highlights=false&format=webp&quality=80"
-                            "&match_scale=0&guard_halos=no", DEFAULTS)
+                            "&match_scale=0&guard_halos=no&lift_exposure=off", DEFAULTS)
     assert options == {**DEFAULTS, "mode": "bloom", "batch_size": 4, "strength": 0.5, "protect_highlights": False,
-                       "match_scale": False, "guard_halos": False, "format": "WEBP", "quality": 80}
+                       "match_scale": False, "guard_halos": False, "lift_exposure": False, "format": "WEBP",
+                       "quality": 80}
     for query in ("denoise=2", "stride=0", "quality=x", "strength=inf", "white_balance=maybe", "match_scale=2",
-                  "guard_halos=2", "format=gif"):
+                  "guard_halos=2", "lift_exposure=1.5", "format=gif"):
         with pytest.raises(RequestError):
             parse_options(query, DEFAULTS)
 
