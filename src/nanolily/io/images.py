@@ -145,9 +145,7 @@ def _decode(source: Path | _io.BytesIO, path: Path | str, suffix: str, max_pixel
     try:
         with _open_limited(source, max_pixels) as img:
             width, height = img.size
-            if width * height > max_pixels:
-                raise ImageError(path, f"{width}x{height} = {width * height / 1e6:.1f} MP is over the "
-                                       f"{max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
+            _check_pixels(path, width, height, max_pixels)
             sixteen_bit_rgb = _is_16bit_rgb(img)  # before getexif(), which may decode a PNG and drop its tile
             data = None
             if sixteen_bit_rgb and img.format == "PNG":
@@ -277,6 +275,13 @@ def _open_limited(path: Path | _io.BytesIO, max_pixels: int) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
+def _check_pixels(path: Path | str, width: int, height: int, max_pixels: int) -> None:
+    """Refuse an image of more than ``max_pixels`` before it is decoded (a decompression bomb guard)."""
+    if width * height > max_pixels:
+        raise ImageError(path, f"{width}x{height} = {width * height / 1e6:.1f} MP is over the "
+                               f"{max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
+
+
 def _read_raw(path: Path, max_pixels: int) -> Photo:
     """Develop a camera RAW file with LibRaw (rawpy) as a camera would, but without brightening it: the
     camera's white balance, demosaicing, the sRGB primaries and tone curve, and ``no_auto_bright``, so a
@@ -289,9 +294,7 @@ def _read_raw(path: Path, max_pixels: int) -> Photo:
     try:
         with rawpy.imread(str(path)) as raw:
             width, height = raw.sizes.width, raw.sizes.height
-            if width * height > max_pixels:
-                raise ImageError(path, f"{width}x{height} = {width * height / 1e6:.1f} MP is over the "
-                                       f"{max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
+            _check_pixels(path, width, height, max_pixels)
             rgb = raw.postprocess(use_camera_wb=True, no_auto_bright=True, output_bps=16)  # (H, W, 3) uint16
     except rawpy.LibRawError as e:
         reason = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else _first_line(e)
@@ -361,9 +364,7 @@ def _read_tiff(source: Path | _io.BytesIO, path: Path | str, max_pixels: int) ->
         with tifffile.TiffFile(source) as tif:
             page = tif.pages[0]
             width, height = page.imagewidth, page.imagelength
-            if width * height > max_pixels:
-                raise ImageError(path, f"{width}x{height} = {width * height / 1e6:.1f} MP is over the "
-                                       f"{max_pixels / 1e6:g} MP limit (raise it with --max-pixels)")
+            _check_pixels(path, width, height, max_pixels)
             data = page.asarray()
             if data.ndim == 3 and page.planarconfig == 2:
                 data = np.moveaxis(data, 0, -1)  # planar (C, H, W) storage
