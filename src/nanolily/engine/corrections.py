@@ -59,9 +59,9 @@ def linear_to_srgb(x):
 def exposure_gains(images: torch.Tensor, floor: float | None = None, keep: float = LIFT_KEEP,
                    most: float = MAX_LIFT, samples: int = 1 << 20) -> torch.Tensor:
     """Per-image gains ``(B,)`` in linear light: a photo whose mean linear level is below ``floor``
-    (default :data:`LIFT_FLOOR`) is brought up to it, as long as no more than ``1 - keep`` of its pixels would clip (so a night scene
-    with lamps in it is not lifted) and by at most ``most``; every other photo gets 1. Read from about
-    ``samples`` pixels of each, a regular grid.
+    (default :data:`LIFT_FLOOR`) is brought up to it, as long as no more than ``1 - keep`` of its
+    pixels would clip (so a night scene with lamps in it is not lifted) and by at most ``most``; every
+    other photo gets 1. Read from about ``samples`` pixels of each, a regular grid.
 
     Example:
         >>> dark = torch.full((1, 3, 8, 8), 0.01)  # sRGB 0.01: linear 0.00077
