@@ -188,7 +188,8 @@ def _decode(source: Path | _io.BytesIO, path: Path | str, suffix: str, max_pixel
 # XMP that points at data stored after the image (an HDR gain map, a motion photo's video, a depth map):
 # that data is not carried over, so neither is the packet that would send a reader looking for it
 XMP_APPENDED_DATA = (b"hdrgm:", b"Container:Directory", b"GCamera:MicroVideo", b"GCamera:MotionPhoto")
-XMP_ORIENTATION = (re.compile(rb'\s*tiff:Orientation="[0-9]"'), re.compile(rb"<tiff:Orientation>[0-9]</tiff:Orientation>"))
+XMP_ORIENTATION = (re.compile(rb'\s*tiff:Orientation="[0-9]"'),
+                   re.compile(rb"<tiff:Orientation>[0-9]</tiff:Orientation>"))
 
 
 def kept_xmp(xmp: bytes | str | None, rotated: bool = False) -> bytes | None:
