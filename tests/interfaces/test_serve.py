@@ -113,6 +113,14 @@ def test_parse_options():
             parse_options(query, DEFAULTS)
 
 
+def test_format_same_keeps_the_uploads_own():
+    from nanolily.interfaces.serve import same_format
+
+    assert parse_options("format=same", DEFAULTS)["format"] == "same"
+    assert [same_format(n) for n in ("night.JPG", "scan.tif", "shot.dng", "upload", "clip.gif")] == \
+        ["JPEG", "TIFF", "TIFF", "PNG", "PNG"]  # camera RAW: a 16-bit TIFF; no name or unwritable: PNG
+
+
 def test_upload_without_a_file_field():
     form = b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--b--\r\n"
     with pytest.raises(RequestError, match="no file"):

@@ -124,6 +124,11 @@ def test_controls_choose_mode_format_and_strength(page):
     page.wait_for_function("!document.getElementById('slider').hidden")
     assert page.get_attribute("#download", "download") == "dim_lily.png"
     assert mean_difference(page) < 1  # strength 0, no denoising: the photo comes back as it was
+    page.select_option("#format", "same")  # the photo's own format: a WebP comes back as WebP
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "WEBP", lossless=True)
+    page.set_input_files("#file", files=[{"name": "dim.webp", "mimeType": "image/webp", "buffer": buffer.getvalue()}])
+    page.wait_for_function("document.getElementById('download').download === 'dim_lily.webp'", timeout=60_000)
 
 
 def test_errors_are_shown_as_text(page):

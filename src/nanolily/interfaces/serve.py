@@ -5,8 +5,9 @@
                     (a camera RAW file as a form file, whose name's extension tells its kind);
                     query (each optional, the server's defaults otherwise): mode, stride, batch_size,
                     strength, denoise, protect_highlights, white_balance, match_scale, guard_halos,
-                    lift_exposure, format (png, jpg, webp, tif, bmp, ...), quality. Answers the
-                    enhanced image (PNG unless ``format`` says otherwise).
+                    lift_exposure, format (png, jpg, webp, tif, bmp, ...; same: the upload's own,
+                    a 16-bit TIFF for camera RAW), quality. Answers the enhanced image (PNG unless
+                    ``format`` says otherwise).
     GET  /health    {"status": "ok", "model": ..., "device": ..., "version": ..., "modes": [...], "defaults": {...}}
     GET  /          the browser app: drop photos, compare before and after, download the results (one ZIP)
 
@@ -38,7 +39,7 @@ from urllib.parse import parse_qs
 
 from nanolily import __version__
 from nanolily.engine.pipeline import MODES, check_mode, enhance_photo
-from nanolily.io.images import DEFAULT_MAX_PIXELS, WRITE_FORMATS, ImageError, encode_image, read_image
+from nanolily.io.images import DEFAULT_MAX_PIXELS, RAW_SUFFIXES, WRITE_FORMATS, ImageError, encode_image, read_image
 
 DEFAULT_MAX_BYTES = 64 << 20
 DEFAULT_MAX_WAITING = 16  # requests queued behind the one running; more get 503
@@ -47,6 +48,7 @@ CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp",
                  "BMP": "image/bmp", "AVIF": "image/avif", "HEIF": "image/heif"}
 SUFFIXES = {fmt: suffix for suffix, fmt in reversed(list(WRITE_FORMATS.items()))}  # PNG -> .png, JPEG -> .jpg
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+SAME = "same"  # format=same: the upload's own format (same_format)
 
 
 class RequestError(Exception):
@@ -55,6 +57,13 @@ class RequestError(Exception):
     def __init__(self, status: HTTPStatus, reason: str):
         super().__init__(reason)
         self.status = status
+
+
+def same_format(name: str) -> str:
+    """format=same: the upload's own format where nanolily writes it (by its file name), a 16-bit TIFF for
+    a camera RAW file, else PNG, as ``nanolily enhance`` chooses beside an input."""
+    suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return WRITE_FORMATS.get(suffix) or ("TIFF" if suffix in RAW_SUFFIXES else "PNG")
 
 
 def parse_options(query: str, defaults: dict) -> dict:
@@ -78,9 +87,9 @@ def _parse(key: str, value: str):
             raise ValueError(f"expected one of {', '.join(MODES)}")
         return value
     if key == "format":
-        fmt = WRITE_FORMATS.get("." + value)
+        fmt = SAME if value == SAME else WRITE_FORMATS.get("." + value)
         if fmt is None:
-            raise ValueError(f"expected one of {', '.join(sorted(s[1:] for s in WRITE_FORMATS))}")
+            raise ValueError(f"expected {SAME} or one of {', '.join(sorted(s[1:] for s in WRITE_FORMATS))}")
         return fmt
     if key in ("protect_highlights", "white_balance", "match_scale", "guard_halos", "lift_exposure"):
         if value not in TRUE + FALSE:
@@ -190,8 +199,9 @@ class EnhanceServer:
                 raise RequestError(status, f"{name}: {e.reason}") from None
             settings = {k: v for k, v in options.items() if k not in ("format", "quality")}
             out = enhance_photo(photo, self.model, reuse_pixels=True, **settings)
-            encoded = encode_image(out, options["format"], options["quality"])
-        return encoded, options["format"], started - queued, time.perf_counter() - started
+            fmt = same_format(name) if options["format"] == SAME else options["format"]
+            encoded = encode_image(out, fmt, options["quality"])
+        return encoded, fmt, started - queued, time.perf_counter() - started
 
 
 def create_app(server: EnhanceServer):
