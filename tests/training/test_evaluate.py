@@ -73,9 +73,9 @@ def test_evaluate_at_another_exposure_reexposes_only_the_input(tmp_path):
     low, high = (load_rgb_uint8(p).float()[None] / 255 for p in (pairs[0].low, pairs[0].high))
     assert row["psnr"] == pytest.approx(float(psnr(expose_linear(low, 2.0), high)), abs=1e-4)
     assert summary["exposure"] == 2.0 and "exposure" not in evaluate(Identity(), pairs)[1]
-    (row,), summary = evaluate(Identity(), pairs, corrections=NO_CORRECTIONS, exposure=0.1, exposure_8bit=True)
+    (row,), summary = evaluate(Identity(), pairs, corrections=NO_CORRECTIONS, exposure=0.1, exposure_bits=8)
     as_saved = (expose_linear(low, 0.1) * 255).round() / 255  # the darker capture as an 8-bit file holds it
-    assert row["psnr"] == pytest.approx(float(psnr(as_saved, high)), abs=1e-4) and summary["exposure_8bit"]
+    assert row["psnr"] == pytest.approx(float(psnr(as_saved, high)), abs=1e-4) and summary["exposure_bits"] == 8
     assert row["psnr"] != pytest.approx(float(psnr(expose_linear(low, 0.1), high)), abs=1e-3)
 
 

@@ -54,14 +54,15 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
              lpips: LPIPS | None = None, vgg: losses.VGGPerceptual | None = None,
              progress: bool = False, corrections: dict | None = None,
              exposure: float = 1.0, pool_batch: int = POOL_BATCH, jpeg: int | None = None,
-             exposure_8bit: bool = False) -> tuple[list[dict], dict]:
+             exposure_bits: int | None = None) -> tuple[list[dict], dict]:
     """Metrics per image and their summary for ``model`` on ``pairs``; ``corrections`` are keyword
     arguments of :func:`enhance_tensor` (default: its defaults, i.e. what ``nanolily enhance`` does, but
     in fp32 whatever the hardware unless they name a ``precision``).
     ``exposure`` re-exposes each low image by that factor in linear light first (the reference
     unchanged; :func:`nanolily.training.data.expose_linear`): how a model copes with darker or brighter captures;
-    ``exposure_8bit`` rounds the re-exposed image to 8 bits, as a file of that capture holds it (in float,
-    a darker re-exposure loses nothing that a lift before the network could not give back).
+    ``exposure_bits`` (8 or 16) rounds the re-exposed image to that many bits, as a file of that capture
+    holds it (in float, a darker re-exposure loses nothing that a lift before the network could not
+    give back).
     ``jpeg`` (a quality, 1..100) then re-encodes each low image as a JPEG
     (:func:`nanolily.training.data.jpeg_roundtrip`): how it copes with compressed captures.
 
@@ -81,8 +82,9 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
         low, high = to_float(load_rgb_uint8(pair.low)), to_float(load_rgb_uint8(pair.high))
         if exposure != 1:
             low = expose_linear(low, exposure)
-            if exposure_8bit:
-                low = low.mul_(255).round_().div_(255)
+            if exposure_bits:
+                top = (1 << exposure_bits) - 1
+                low = low.mul_(top).round_().div_(top)
         if jpeg:  # the capture as a camera saves it: exposed first, then compressed
             low = jpeg_roundtrip(low[0], jpeg)[None]
         if protocol == "full":
@@ -98,7 +100,7 @@ def evaluate(model: NanoLILY, pairs: list[Pair], mode: str = "bloom", protocol: 
                "stride": stride if protocol == "full" and mode == "bloom" else None, "images": len(rows)}
     if exposure != 1:
         summary["exposure"] = exposure
-        summary["exposure_8bit"] = exposure_8bit
+        summary["exposure_bits"] = exposure_bits
     if jpeg:
         summary["jpeg"] = jpeg
     summary.update(_means(rows))
