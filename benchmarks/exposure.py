@@ -67,9 +67,9 @@ def lift_floor(floor: float):
 
 
 def lift_results(model, pairs, lpips=None) -> dict:
-    """On ``pairs`` at each of LIFT_EXPOSURES, the captures rounded to 8 bits: the network alone without
-    the lift and with each floor, then the default pipeline without and with it (with LPIPS if given),
-    on 8-bit and on 16-bit captures."""
+    """On ``pairs`` at each of LIFT_EXPOSURES: the network alone on captures rounded to 8 bits, without
+    the lift and with each floor; then the default pipeline without and with it (with LPIPS if given) on
+    captures rounded to 8 and to 16 bits."""
     def run(settings: dict, lpips=None, bits: int = 8) -> dict:
         return {f"{f:g}": summarise(evaluate(model, pairs, mode="global", exposure=f, exposure_bits=bits,
                                              corrections=settings, lpips=lpips)[0], lpips is not None)
