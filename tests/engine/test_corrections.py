@@ -109,6 +109,13 @@ def test_exposure_gains_lift_only_photos_darker_than_the_floor_and_never_clip_th
     night[:, :, 10:14, 10:14] = 1.0  # a lamp: 16 of 6144 pixels, more than the 0.1 % the lift may clip
     assert float(adjust.exposure_gains(night)[0]) == 1.0
     assert float(adjust.exposure_gains(torch.zeros(1, 3, 8, 8))[0]) == adjust.MAX_LIFT  # black: the cap
+    # photos around the floor: the gains the definition gives (a bright photo skips the full reading)
+    levels = expose_linear(torch.rand(1, 3, 40, 60).expand(12, -1, -1, -1), 1.0) * torch.logspace(-2, 0, 12)[:, None, None, None]
+    linear = adjust.srgb_to_linear(levels)
+    top = torch.quantile(linear.amax(1).flatten(1), adjust.LIFT_KEEP, dim=1)
+    want = torch.minimum(adjust.LIFT_FLOOR / linear.mean(dim=(1, 2, 3)), 1 / top).clamp(1.0, adjust.MAX_LIFT)
+    assert (want > 1).any() and (want == 1).any()
+    assert torch.allclose(adjust.exposure_gains(levels), want)
     # per image, as the training's re-exposure, and in strips as in one pass
     batch = torch.cat([dark[:1], scene[:1]])
     gains = torch.tensor([5.0, 1.0])

@@ -74,7 +74,11 @@ def exposure_gains(images: torch.Tensor, floor: float | None = None, keep: float
     step = max(1, math.ceil(math.sqrt(images.shape[-2] * images.shape[-1] / samples)))
     gains = []
     for image in images:  # one at a time: torch.quantile takes at most 2^24 values
-        linear = srgb_to_linear(image[:, ::step, ::step].float())  # (3, h, w)
+        sample = image[:, ::step, ::step].float()  # (3, h, w)
+        if srgb_to_linear(sample.mean()) >= floor:  # the decoding is convex: the linear mean is at least this
+            gains.append(sample.new_ones(()))
+            continue
+        linear = srgb_to_linear(sample)
         top = torch.quantile(linear.amax(0).flatten(), keep)  # the brightest channel's
         gains.append(torch.minimum(floor / linear.mean().clamp_min(1e-6), 1 / top.clamp_min(1e-6)))
     return torch.stack(gains).clamp(1.0, most)
