@@ -39,7 +39,7 @@ from urllib.parse import parse_qs
 
 from nanolily import __version__
 from nanolily.engine.pipeline import MODES, check_mode, enhance_photo
-from nanolily.io.images import DEFAULT_MAX_PIXELS, RAW_SUFFIXES, WRITE_FORMATS, ImageError, encode_image, read_image
+from nanolily.io.images import DEFAULT_MAX_PIXELS, WRITE_FORMATS, ImageError, encode_image, read_image
 
 DEFAULT_MAX_BYTES = 64 << 20
 DEFAULT_MAX_WAITING = 16  # requests queued behind the one running; more get 503
@@ -60,10 +60,13 @@ class RequestError(Exception):
 
 
 def same_format(name: str) -> str:
-    """format=same: the upload's own format where nanolily writes it (by its file name), a 16-bit TIFF for
-    a camera RAW file, else PNG, as ``nanolily enhance`` chooses beside an input."""
-    suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    return WRITE_FORMATS.get(suffix) or ("TIFF" if suffix in RAW_SUFFIXES else "PNG")
+    """format=same: the format ``nanolily enhance`` writes beside an input of this file name (its own where
+    nanolily writes it, a 16-bit TIFF for a camera RAW file, else PNG)."""
+    from pathlib import Path
+
+    from nanolily.interfaces.cli.common import output_suffix
+
+    return WRITE_FORMATS.get(output_suffix(Path(name)).lower(), "PNG")
 
 
 def parse_options(query: str, defaults: dict) -> dict:
