@@ -77,16 +77,18 @@ def run(args) -> int:
     except DatasetError as e:
         args.parser.error(str(e))
     if args.predictions:
-        return run_predictions(args, pairs)
-    model = load_model_or_none(args)
-    if model is None:
-        return 1
-    check_mode_option(args, model)
+        check_predictions_options(args)
     try:
         lpips, vgg = feature_metrics(args)
     except FileNotFoundError as e:
         error(f"{e} (or pass --no-lpips)")
         return 1
+    if args.predictions:
+        return run_predictions(args, pairs, lpips, vgg)
+    model = load_model_or_none(args)
+    if model is None:
+        return 1
+    check_mode_option(args, model)
     if not args.exposure > 0:
         args.parser.error(f"--exposure must be > 0, got {args.exposure}")
     if args.jpeg is not None and not 1 <= args.jpeg <= 100:
@@ -139,24 +141,23 @@ def report(args, name: str, rows: list[dict], summary: dict, default_out: str) -
     print(f"per-image: {paths['csv']}  summary: {paths['json']}", file=sys.stderr)
 
 
-def run_predictions(args, pairs) -> int:
-    """--predictions: another method's output images, measured as the models' are."""
-    from nanolily.interfaces.cli.common import error
-    from nanolily.io.images import ImageError
-    from nanolily.training.data import DatasetError
-    from nanolily.training.evaluate import evaluate_predictions
-
+def check_predictions_options(args) -> None:
+    """--predictions takes no option that needs a model to run."""
     model_only = [flag for flag, given in (("--exposure", args.exposure != 1), ("--jpeg", args.jpeg is not None),
                                            ("--protocol resize224", args.protocol != "full"),
                                            ("--gallery", args.gallery), ("--model/--weights", args.model or args.weights))
                   if given]
     if model_only:
         args.parser.error(f"--predictions measures images already made: {', '.join(model_only)} need a model")
-    try:
-        lpips, vgg = feature_metrics(args)
-    except FileNotFoundError as e:
-        error(f"{e} (or pass --no-lpips)")
-        return 1
+
+
+def run_predictions(args, pairs, lpips, vgg) -> int:
+    """--predictions: another method's output images, measured as the models' are."""
+    from nanolily.interfaces.cli.common import error
+    from nanolily.io.images import ImageError
+    from nanolily.training.data import DatasetError
+    from nanolily.training.evaluate import evaluate_predictions
+
     try:
         rows, summary = evaluate_predictions(pairs, args.predictions, lpips, vgg, progress=not args.quiet)
     except (DatasetError, ImageError) as e:
