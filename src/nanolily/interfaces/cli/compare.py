@@ -77,9 +77,8 @@ def run(args) -> int:
 
     def load(args):
         models = []
-        for name in args.models:
-            args.model, args.weights = (name, None) if Path(name).suffix != ".safetensors" else (None, name)
-            model = load_model_or_none(args)
+        for name in args.models:  # load_model takes a shipped name or a weights file alike
+            model = load_model_or_none(argparse.Namespace(**{**vars(args), "model": name}))
             if model is None:
                 return None
             models.append((model_label(name), model))
