@@ -1,6 +1,7 @@
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,20 @@ def test_folder_without_recursion_skips_subfolders_and_own_outputs(photos, rando
     # a second run does not enhance its own outputs; it refuses to overwrite the first run's
     assert run(["enhance", str(photos), "-q"], random_weights) == 1
     assert not list(photos.glob("*_lily_lily.*"))
+
+
+def test_inputs_that_would_share_an_output_keep_apart(photos, random_weights, tmp_path):
+    Image.fromarray(dark_image(50, 60)).save(photos / "b.jpg")  # b.jpg and b.png: one PNG name with --format png
+    assert run(["enhance", str(photos), "-o", str(tmp_path / "o"), "--format", "png", "-q"], random_weights) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png", "b.png", "b_jpg.png"]
+    assert Image.open(tmp_path / "o" / "b_jpg.png").size == (60, 50)  # each from its own input
+    assert run(["enhance", str(photos), "--format", "webp", "-q"], random_weights) == 0
+    assert sorted(p.name for p in photos.glob("*_lily.*")) == ["a_lily.webp", "b_jpg_lily.webp", "b_png_lily.webp"]
+
+
+def test_plan_jobs_compares_names_ignoring_case():
+    jobs = common.plan_jobs([(Path("x/N.JPG"), None), (Path("x/n.tif"), None)], "o", "jpg")
+    assert [job.target.name for job in jobs] == ["N.jpg", "n_tif.jpg"]
 
 
 def test_glob_and_format(photos, random_weights, tmp_path):

@@ -255,7 +255,12 @@ def plan_jobs(files: list[tuple[Path, Path | None]], output: str | None, fmt: st
     no ``output`` for standard input): standard output, one input only; otherwise a folder (made if
     needed), mirroring subfolders of a folder input; no ``output``: ``<stem>_lily.<ext>`` beside each
     input. ``fmt`` (an extension) replaces the input's extension, as does a 16-bit TIFF for a camera RAW
-    file and PNG for other formats nanolily reads but does not write (e.g. GIF, standard input)."""
+    file and PNG for other formats nanolily reads but does not write (e.g. GIF, standard input).
+
+    Inputs that would share an output (``night.gif`` and ``night.png`` into PNG, or any two stems with
+    ``--format``) keep apart: each whose own extension differs from the output's gets it in its name,
+    ``night_gif.png`` (``night_gif_lily.png`` beside it); names are compared ignoring case, as macOS and
+    Windows do."""
     suffix = (lambda src: output_suffix(src) if is_video(src) else "." + fmt) if fmt else output_suffix
     to_stdout = output == str(STDIO) or (output is None and any(source == STDIO for source, _ in files))
     single_file = (output is not None and not Path(output).is_dir()
@@ -265,16 +270,20 @@ def plan_jobs(files: list[tuple[Path, Path | None]], output: str | None, fmt: st
             where = "standard output takes" if to_stdout else f"-o {output} names"
             raise ValueError(f"{where} one image, but there are {len(files)} inputs; give a folder with -o")
         return [Job(files[0][0], STDIO if to_stdout else Path(output))]
-    jobs = []
-    for source, base in files:
+
+    def target(source: Path, base: Path | None, tag: str = "") -> Path:
         if source == STDIO:
-            target = Path(output) / ("stdin" + suffix(source))
-        elif output is None:
-            target = source.with_name(source.stem + OUTPUT_SUFFIX + suffix(source))
-        else:
-            relative = source.relative_to(base) if base is not None else Path(source.name)
-            target = Path(output) / relative.with_suffix(suffix(source))
-        jobs.append(Job(source, target))
+            return Path(output) / ("stdin" + suffix(source))
+        if output is None:
+            return source.with_name(source.stem + tag + OUTPUT_SUFFIX + suffix(source))
+        relative = source.relative_to(base) if base is not None else Path(source.name)
+        return Path(output) / relative.with_name(relative.stem + tag + suffix(source))
+
+    jobs = [Job(source, target(source, base)) for source, base in files]
+    shared = Counter(str(job.target).casefold() for job in jobs)
+    for i, (source, base) in enumerate(files):
+        if shared[str(jobs[i].target).casefold()] > 1 and source.suffix.lower() != jobs[i].target.suffix.lower():
+            jobs[i] = Job(source, target(source, base, "_" + source.suffix[1:].lower()))
     return jobs
 
 
