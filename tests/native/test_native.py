@@ -104,6 +104,25 @@ def test_built_once_then_loaded_from_the_cache(monkeypatch, tmp_path):
 
 
 @needs_library
+def test_built_without_march_native_where_the_compiler_refuses_it(monkeypatch, tmp_path):
+    x, y = _pair((1, 3, 20, 30))
+    wrapper = tmp_path / "cc-without-native"  # a compiler that refuses -march=native, as some Clangs on ARM do
+    wrapper.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -march=native ] && exit 1; done\n'
+                       f'exec {native._compiler()} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("NANOLILY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(wrapper))
+    native.reset()
+    try:
+        assert native.library() is not None
+        assert len(list((tmp_path / "cache").glob("kernels-*"))) == 1
+        compiled = apply_corrections(x, y.clone(), compiled=True)
+        assert torch.allclose(compiled, apply_corrections(x, y.clone(), compiled=False), atol=2e-5, rtol=0)
+    finally:
+        native.reset()
+
+
+@needs_library
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
 def test_corrections_run_in_a_forked_child():
     import multiprocessing
