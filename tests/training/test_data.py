@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nanolily.training.data import DatasetError, PairedImages, find_overlaps, find_pairs, read_split
+from nanolily.training.data import (DatasetError, PairedImages, detect_layout, find_overlaps, find_pairs,
+                                    read_split)
 
 from ..conftest import SHARED, dark_image
 
@@ -37,6 +38,24 @@ def test_missing_partner_lists_the_ids(tmp_path):
     (tmp_path / "low" / "c.png").unlink()
     with pytest.raises(DatasetError, match=r"low without high \[b\], high without low \[c\]"):
         find_pairs(tmp_path, "pair")
+
+
+def test_lol_v2_synthetic_names_and_other_sets_folder_names(tmp_path):
+    synthetic = tmp_path / "LOL-v2" / "Synthetic"  # LoL-v2-synthetic: one name in Low/ and Normal/
+    for folder in ("Test/Low", "Test/Normal"):
+        (synthetic / folder).mkdir(parents=True)
+        for i in ("r0a1", "r0b2"):
+            Image.fromarray(dark_image(20, 30)).save(synthetic / folder / f"{i}.png")
+    assert detect_layout(synthetic) == "lol-v2"
+    assert [p.id for p in find_pairs(synthetic, "lol-v2", "Test")] == ["r0a1", "r0b2"]
+    with pytest.raises(DatasetError, match="give .*Real_captured or .*Synthetic"):
+        detect_layout(tmp_path / "LOL-v2")
+    other = tmp_path / "other"  # input/ + GT/, as several paired sets name them
+    for folder in ("Input", "GT"):
+        (other / folder).mkdir(parents=True)
+        Image.fromarray(dark_image(20, 30)).save(other / folder / "x.png")
+    assert detect_layout(other) == "pair"
+    assert [(p.low.parent.name, p.high.parent.name) for p in find_pairs(other, "pair")] == [("Input", "GT")]
 
 
 def test_split_files(tmp_path):

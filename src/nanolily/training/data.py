@@ -5,11 +5,14 @@ Layouts (``root`` is the folder named in the first column):
 
 =========  ==========================================================================
 lol-v1     ``root/{our485|eval15}/{low,high}/<id>.*``          (subset: our485, eval15)
-lol-v2     ``root/{Train,Test}/{Low,Normal}/{low,normal}<id>.*`` (subset: Train, Test)
-pair       ``root/low/<id>.*`` + ``root/high/<id>.*``
+lol-v2     ``root/{Train,Test}/{Low,Normal}/[low|normal]<id>.*`` (subset: Train, Test; root: LoL-v2's
+           Real_captured or Synthetic)
+pair       ``root/low/<id>.*`` + ``root/high/<id>.*`` (e.g. LSRW's Huawei and Nikon folders)
 =========  ==========================================================================
 
-Pairs are matched by id with any image extension; a split file lists one id per line.
+Folder names are compared ignoring case, and the two image folders may also be named as other paired
+sets name them (:data:`LOW_NAMES`, :data:`HIGH_NAMES`: ``input``, ``normal``, ``gt``, ...). Pairs are
+matched by id with any image extension; a split file lists one id per line.
 """
 
 from __future__ import annotations
@@ -86,27 +89,45 @@ def data_root(option: str | os.PathLike | None) -> Path:
     return root
 
 
+# the names paired datasets give their two folders (compared ignoring case): LoL's, LSRW's, FiveK-style
+LOW_NAMES = ("low", "input", "dark")
+HIGH_NAMES = ("high", "normal", "gt", "target", "reference", "expert")
+
+
+def _child(folder: Path, names: tuple[str, ...]) -> Path | None:
+    """The subfolder of ``folder`` with the first of ``names`` (ignoring case), or None."""
+    found = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else {}
+    return next((found[n] for n in names if n in found), None)
+
+
 def _folders(root: Path, layout: str, subset: str | None) -> tuple[Path, Path, str, str]:
-    """(low folder, high folder, low name prefix, high name prefix)."""
+    """(low folder, high folder, low name prefix, high name prefix). A prefix is stripped where a name
+    has it: LoL-v2-real's files are ``low00690.png`` / ``normal00690.png``, LoL-v2-synthetic's share one
+    name."""
     if layout == "lol-v1":
         sub = root / (subset or "our485")
-        return sub / "low", sub / "high", "", ""
+        prefixes = ("", "")
     elif layout == "lol-v2":
         sub = root / (subset or "Train")
-        return sub / "Low", sub / "Normal", "low", "normal"
+        prefixes = ("low", "normal")
     elif layout == "pair":
-        return root / "low", root / "high", "", ""
+        sub = root
+        prefixes = ("", "")
     else:
         raise DatasetError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    low, high = _child(sub, LOW_NAMES), _child(sub, HIGH_NAMES)
+    if low is None or high is None:
+        raise DatasetError(f"{sub / ('low' if low is None else 'high')}: folder does not exist (the "
+                           f"{'low' if low is None else 'high'} images' folder may be named "
+                           f"{' or '.join(LOW_NAMES if low is None else HIGH_NAMES)}, in any case)")
+    return low, high, *prefixes
 
 
 def _index(folder: Path, prefix: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: folder does not exist")
     found = {}
     for f in sorted(folder.iterdir()):
-        if f.is_file() and f.suffix.lower() in READ_SUFFIXES and f.stem.startswith(prefix):
-            key = f.stem[len(prefix):]
+        if f.is_file() and f.suffix.lower() in READ_SUFFIXES:
+            key = f.stem[len(prefix):] if prefix and f.stem.lower().startswith(prefix) else f.stem
             if key in found:
                 raise DatasetError(f"{folder}: id {key!r} appears twice ({found[key].name}, {f.name})")
             found[key] = f
@@ -157,10 +178,12 @@ def detect_layout(root: str | os.PathLike) -> str:
         return "lol-v1"
     if names & {"Train", "Test"}:
         return "lol-v2"
-    if {"low", "high"} <= names:
+    if _child(root, LOW_NAMES) and _child(root, HIGH_NAMES):
         return "pair"
+    hint = (f" (LoL-v2 holds two datasets: give {root / 'Real_captured'} or {root / 'Synthetic'})"
+            if names & {"Real_captured", "Synthetic"} else "")
     raise DatasetError(f"{root}: not a known dataset layout (expected our485/ or eval15/, Train/ or Test/, "
-                       "or low/ + high/)")
+                       f"or low/ + high/){hint}")
 
 
 def all_pairs(root: str | os.PathLike, layout: str | None = None, split: str | os.PathLike | None = None) -> list[Pair]:
