@@ -116,10 +116,9 @@ def _folders(root: Path, layout: str, subset: str | None) -> tuple[Path, Path, s
     else:
         raise DatasetError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     low, high = _child(sub, LOW_NAMES), _child(sub, HIGH_NAMES)
-    if low is None or high is None:
-        raise DatasetError(f"{sub / ('low' if low is None else 'high')}: folder does not exist (the "
-                           f"{'low' if low is None else 'high'} images' folder may be named "
-                           f"{' or '.join(LOW_NAMES if low is None else HIGH_NAMES)}, in any case)")
+    for folder, names in ((low, LOW_NAMES), (high, HIGH_NAMES)):
+        if folder is None:
+            raise DatasetError(f"{sub / names[0]}: folder does not exist (nor {', '.join(names[1:])}, in any case)")
     return low, high, *prefixes
 
 
