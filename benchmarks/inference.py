@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -107,6 +108,16 @@ def global_flops(config, height: int, width: int, block: int, halo: int, cached:
     return total + f["fuse"] * height * width
 
 
+def fma_rate(cpuinfo: str) -> tuple[int, str]:
+    """fp32 FLOP per cycle per core and what gives it: two FMA units x (16 or 8) lanes x 2 FLOP. AMD's
+    Zen 4 (family 25) runs AVX-512 on its two 256-bit units, so 8 lanes there."""
+    if " avx512f" not in cpuinfo:
+        return 32, "two FMA units, 8 fp32 lanes each: AVX2"
+    if "AuthenticAMD" in cpuinfo and re.search(r"^cpu family\s*:\s*25$", cpuinfo, re.M):
+        return 32, "two 256-bit FMA units, 8 fp32 lanes each: AVX-512 on AMD Zen 4"
+    return 64, "two FMA units, 16 fp32 lanes each: AVX-512"
+
+
 def flop_peak(seconds: float = 3.0) -> dict:
     """The machine's fp32 peak two ways: theoretical (cores x FLOP/cycle x clock) and a large GEMM."""
     cores = torch.get_num_threads()
@@ -115,8 +126,7 @@ def flop_peak(seconds: float = 3.0) -> dict:
         mhz = max(float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz"))
     except (OSError, ValueError):
         pass
-    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
-    per_cycle = 64 if " avx512f" in flags else 32  # 2 FMA units x (16 or 8) fp32 lanes x 2 FLOP
+    per_cycle, isa = fma_rate(open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else "")
     theoretical = cores * per_cycle * mhz * 1e6 if mhz else None
     n = 2048
     a, b = torch.rand(n, n), torch.rand(n, n)
@@ -126,7 +136,7 @@ def flop_peak(seconds: float = 3.0) -> dict:
         a @ b
         runs += 1
     gemm = 2 * n ** 3 * runs / (time.perf_counter() - start)
-    return {"cores_used": cores, "clock_mhz": mhz, "flop_per_cycle_per_core": per_cycle,
+    return {"cores_used": cores, "clock_mhz": mhz, "flop_per_cycle_per_core": per_cycle, "isa": isa,
             "theoretical_gflops": theoretical / 1e9 if theoretical else None, "gemm_gflops": gemm / 1e9}
 
 
@@ -549,8 +559,7 @@ def machine_report(results: dict, path: Path) -> list[str]:
         "convolutions a forward hook counts during the case's memory run ((g)'s for (i), whose "
         "convolutions run in ONNX Runtime); "
         f"% of peak is against the theoretical peak, {p['theoretical_gflops']:.0f} GFLOP/s = "
-        f"{p['cores_used']} cores x {p['flop_per_cycle_per_core']} FLOP/cycle (two FMA units, "
-        f"{p['flop_per_cycle_per_core'] // 4} fp32 lanes each: {'AVX-512' if p['flop_per_cycle_per_core'] == 64 else 'AVX2'}) x "
+        f"{p['cores_used']} cores x {p['flop_per_cycle_per_core']} FLOP/cycle ({p['isa']}) x "
         f"{p['clock_mhz']:.0f} MHz; a 2048x2048 fp32 matrix product reaches {p['gemm_gflops']:.0f} GFLOP/s "
         "here. Max abs diff vs (b) is over the whole image, except for (a) where the first row and column "
         "are left out (the original's window gives them zero weight: they come out black). Peak RSS is the "
