@@ -353,6 +353,18 @@ def test_folder_says_once_what_it_leaves_out(photos, random_weights, capsys):
     assert err.count("skipped 1 .gif file") == 1 and err.count("1 subfolder not searched (use -r)") == 1
 
 
+def test_folder_leaves_out_hidden_files_and_says_so(photos, random_weights, tmp_path, capsys):
+    (photos / "._a.jpg").write_bytes(b"macOS metadata beside a photo on a memory card")
+    (photos / ".thumbnails").mkdir()
+    Image.fromarray(dark_image(20, 20)).save(photos / ".thumbnails" / "a.png")
+    Image.fromarray(dark_image(20, 30)).save(photos / "_DSC1.jpg")  # a camera's name, not a hidden one
+    assert run(["enhance", str(photos), "-r", "-o", str(tmp_path / "o")], random_weights) == 0
+    assert sorted(p.relative_to(tmp_path / "o").as_posix() for p in (tmp_path / "o").rglob("*.*")) == [
+        "_DSC1.jpg", "a.jpg", "b.png", "sub/c.png"]
+    assert "skipped 2 hidden files (a name starting with '.'" in capsys.readouterr().err
+    assert run(["enhance", str(photos / "._a.jpg"), "-o", str(tmp_path / "named.png")], random_weights) == 1  # named: tried
+
+
 def test_output_under_a_file_is_one_clear_line(photos, random_weights, capsys):
     target = photos / "a.jpg" / "x.png"
     assert run(["enhance", str(photos / "b.png"), "-o", str(target)], random_weights) == 1

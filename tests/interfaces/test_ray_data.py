@@ -25,17 +25,21 @@ def local_ray():
 def test_a_folder_tree_on_two_workers_with_a_bad_file(local_ray, random_weights, tmp_path, capsys):
     source, out = tmp_path / "night", tmp_path / "bright"
     (source / "2024").mkdir(parents=True)
-    sizes = {"a.jpg": (120, 160), "b.png": (90, 100), "2024/c.png": (60, 80), "2024/d.png": (70, 50)}
+    sizes = {"a.jpg": (120, 160), "b.png": (90, 100), "_DSC1.jpg": (30, 40),  # a camera's _DSC name: a photo
+             "2024/c.png": (60, 80), "2024/d.png": (70, 50)}
     for name, (h, w) in sizes.items():
         Image.fromarray(dark_image(h, w, seed=len(name))).save(source / name)
     (source / "2024" / "broken.jpg").write_bytes(b"not a photo")
     (source / "notes.txt").write_text("not an image: not listed")
+    (source / "._a.jpg").write_bytes(b"macOS metadata")  # hidden files and folders are not listed
+    (source / ".thumbnails").mkdir()
+    Image.fromarray(dark_image(20, 20)).save(source / ".thumbnails" / "a.png")
 
     args = ["enhance", str(source), "-o", str(out), "--ray", "--workers", "2", "--weights", str(random_weights)]
     assert main(args) == 1  # one file failed; the others are written
     err = capsys.readouterr().err
     assert f"error: {source / '2024' / 'broken.jpg'}: not an image file" in err
-    assert "enhanced 4 of 5 images" in err and "1 failed" in err
+    assert "enhanced 5 of 6 images" in err and "1 failed" in err
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(sizes)
 
     # each output is what the library makes of its input, on one machine
@@ -49,9 +53,23 @@ def test_a_folder_tree_on_two_workers_with_a_bad_file(local_ray, random_weights,
     # a second run leaves the outputs as they are
     before = {name: (out / name).stat().st_mtime_ns for name in sizes}
     assert main(args + ["--skip-existing", "-q"]) == 1  # the broken file fails again
-    assert "4 skipped" not in capsys.readouterr().err  # -q: errors only
+    assert "5 skipped" not in capsys.readouterr().err  # -q: errors only
     assert all((out / name).stat().st_mtime_ns == before[name] for name in sizes)
     assert main(args) == 1 and "already exists" in capsys.readouterr().err  # neither skipped nor overwritten
+
+
+def test_inputs_that_would_share_an_output_keep_apart(local_ray, random_weights, tmp_path, capsys):
+    source, out = tmp_path / "night", tmp_path / "bright"
+    source.mkdir()
+    for name in ("IMG_1.jpg", "IMG_1.png", "IMG_2.jpg"):
+        Image.fromarray(dark_image(40, 30, seed=len(name))).save(source / name)
+    args = ["enhance", str(source), "-o", str(out), "--ray", "--workers", "1", "--format", "png", "-q",
+            "--weights", str(random_weights)]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["IMG_1.png", "IMG_1_jpg.png", "IMG_2.png"]  # as without --ray
+    assert main(["enhance", str(source), "-o", str(tmp_path / "local"), "--format", "png", "-q",
+                 "--weights", str(random_weights)]) == 0
+    assert sorted(p.name for p in (tmp_path / "local").iterdir()) == sorted(p.name for p in out.iterdir())
 
 
 def test_refusals_name_the_path(local_ray, random_weights, tmp_path, capsys):
@@ -61,6 +79,8 @@ def test_refusals_name_the_path(local_ray, random_weights, tmp_path, capsys):
     assert "the output is inside the source" in capsys.readouterr().err
     assert main(["enhance", str(tmp_path / "missing"), "-o", str(tmp_path / "out"), "--ray"] + weights) == 1
     assert f"error: {tmp_path / 'missing'}: no such file or folder" in capsys.readouterr().err
+    assert main(["enhance", str(tmp_path / "night"), "-o", str(tmp_path / "out"), "--ray"] + weights) == 1
+    assert f"error: {tmp_path / 'night'}: no images in this folder" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # a usage error: one source and an output
         main(["enhance", str(tmp_path / "night"), "--ray"] + weights)
     assert exit_info.value.code == 2

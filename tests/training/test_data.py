@@ -54,6 +54,7 @@ def test_lol_v2_synthetic_names_and_other_sets_folder_names(tmp_path):
     for folder in ("Input", "GT"):
         (other / folder).mkdir(parents=True)
         Image.fromarray(dark_image(20, 30)).save(other / folder / "x.png")
+    (other / "Input" / "._x.png").write_bytes(b"macOS metadata")  # hidden: not a pair without a partner
     assert detect_layout(other) == "pair"
     assert [(p.low.parent.name, p.high.parent.name) for p in find_pairs(other, "pair")] == [("Input", "GT")]
 

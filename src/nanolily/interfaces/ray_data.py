@@ -1,10 +1,11 @@
 """Enhance a photo collection too large for one machine with Ray Data (the ``[ray]`` extra):
 ``nanolily enhance SOURCE -o DEST --ray`` or :func:`enhance_collection`.
 
-Files are listed and read by Ray Data (a local folder or any URI pyarrow reads: ``s3://``, ``gs://``,
-...), enhanced by a pool of model actors (one model loaded per actor, ``map_batches``), and written by
-the actors straight to ``DEST`` with the folder tree mirrored. A file that cannot be read, enhanced or
-written is reported with its reason and the run goes on; the driver receives one small row per file.
+Files are listed once by the driver, as ``nanolily enhance`` lists a folder (:func:`list_photos`),
+read by Ray Data (a local folder or any URI pyarrow reads: ``s3://``, ``gs://``, ...), enhanced by a
+pool of model actors (one model loaded per actor, ``map_batches``), and written by the actors straight
+to ``DEST`` with the folder tree mirrored. A file that cannot be read, enhanced or written
+is reported with its reason and the run goes on; the driver receives one small row per file.
 
 On a cluster (nanolily installed on every node)::
 
@@ -37,17 +38,58 @@ class CollectionReport:
         return len(self.failures)
 
 
-def output_name(relative: str, fmt: str | None) -> str:
+def output_name(relative: str, fmt: str | None, apart: bool = False) -> str:
     """The output's path under DEST for an input's path under SOURCE (``/``-separated): the same path,
     with ``fmt``'s extension when given, else the input's where nanolily writes it (a 16-bit TIFF for
-    camera RAW files, PNG for the rest).
+    camera RAW files, PNG for the rest); ``apart``: the input's extension added to the name, for an
+    input whose output another one's would share (:func:`kept_apart_paths`).
 
     >>> output_name("2024/night.jpg", None), output_name("a.NEF", None), output_name("b.gif", "webp")
     ('2024/night.jpg', 'a.tif', 'b.webp')
+    >>> output_name("b.gif", None, apart=True)
+    'b_gif.png'
     """
     from nanolily.interfaces.cli.common import output_suffix
 
-    return posixpath.splitext(relative)[0] + ("." + fmt if fmt else output_suffix(Path(relative)))
+    stem, suffix = posixpath.splitext(relative)
+    return stem + ("_" + suffix[1:].lower() if apart else "") + ("." + fmt if fmt else output_suffix(Path(relative)))
+
+
+def relative_path(path: str, root: str) -> str:
+    """``path`` relative to the source ``root`` (``/``-separated); a file's own name when it is ``root``."""
+    return posixpath.relpath(path, root) if path != root else posixpath.basename(path)
+
+
+def kept_apart_paths(paths: list[str], root: str, fmt: str | None) -> frozenset[str]:
+    """The inputs whose output another input's would share, so that :func:`output_name` keeps them apart
+    (``apart=True``) as ``nanolily enhance`` does: ``b.gif`` beside ``b.png`` becomes ``b_gif.png``."""
+    from nanolily.interfaces.cli.common import kept_apart
+
+    relatives = [relative_path(path, root) for path in paths]
+    pairs = [(relative, output_name(relative, fmt)) for relative in relatives]
+    return frozenset(path for path, apart in zip(paths, kept_apart(pairs)) if apart)
+
+
+def list_photos(filesystem, root: str) -> list[str]:
+    """The photos nanolily reads under ``root`` on a pyarrow filesystem, searched recursively, sorted:
+    by extension, leaving out hidden files and folders and ``*_lily.*`` outputs, as ``nanolily enhance``
+    does with a folder (Ray Data's own listing would also leave out every name starting with ``_``,
+    such as a camera's ``_DSC1234.JPG``). ``root`` itself when it is a file."""
+    from pyarrow import fs
+
+    from nanolily.interfaces.cli.common import OUTPUT_SUFFIX, hidden
+
+    if filesystem.get_file_info(root).type == fs.FileType.File:
+        return [root]
+    base = root.rstrip("/")
+    photos = []
+    for info in filesystem.get_file_info(fs.FileSelector(base, recursive=True)):
+        relative = info.path[len(base):].lstrip("/")
+        stem, suffix = posixpath.splitext(posixpath.basename(relative))
+        if (info.type == fs.FileType.File and suffix.lower() in READ_SUFFIXES and not hidden(relative)
+                and not stem.endswith(OUTPUT_SUFFIX)):
+            photos.append(info.path)
+    return sorted(photos)
 
 
 def split_uri(uri: str) -> tuple[object, str]:
@@ -63,15 +105,15 @@ class Enhancer:
     """A Ray actor: loads the model once, then enhances batches of ``{"bytes", "path"}`` rows, writing
     each output itself; returns one row per file: path, output, status (done / skipped / failed), reason."""
 
-    def __init__(self, model: str | None, root: str, output: str, fmt: str | None, quality: int,
-                 overwrite: bool, skip_existing: bool, threads: int, options: dict):
+    def __init__(self, model: str | None, root: str, output: str, fmt: str | None, apart: frozenset[str],
+                 quality: int, overwrite: bool, skip_existing: bool, threads: int, options: dict):
         import torch
 
         from nanolily.models.weights import load_model
 
         torch.set_num_threads(max(1, threads))
         self.model = load_model(model, device="cpu")
-        self.root, self.fmt, self.quality = root.rstrip("/"), fmt, quality
+        self.root, self.fmt, self.apart, self.quality = root, fmt, apart, quality
         self.overwrite, self.skip_existing, self.options = overwrite, skip_existing, options
         self.fs, self.out_root = split_uri(output)
         self.local = type(self.fs).__name__ == "LocalFileSystem"
@@ -87,8 +129,8 @@ class Enhancer:
         from nanolily.engine.pipeline import enhance_photo
         from nanolily.io.images import ImageError, encode_image, read_image, write_image
 
-        relative = posixpath.relpath(path, self.root) if path != self.root else posixpath.basename(path)
-        target = posixpath.join(self.out_root, output_name(relative, self.fmt))
+        target = posixpath.join(self.out_root, output_name(relative_path(path, self.root), self.fmt,
+                                                          path in self.apart))
         try:
             exists = self.fs.get_file_info(target).type.name != "NotFound"
             if exists and not self.overwrite:
@@ -143,11 +185,15 @@ def enhance_collection(source: str, output: str, model: str | None = None, *, wo
         raise ValueError(f"format must be one of {sorted(s[1:] for s in WRITE_FORMATS)}, got {fmt!r}")
     check_mode(load_model(model, device="cpu"), options.get("mode", "global"))  # fail here, not on each worker
     filesystem, root = split_uri(source)
+    root = root.rstrip("/") or "/"
     out_filesystem, out_root = split_uri(output)
     if type(filesystem) is type(out_filesystem) and (out_root + "/").startswith(root.rstrip("/") + "/"):
         raise ValueError(f"{output}: the output is inside the source {source}: choose a folder outside it")
     if filesystem.get_file_info(root).type.name == "NotFound":
         raise ValueError(f"{source}: no such file or folder")
+    photos = list_photos(filesystem, root)  # listed here, once, so that outputs that would collide keep apart
+    if not photos:
+        raise ValueError(f"{source}: no images in this folder")
     start = time.perf_counter()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -156,22 +202,19 @@ def enhance_collection(source: str, output: str, model: str | None = None, *, wo
     for handler in logging.getLogger("ray.data").handlers:  # Ray Data's log stays in its session folder
         if type(handler).__name__ != "SessionFileHandler":
             handler.setLevel(logging.ERROR)
-    try:
-        # reading is I/O: with no CPU reserved it never waits behind the actors, which hold every CPU
-        dataset = ray.data.read_binary_files(root, include_paths=True, filesystem=filesystem, num_cpus=0,
-                                             file_extensions=[s[1:] for s in READ_SUFFIXES])
-    except (FileNotFoundError, ValueError) as e:
-        raise ValueError(f"{source}: {str(e).splitlines()[0]}") from None
+    # reading is I/O: with no CPU reserved it never waits behind the actors, which hold every CPU
+    dataset = ray.data.read_binary_files(photos, include_paths=True, filesystem=filesystem, num_cpus=0)
     if workers is None:
         workers = max(1, int(ray.available_resources().get("CPU", 1) // threads_per_worker))
     results = dataset.map_batches(
         Enhancer, batch_size=files_per_batch, compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=threads_per_worker,
-        fn_constructor_kwargs=dict(model=model, root=root, output=output, fmt=fmt, quality=quality,
+        fn_constructor_kwargs=dict(model=model, root=root, output=output, fmt=fmt,
+                                   apart=kept_apart_paths(photos, root, fmt), quality=quality,
                                    overwrite=overwrite, skip_existing=skip_existing, threads=threads_per_worker,
                                    options=options))
     report = CollectionReport()
-    with tqdm(unit="img", desc="images", disable=not progress) as bar:
+    with tqdm(total=len(photos), unit="img", desc="images", disable=not progress) as bar:
         for row in results.select_columns(["path", "status", "reason"]).iter_rows():
             if row["status"] == "done":
                 report.done += 1

@@ -125,7 +125,7 @@ def _folders(root: Path, layout: str, subset: str | None) -> tuple[Path, Path, s
 def _index(folder: Path, prefix: str) -> dict[str, Path]:
     found = {}
     for f in sorted(folder.iterdir()):
-        if f.is_file() and f.suffix.lower() in READ_SUFFIXES:
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in READ_SUFFIXES:
             key = f.stem[len(prefix):] if prefix and f.stem.lower().startswith(prefix) else f.stem
             if key in found:
                 raise DatasetError(f"{folder}: id {key!r} appears twice ({found[key].name}, {f.name})")

@@ -122,7 +122,7 @@ def find_predictions(pairs: list[Pair], folder: str | os.PathLike) -> dict[str, 
         raise DatasetError(f"{folder}: folder does not exist")
     by_stem: dict[str, list[Path]] = {}
     for f in sorted(folder.iterdir()):
-        if f.is_file() and f.suffix.lower() in READ_SUFFIXES:
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in READ_SUFFIXES:
             by_stem.setdefault(f.stem, []).append(f)
     found, missing, twice = {}, [], []
     for pair in pairs:

@@ -194,8 +194,10 @@ def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path, 
     notes on photos a folder holds in formats this installation cannot read (e.g. HEIC without the
     plugin), which are left out.
 
-    Folders and globs yield image files (by extension), skipping our own ``*_lily.*`` outputs; a file
-    named explicitly is always taken, so a bad one is reported rather than silently skipped.
+    Folders and globs yield image files (by extension), skipping our own ``*_lily.*`` outputs, and
+    folders also hidden files and folders (a name starting with ``.``: macOS's ``._IMG_1.JPG`` metadata
+    beside each photo on a memory card, ``.thumbnails/``); a file named explicitly is always taken, so a
+    bad one is reported rather than silently skipped.
     """
     found: list[tuple[Path, Path | None]] = []
     errors: list[str] = []
@@ -206,8 +208,12 @@ def expand_inputs(inputs: list[str], recursive: bool) -> tuple[list[tuple[Path, 
             found.append((STDIO, None))
         elif path.is_dir():
             pattern = "**/*" if recursive else "*"
-            everything = sorted(f for f in path.glob(pattern) if f.is_file())
+            listed = [f for f in path.glob(pattern) if f.is_file()]
+            everything = sorted(f for f in listed if not hidden(f.relative_to(path).as_posix()))
             files = [f for f in everything if _wanted(f)]
+            if skipped := sum(1 for f in listed if _wanted(f)) - len(files):
+                notes.append(f"{path}: skipped {skipped} hidden file{'s' * (skipped > 1)} (a name starting "
+                             "with '.'; name such a file to enhance it)")
             unreadable = Counter(f.suffix.lower() for f in everything if missing_support(f.suffix))
             for suffix, count in sorted(unreadable.items()):
                 notes.append(f"{path}: skipped {count} {suffix} file{'s' * (count > 1)}: {missing_support(suffix)}")
@@ -246,6 +252,24 @@ def _wanted(path: Path) -> bool:
     return (path.suffix.lower() in READ_SUFFIXES or is_video(path)) and not path.stem.endswith(OUTPUT_SUFFIX)
 
 
+def hidden(relative: str) -> bool:
+    """Whether a ``/``-separated path under a folder is hidden: a file or folder on it starts with ``.``."""
+    return any(part.startswith(".") for part in relative.split("/"))
+
+
+def kept_apart(pairs: list[tuple[str, str]]) -> list[bool]:
+    """For ``(input, output)`` paths: which outputs to rename apart. An output that several inputs share
+    (compared ignoring case, as macOS and Windows do) is renamed for each input whose extension differs
+    from the output's (see :func:`plan_jobs`).
+
+    >>> kept_apart([("a/b.gif", "o/b.png"), ("a/b.png", "o/b.png"), ("a/c.jpg", "o/c.jpg")])
+    [True, False, False]
+    """
+    shared = Counter(target.casefold() for _, target in pairs)
+    suffix = lambda path: os.path.splitext(path)[1].lower()  # noqa: E731
+    return [shared[target.casefold()] > 1 and suffix(source) != suffix(target) for source, target in pairs]
+
+
 def is_video(path: Path) -> bool:
     return path != STDIO and path.suffix.lower() in VIDEO_SUFFIXES
 
@@ -280,11 +304,9 @@ def plan_jobs(files: list[tuple[Path, Path | None]], output: str | None, fmt: st
         return Path(output) / relative.with_name(relative.stem + tag + suffix(source))
 
     jobs = [Job(source, target(source, base)) for source, base in files]
-    shared = Counter(str(job.target).casefold() for job in jobs)
-    for i, (source, base) in enumerate(files):
-        if shared[str(jobs[i].target).casefold()] > 1 and source.suffix.lower() != jobs[i].target.suffix.lower():
-            jobs[i] = Job(source, target(source, base, "_" + source.suffix[1:].lower()))
-    return jobs
+    apart = kept_apart([(str(job.source), str(job.target)) for job in jobs])
+    return [Job(source, target(source, base, "_" + source.suffix[1:].lower())) if renamed else job
+            for (source, base), job, renamed in zip(files, jobs, apart)]
 
 
 def output_suffix(source: Path) -> str:

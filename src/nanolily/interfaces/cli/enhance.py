@@ -35,7 +35,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("enhance", help="brighten photos (files, folders, globs)", description=__doc__,
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image or video files, folders or glob patterns; - reads one image from standard input")
+                   help="image or video files, folders or glob patterns; - reads one image from standard input. "
+                        "A folder yields its photos and videos by extension, leaving out *_lily.* outputs and "
+                        "hidden files (a name starting with '.')")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one input), folder, or - for standard output; default: <stem>_lily.<ext> "
                         "beside each input (standard output for standard input)")
