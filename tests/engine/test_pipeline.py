@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from nanolily import enhance
+from nanolily.engine import corrections
 from nanolily.engine.pipeline import NO_CORRECTIONS, enhance_tensor
 from nanolily.io.images import Photo, to_float
 from nanolily.models.weights import load_model
@@ -292,6 +293,11 @@ def test_a_photo_far_darker_than_the_training_captures_is_lifted_first(tmp_path)
     in_place = enhance_tensor(dark.clone(), model, reuse_input=True)
     assert torch.equal(in_place, enhance_tensor(dark, model))  # strip by strip, as in one pass
     assert torch.equal(enhance_tensor(dark, model, strength=0.0), dark)  # strength 0: the photo itself, not the lift
+    # an 8-bit photo is lifted in place, the corrections reading its codes: the same result, bit for bit
+    dark8 = (dark * 255).round() * torch.tensor(1 / 255)
+    assert corrections.eight_bit_codes(dark8) is not None and corrections.eight_bit_codes(dark) is None
+    assert torch.equal(enhance_tensor(dark8.clone(), model, reuse_input=True), enhance_tensor(dark8, model))
+    assert torch.equal(enhance_tensor(dark8.clone(), model, reuse_input=True, strength=0.0), dark8)
 
     Image.fromarray((dark[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(tmp_path / "d.png")
     from nanolily.interfaces.cli import main

@@ -84,16 +84,42 @@ def exposure_gains(images: torch.Tensor, floor: float | None = None, keep: float
     return torch.stack(gains).clamp(1.0, most)
 
 
-def lift_exposure(images: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+def lift_exposure(images: torch.Tensor, gains: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``images`` ``(B, 3, H, W)`` in sRGB, each scaled by its gain in linear light (a longer exposure
-    of the same scene), clipped to [0, 1]: a new tensor of the same layout, made ``LIFT_ROWS`` rows at
-    a time."""
-    out = torch.empty_like(images)
+    of the same scene), clipped to [0, 1]: written into ``out`` (``images`` itself lifts in place;
+    default: a new tensor of the same layout), ``LIFT_ROWS`` rows at a time."""
+    out = torch.empty_like(images) if out is None else out
     g = gains.to(images.dtype).view(-1, 1, 1, 1)
     for top in range(0, images.shape[-2], LIFT_ROWS):
         rows = images[..., top:top + LIFT_ROWS, :]
         out[..., top:top + LIFT_ROWS, :] = linear_to_srgb(srgb_to_linear(rows) * g)
     return out
+
+
+def eight_bit_codes(images: torch.Tensor) -> torch.Tensor | None:
+    """``images`` as the uint8 codes they were decoded from (same layout, a quarter of the memory), when
+    every value is exactly ``code * float32(1 / 255)`` (``nanolily.io.images.to_float`` of an 8-bit
+    photo), so that :func:`from_eight_bit` gives them back bit for bit; None otherwise. ``LIFT_ROWS``
+    rows at a time: no full-size float temporaries.
+
+    Example:
+        >>> x = torch.tensor([0, 7, 255], dtype=torch.uint8).float() * torch.tensor(1 / 255)
+        >>> eight_bit_codes(x.view(1, 1, 1, 3)).flatten().tolist(), eight_bit_codes(x.view(1, 1, 1, 3) / 2)
+        ([0, 7, 255], None)
+    """
+    codes = torch.empty_like(images, dtype=torch.uint8)
+    for top in range(0, images.shape[-2], LIFT_ROWS):
+        rows = images[..., top:top + LIFT_ROWS, :]
+        q = (rows * 255).round_().clamp_(0, 255).to(torch.uint8)
+        if not torch.equal(from_eight_bit(q), rows):
+            return None
+        codes[..., top:top + LIFT_ROWS, :] = q
+    return codes
+
+
+def from_eight_bit(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes to float32 in [0, 1] as ``nanolily.io.images.to_float`` makes them."""
+    return codes.float().mul_(torch.tensor(1 / 255, dtype=torch.float32))
 
 
 def protect_highlights(x: torch.Tensor, y: torch.Tensor, knee: float = KNEE) -> torch.Tensor:

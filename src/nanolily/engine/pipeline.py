@@ -106,7 +106,8 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     ``lift_exposure`` (a resolution-free model in global mode): the network reads a photo far darker
     than the darkest captures it learned from as a longer exposure of it
     (:func:`nanolily.engine.corrections.exposure_gains`); the corrections still compare with the photo
-    itself. Other photos are unchanged; a lifted one costs one more full-size copy.
+    itself. Other photos are unchanged; a lifted one costs one more full-size copy (with ``reuse_input``,
+    a quarter of one for an 8-bit photo: its codes).
 
     ``reuse_input``: the result may be written over ``images``, which must then not be used again. A
     resolution-free model (nanolily-v2) in global mode without white balance then writes it there strip
@@ -131,14 +132,21 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     inner_dtype = auto_inner_dtype(model, device) if precision == "auto" and predictor is None else torch.float32
     autocast = functools.partial(torch.autocast, device.type, dtype=PRECISIONS[precision],
                                  enabled=PRECISIONS[precision] is not None)
+    in_place = (predictor is None and model.resolution_free and mode == "global" and not white_balance
+                and images.device == device)
     with torch.inference_mode():
         source = images  # what the corrections compare with; the network may read a lifted copy
         if lift_exposure and mode == "global" and model.resolution_free:
             gains = corrections.exposure_gains(images)
             if bool((gains > 1).any()):
-                images, reuse_input = corrections.lift_exposure(images, gains), True  # the copy is ours
-        if (reuse_input and predictor is None and model.resolution_free and mode == "global" and not white_balance
-                and images.device == device):
+                # an 8-bit photo we may write over is lifted in place, its codes kept for the corrections
+                codes = corrections.eight_bit_codes(images) if reuse_input and in_place else None
+                if codes is not None:
+                    source = codes
+                    corrections.lift_exposure(images, gains, out=images)
+                else:
+                    images, reuse_input = corrections.lift_exposure(images, gains), True  # the copy is ours
+        if reuse_input and in_place:
             return enhance_in_place(images, model, strength, protect_highlights, denoise, match_scale, autocast,
                                     guard_halos, source)
         predictor = predictor if predictor is not None else model
@@ -158,7 +166,8 @@ def enhance_in_place(images: torch.Tensor, model: NanoLILY, strength: float = 1.
     each corrected strip is written back once no later strip reads those input rows. Beyond the photo,
     memory holds one strip of the network's output and two of results. ``autocast``: the context the
     network runs in; ``source``: what the corrections compare with, if not ``images`` (which the
-    network reads: the photo's lifted copy)."""
+    network reads: the photo lifted), as a tensor like ``images`` or the photo's uint8 codes
+    (:func:`nanolily.engine.corrections.eight_bit_codes`)."""
     with autocast():
         output_rows = model.output_rows(images, block=strip_rows(images.shape[-1]),
                                         factor=_match_factor(model, images, match_scale), guard_halos=guard_halos)
@@ -175,9 +184,13 @@ def enhance_in_place(images: torch.Tensor, model: NanoLILY, strength: float = 1.
         made[:] = first, last
         return window[:, :, :last - first]
 
+    photo = images if source is None else source
+    if photo.dtype == torch.uint8:  # the photo's 8-bit codes (enhance_tensor)
+        codes = photo
+        photo = lambda first, last: corrections.from_eight_bit(codes[..., first:last, :])  # noqa: E731
     # the network reads REFINE_HALO input rows beyond the output rows it makes
-    correct_rows(images if source is None else source, network_rows, images, strength, protect_highlights, denoise,
-                 CORRECTION_ROWS, reach=REFINE_HALO)
+    correct_rows(photo, network_rows, images, strength, protect_highlights, denoise, CORRECTION_ROWS,
+                 reach=REFINE_HALO)
     return images
 
 
@@ -277,7 +290,8 @@ def apply_corrections(images: torch.Tensor, out: torch.Tensor, strength: float =
     return out.clamp_(0.0, 1.0)
 
 
-def correct_rows(images: torch.Tensor, network_rows: Callable[[int, int], torch.Tensor], dest: torch.Tensor,
+def correct_rows(images: torch.Tensor | Callable[[int, int], torch.Tensor],
+                 network_rows: Callable[[int, int], torch.Tensor], dest: torch.Tensor,
                  strength: float = 1.0, protect_highlights: bool = DEFAULT_PROTECT_HIGHLIGHTS,
                  denoise: float = DEFAULT_DENOISE, rows: int = CORRECTION_ROWS, cols: int | None = None,
                  compiled: bool | None = None, reach: int = 0) -> None:
@@ -286,11 +300,14 @@ def correct_rows(images: torch.Tensor, network_rows: Callable[[int, int], torch.
     overlapping the last by the denoiser's halo), and the result is written into ``dest`` (``(N, 3, H, W)``;
     it may be ``images`` itself, or what ``network_rows`` reads), each strip once no later strip reads its
     rows of ``images`` or, ``reach`` rows beyond the ranges it is asked for, of what ``network_rows`` reads.
+    ``images``: the photo, or a function that gives its rows ``[first, last)`` as float32 on ``dest``'s device.
     """
     denoise *= min(strength, 1.0)  # the denoiser fades in with the strength: strength 0 is the input itself
     height, width = dest.shape[-2:]
     halo = corrections.DENOISE_HALO if denoise else 0
-    lib = native.library() if compiled is not False and _native_fits(images, dest) else None
+    photo_rows = images if callable(images) else lambda first, last: images[..., first:last, :]
+    lib = (native.library() if compiled is not False and _native_fits(dest, *([] if callable(images) else [images]))
+           else None)
     if compiled and lib is None:
         raise RuntimeError("compiled corrections are not available here (float32 CPU tensors and a C compiler "
                            "are needed; see nanolily.native)")
@@ -328,7 +345,7 @@ def correct_rows(images: torch.Tensor, network_rows: Callable[[int, int], torch.
         if top >= height:
             break
         bottom, last = min(top + rows, height), min(top + rows + halo, height)
-        x, y = images[..., first:last, :], network_rows(first, last)
+        x, y = photo_rows(first, last), network_rows(first, last)
         result = torch.empty_like(dest[..., top:bottom, :])
         calls = []
         for left in range(0, width, cols):
@@ -344,9 +361,9 @@ def correct_rows(images: torch.Tensor, network_rows: Callable[[int, int], torch.
         pending.append((top, bottom, result))
 
 
-def _native_fits(images: torch.Tensor, out: torch.Tensor) -> bool:
+def _native_fits(*tensors: torch.Tensor) -> bool:
     """Whether the compiled corrections take these tensors: float32, on the CPU, three channels."""
-    return all(t.dtype == torch.float32 and t.device.type == "cpu" and t.shape[1] == 3 for t in (images, out))
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" and t.shape[1] == 3 for t in tensors)
 
 
 def enhance_photo(photo: Photo, model: NanoLILY, reuse_pixels: bool = False, **kwargs) -> Photo:
