@@ -58,11 +58,12 @@ def test_a_folder_tree_on_two_workers_with_a_bad_file(local_ray, random_weights,
     assert main(args) == 1 and "already exists" in capsys.readouterr().err  # neither skipped nor overwritten
 
 
-def test_inputs_that_would_share_an_output_keep_apart(local_ray, random_weights, tmp_path, capsys):
+def test_listed_as_enhance_lists_a_folder(local_ray, random_weights, tmp_path, capsys):
     source, out = tmp_path / "night", tmp_path / "bright"
     source.mkdir()
     for name in ("IMG_1.jpg", "IMG_1.png", "IMG_2.jpg"):
         Image.fromarray(dark_image(40, 30, seed=len(name))).save(source / name)
+    (source / "loop").symlink_to(source)  # a symlinked folder is not followed: no photo comes twice
     args = ["enhance", str(source), "-o", str(out), "--ray", "--workers", "1", "--format", "png", "-q",
             "--weights", str(random_weights)]
     assert main(args) == 0

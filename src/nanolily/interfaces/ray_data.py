@@ -82,13 +82,17 @@ def list_photos(filesystem, root: str) -> list[str]:
     if filesystem.get_file_info(root).type == fs.FileType.File:
         return [root]
     base = root.rstrip("/")
+    if isinstance(filesystem, fs.LocalFileSystem):  # pyarrow's selector follows symlinked folders, loops too
+        files = [path.as_posix() for path in Path(base).glob("**/*") if path.is_file()]
+    else:
+        files = [info.path for info in filesystem.get_file_info(fs.FileSelector(base, recursive=True))
+                 if info.type == fs.FileType.File]
     photos = []
-    for info in filesystem.get_file_info(fs.FileSelector(base, recursive=True)):
-        relative = info.path[len(base):].lstrip("/")
+    for path in files:
+        relative = path[len(base):].lstrip("/")
         stem, suffix = posixpath.splitext(posixpath.basename(relative))
-        if (info.type == fs.FileType.File and suffix.lower() in READ_SUFFIXES and not hidden(relative)
-                and not stem.endswith(OUTPUT_SUFFIX)):
-            photos.append(info.path)
+        if suffix.lower() in READ_SUFFIXES and not hidden(relative) and not stem.endswith(OUTPUT_SUFFIX):
+            photos.append(path)
     return sorted(photos)
 
 
