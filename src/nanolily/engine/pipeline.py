@@ -132,8 +132,8 @@ def enhance_tensor(images: torch.Tensor, model: NanoLILY, mode: str = DEFAULT_MO
     inner_dtype = auto_inner_dtype(model, device) if precision == "auto" and predictor is None else torch.float32
     autocast = functools.partial(torch.autocast, device.type, dtype=PRECISIONS[precision],
                                  enabled=PRECISIONS[precision] is not None)
-    in_place = (predictor is None and model.resolution_free and mode == "global" and not white_balance
-                and images.device == device)
+    in_place = (mode == "global" and predictor is None and getattr(model, "resolution_free", False)
+                and not white_balance and images.device == device)
     with torch.inference_mode():
         source = images  # what the corrections compare with; the network may read a lifted copy
         if lift_exposure and mode == "global" and model.resolution_free:
