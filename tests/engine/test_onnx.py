@@ -51,6 +51,8 @@ def test_onnx_bloom_equals_torch_bloom_on_a_small_image(model, onnx_file):
     from nanolily.engine.onnx import OnnxPredictor
 
     predictor = OnnxPredictor(onnx_file)
+    # its threads do not spin after a run, taking the cores from PyTorch's work between runs
+    assert predictor.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     x = torch.from_numpy(dark_image(250, 330)).permute(2, 0, 1)[None].float() / 255
     for mode in ("bloom", "core"):
         ours = enhance_tensor(x, model, mode=mode, precision="fp32")

@@ -317,6 +317,8 @@ class OnnxPredictor:
             raise ImportError("the onnxruntime backend needs the [onnx] extra: pip install 'nanolily[onnx]'") from None
         options = ort.SessionOptions()
         options.enable_cpu_mem_arena = arena
+        # no spinning after a run: PyTorch's work between runs (bloom's blending, v2's pooling) needs the cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
