@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanolily.io.images import READ_SUFFIXES, WRITE_FORMATS
+from nanolily.io.images import WRITE_FORMATS
 
 @dataclass
 class CollectionReport:
@@ -77,7 +77,7 @@ def list_photos(filesystem, root: str) -> list[str]:
     such as a camera's ``_DSC1234.JPG``). ``root`` itself when it is a file."""
     from pyarrow import fs
 
-    from nanolily.interfaces.cli.common import OUTPUT_SUFFIX, hidden
+    from nanolily.interfaces.cli.common import wanted_photo
 
     if filesystem.get_file_info(root).type == fs.FileType.File:
         return [root]
@@ -87,13 +87,7 @@ def list_photos(filesystem, root: str) -> list[str]:
     else:
         files = [info.path for info in filesystem.get_file_info(fs.FileSelector(base, recursive=True))
                  if info.type == fs.FileType.File]
-    photos = []
-    for path in files:
-        relative = path[len(base):].lstrip("/")
-        stem, suffix = posixpath.splitext(posixpath.basename(relative))
-        if suffix.lower() in READ_SUFFIXES and not hidden(relative) and not stem.endswith(OUTPUT_SUFFIX):
-            photos.append(path)
-    return sorted(photos)
+    return sorted(path for path in files if wanted_photo(path[len(base):].lstrip("/")))
 
 
 def split_uri(uri: str) -> tuple[object, str]:

@@ -8,7 +8,7 @@ import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from nanolily.io.images import (DEFAULT_MAX_PIXELS, RAW_OUTPUT_SUFFIX, RAW_SUFFIXES, READ_SUFFIXES, WRITE_FORMATS,
                                 missing_support)
@@ -248,8 +248,17 @@ def _pillow_suffixes() -> set[str]:
     return set(Image.registered_extensions())
 
 
-def _wanted(path: Path) -> bool:
-    return (path.suffix.lower() in READ_SUFFIXES or is_video(path)) and not path.stem.endswith(OUTPUT_SUFFIX)
+def _wanted(path: Path, videos: bool = True) -> bool:
+    """Whether a folder's file is one to enhance: a photo (or, with ``videos``, a video) by extension,
+    not one of our own ``*_lily.*`` outputs."""
+    return ((path.suffix.lower() in READ_SUFFIXES or videos and is_video(path))
+            and not path.stem.endswith(OUTPUT_SUFFIX))
+
+
+def wanted_photo(relative: str) -> bool:
+    """Whether a ``/``-separated path under a folder is a photo that folder yields (``--ray``'s listing):
+    a photo by extension, neither hidden nor one of our outputs, as :func:`expand_inputs` lists them."""
+    return _wanted(PurePosixPath(relative), videos=False) and not hidden(relative)
 
 
 def hidden(relative: str) -> bool:
